@@ -1,0 +1,44 @@
+# The README's two commands: `make run` and `make test`. Both bootstrap .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TYPED_CORE := sketchmind/canvas.py sketchmind/actions.py sketchmind/coords.py sketchmind/render.py \
+              sketchmind/images.py sketchmind/protocols
+
+.PHONY: run test lint typecheck unit bench golden clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Torch comes first and by exact version, so pip takes the builds on local disk.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/sketchmind draw examples/maze.png examples/maze_calls.json --save runs/demo
+	$(BIN)/sketchmind show runs/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy $(TYPED_CORE)
+
+unit: $(STAMP)
+	$(BIN)/pytest -n 2
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python tools/bench.py
+
+golden: $(STAMP)
+	$(BIN)/python tests/golden/regenerate.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,128 @@
+"""Load any image a user hands us into one canonical form: a contiguous RGB uint8 array.
+
+Everything odd is normalised here, once, so the rest of the code can assume plain RGB: EXIF
+rotation, alpha (composited on white, as a viewer shows it), palette, grayscale, 16-bit, float and
+CMYK. Anything that cannot be normalised raises ``ImageInputError`` with one line for the user.
+Decompression bombs are refused from the header, before a single pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; override with SKETCHMIND_MAX_PIXELS
+ImageSource = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
+
+
+class ImageInputError(ValueError):
+    """An input image that cannot be used; ``str(error)`` is one line for the user."""
+
+
+def max_pixels_default() -> int:
+    """The pixel limit: ``SKETCHMIND_MAX_PIXELS`` if set, else 64 Mpx."""
+    raw = os.environ.get("SKETCHMIND_MAX_PIXELS", "")
+    return int(raw) if raw.isdigit() else DEFAULT_MAX_PIXELS
+
+
+def _check_size(width: int, height: int, max_pixels: int, name: str) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageInputError(f"{name}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageInputError(
+            f"{name}: {width}x{height} is {width * height / 1e6:.1f} Mpx, over the limit of "
+            f"{max_pixels / 1e6:.1f} Mpx (raise it with SKETCHMIND_MAX_PIXELS)"
+        )
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Normalise every PIL mode to RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16"):
+            array = array / 257.0  # 65535 -> 255 exactly
+        else:
+            low, high = float(array.min()), float(array.max())
+            array = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _from_array(array: np.ndarray, max_pixels: int) -> np.ndarray:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageInputError(f"array of shape {array.shape} is not an image (want HxW, HxWx3 or HxWx4)")
+    _check_size(array.shape[1], array.shape[0], max_pixels, "array")
+    if array.dtype == np.uint16:
+        array = np.rint(array / 257.0).astype(np.uint8)
+    elif array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise ImageInputError("array holds NaN or infinite values")
+        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+    elif array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8:
+        raise ImageInputError(f"array dtype {array.dtype} is not supported (want uint8, uint16 or float)")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.shape[2] == 4:
+        alpha = array[:, :, 3:4].astype(np.float32) / 255.0
+        array = np.rint(array[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def load_image(source: ImageSource, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image from a path, bytes, a PIL image or an array as contiguous RGB uint8 (H, W, 3).
+
+    Raises ``ImageInputError`` (one line) for missing files, non-images, truncated files and images
+    over ``max_pixels`` (default: ``SKETCHMIND_MAX_PIXELS`` or 64 Mpx).
+    """
+    limit = max_pixels if max_pixels is not None else max_pixels_default()
+    if isinstance(source, np.ndarray):
+        return _from_array(source, limit)
+    if isinstance(source, Image.Image):
+        _check_size(source.width, source.height, limit, "image")
+        return np.ascontiguousarray(np.asarray(_to_rgb(ImageOps.exif_transpose(source))))
+    if isinstance(source, bytes):
+        name, stream = "image bytes", io.BytesIO(source)
+        if not source:
+            raise ImageInputError("image bytes are empty")
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.exists():
+            raise ImageInputError(f"{name}: no such file")
+        if path.is_dir():
+            raise ImageInputError(f"{name}: is a directory, not an image")
+        stream = io.BytesIO(path.read_bytes()) if path.stat().st_size < 1 << 30 else None
+        if stream is None:
+            raise ImageInputError(f"{name}: file is over 1 GiB")
+    try:
+        with warnings.catch_warnings():
+            # Our own limit replaces Pillow's global bomb guard, so silence its warning and error.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(stream) as image:
+                _check_size(image.width, image.height, limit, name)
+                image.load()
+                rgb = _to_rgb(ImageOps.exif_transpose(image))
+    except ImageInputError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageInputError(f"{name}: not an image file (or a format Pillow cannot read)") from None
+    except Image.DecompressionBombError:
+        raise ImageInputError(f"{name}: image is over the pixel limit (decompression bomb guard)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageInputError(f"{name}: truncated or corrupt image ({exc})") from None
+    return np.ascontiguousarray(np.asarray(rgb))

@@ -1,0 +1,36 @@
+"""Prompt formats: one file per protocol, each a system prompt, a parser and an observation formatter."""
+
+from __future__ import annotations
+
+from sketchmind.coords import Convention
+from sketchmind.protocols.base import Message, ParsedTurn, Protocol, ToolCall, ToolResult
+from sketchmind.protocols.openai_tools import OpenAIToolsProtocol
+from sketchmind.protocols.sketchmind import SketchMindProtocol
+from sketchmind.protocols.vilasr import ViLaSRProtocol
+
+PROTOCOLS: dict[str, type[Protocol]] = {
+    cls.name: cls for cls in (SketchMindProtocol, ViLaSRProtocol, OpenAIToolsProtocol)
+}
+
+
+def get_protocol(name: str, convention: str | Convention | None = None) -> Protocol:
+    """A protocol by name (``sketchmind``, ``vilasr``, ``openai-tools``)."""
+    try:
+        cls = PROTOCOLS[name]
+    except KeyError:
+        raise ValueError(f"unknown protocol {name!r}; use one of {', '.join(PROTOCOLS)}") from None
+    return cls(convention)
+
+
+__all__ = [
+    "PROTOCOLS",
+    "Message",
+    "OpenAIToolsProtocol",
+    "ParsedTurn",
+    "Protocol",
+    "SketchMindProtocol",
+    "ToolCall",
+    "ToolResult",
+    "ViLaSRProtocol",
+    "get_protocol",
+]

@@ -1,0 +1,245 @@
+"""Rasterise marks onto images with OpenCV, anti-aliased, in a named style.
+
+Rendering is the hot path of every agent turn, so it draws in place on one fresh copy of the parent
+raster and never touches pixels outside the marks. Sizes scale with the image so a mark looks the
+same on a 256 px thumbnail and a 4K photo; the ``vilasr`` style instead pins ViLaSR's fixed sizes so
+its released checkpoint sees the drawings it was trained on.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import ImageColor
+
+from sketchmind.actions import Box, Dot, Grid, Line, Mark, Path, Text
+
+RGB = tuple[int, int, int]
+
+# Sasha Trubetskoy's distinct colours, most distinguishable first, minus the pale ones (yellow, lime,
+# cyan) that vanish on white backgrounds.
+PALETTE: tuple[RGB, ...] = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (240, 50, 230),
+    (0, 128, 128),
+    (170, 110, 40),
+    (128, 0, 0),
+    (0, 0, 128),
+    (128, 128, 0),
+)
+BLACK: RGB = (0, 0, 0)
+WHITE: RGB = (255, 255, 255)
+RED: RGB = (255, 0, 0)
+BLUE: RGB = (0, 0, 255)
+
+_SHIFT = 4  # OpenCV fixed-point bits: coordinates are drawn to 1/16 px
+_ONE = 1 << _SHIFT
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def color_for(label: str | None, ordinal: int = 0) -> RGB:
+    """A stable colour: the same label gets the same colour in every view and every run."""
+    if label is None:
+        return PALETTE[ordinal % len(PALETTE)]
+    return PALETTE[zlib.crc32(label.encode("utf-8")) % len(PALETTE)]
+
+
+def ink_on(color: RGB) -> RGB:
+    """Black or white, whichever reads better on ``color`` (WCAG relative luminance)."""
+    r, g, b = (c / 255 for c in color)
+    return BLACK if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else WHITE
+
+
+# ViLaSR's box colours (eval/utils/edit_image.py), assigned by the box's position, not its label.
+VILASR_PALETTE: tuple[RGB, ...] = tuple(
+    ImageColor.getrgb(name)  # type: ignore[misc]
+    for name in (
+        "red green blue yellow orange pink purple brown gray beige turquoise cyan magenta lime navy "
+        "maroon teal olive coral lavender violet gold silver"
+    ).split()
+)
+
+
+@dataclass(frozen=True)
+class Style:
+    """How marks look. ``thickness=None`` scales the stroke with the image size.
+
+    ``layered`` styles draw all boxes before all lines (as ViLaSR does), so a view is always
+    re-rendered from its clean raster instead of painting the new mark on top of the parent.
+    """
+
+    name: str
+    thickness: int | None = None
+    line_color: RGB | None = None  # None: the mark's colour
+    endpoint_dots: bool = False  # ViLaSR's red start / blue end dots on lines and paths
+    label_tags: bool = True  # filled tag (readable anywhere) instead of ViLaSR's plain text
+    box_palette: tuple[RGB, ...] | None = None  # colour boxes by position (ViLaSR) instead of by label
+    layered: bool = False
+
+    def stroke(self, height: int, width: int) -> int:
+        if self.thickness is not None:
+            return self.thickness
+        return max(1, round(min(height, width) / 256))
+
+
+STYLES: dict[str, Style] = {
+    "sketchmind": Style("sketchmind"),
+    "vilasr": Style(
+        "vilasr",
+        thickness=4,
+        line_color=BLACK,
+        endpoint_dots=True,
+        label_tags=False,
+        box_palette=VILASR_PALETTE,
+        layered=True,
+    ),
+}
+
+
+def get_style(name: str | Style) -> Style:
+    """Look a style up by name; one clear error for an unknown one."""
+    if isinstance(name, Style):
+        return name
+    try:
+        return STYLES[name]
+    except KeyError:
+        raise ValueError(f"unknown style {name!r}; use one of {', '.join(STYLES)}") from None
+
+
+def _fixed(points: Iterable[Sequence[float]]) -> np.ndarray:
+    """Continuous coordinates -> OpenCV fixed-point pixel-centre coordinates."""
+    array = np.asarray(list(points), dtype=np.float64) - 0.5
+    return np.round(array * _ONE).astype(np.int32)
+
+
+def _font_scale(height: int, width: int) -> float:
+    return max(0.35, min(height, width) / 900)
+
+
+def _tag(image: np.ndarray, text: str, x: float, y: float, color: RGB) -> None:
+    """A filled label tag anchored at (x, y), kept inside the image so it is never cut off."""
+    h, w = image.shape[:2]
+    scale = _font_scale(h, w)
+    weight = max(1, round(scale * 1.6))
+    (tw, th), base = cv2.getTextSize(text, _FONT, scale, weight)
+    pad = max(2, round(th * 0.3))
+    left = int(min(max(x, 0), max(w - tw - 2 * pad, 0)))
+    top = int(min(max(y - th - base - 2 * pad, 0), max(h - th - base - 2 * pad, 0)))
+    cv2.rectangle(image, (left, top), (left + tw + 2 * pad, top + th + base + 2 * pad), color, cv2.FILLED)
+    cv2.putText(image, text, (left + pad, top + pad + th), _FONT, scale, ink_on(color), weight, cv2.LINE_AA)
+
+
+def _dot(image: np.ndarray, x: float, y: float, radius: float, color: RGB, ring: RGB | None = None) -> None:
+    centre = tuple(int(v) for v in _fixed([(x, y)])[0])
+    r = max(1, round(radius * _ONE))
+    if ring is not None:
+        cv2.circle(image, centre, r + _ONE * max(1, round(radius / 3)), ring, cv2.FILLED, cv2.LINE_AA, _SHIFT)
+    cv2.circle(image, centre, r, color, cv2.FILLED, cv2.LINE_AA, _SHIFT)
+
+
+def _polyline(image: np.ndarray, pts: np.ndarray, color: RGB, t: int, arrow: bool) -> None:
+    cv2.polylines(image, [pts], False, color, t, cv2.LINE_AA, _SHIFT)
+    if arrow and len(pts) >= 2:
+        tail, tip = pts[-2].astype(np.float64), pts[-1].astype(np.float64)
+        length = float(np.hypot(*(tip - tail)))
+        if length > 0:
+            tip_length = min(0.5, 5 * t * _ONE / length)
+            cv2.arrowedLine(image, tuple(map(int, tail)), tuple(map(int, tip)), color, t, cv2.LINE_AA, _SHIFT, tip_length)
+
+
+def _endpoint_dots(image: np.ndarray, points: Sequence[Sequence[float]], t: int) -> None:
+    _dot(image, points[0][0], points[0][1], t * 1.5, RED)
+    _dot(image, points[-1][0], points[-1][1], t * 1.5, BLUE)
+
+
+def mark_colors(marks: Sequence[Mark], style: Style) -> list[RGB]:
+    """The colour of every mark in a view, in order."""
+    colors = []
+    boxes = 0
+    for ordinal, mark in enumerate(marks):
+        if style.box_palette is not None and isinstance(mark, Box):
+            colors.append(style.box_palette[boxes % len(style.box_palette)])
+            boxes += 1
+        else:
+            colors.append(color_for(mark.label, ordinal))
+    return colors
+
+
+def draw_mark(image: np.ndarray, mark: Mark, style: Style, color: RGB) -> None:
+    """Draw one mark (in view pixels) onto ``image`` in place."""
+    h, w = image.shape[:2]
+    t = style.stroke(h, w)
+    ink = style.line_color or color
+    if isinstance(mark, Box):
+        x1, y1, x2, y2 = mark.bbox
+        corners = _fixed([(x1 + 0.5, y1 + 0.5), (x2 - 0.5, y2 - 0.5)])
+        cv2.rectangle(image, tuple(map(int, corners[0])), tuple(map(int, corners[1])), color, t, cv2.LINE_AA, _SHIFT)
+        anchor = (x1, y1)
+    elif isinstance(mark, Line | Path):
+        points = [mark.start, mark.end] if isinstance(mark, Line) else mark.points
+        _polyline(image, _fixed(points), ink, t, mark.arrow)
+        if style.endpoint_dots:
+            _endpoint_dots(image, points, t)
+        anchor = (points[0][0], points[0][1])
+    elif isinstance(mark, Dot):
+        x, y = mark.point
+        _dot(image, x, y, 2 * t, color, ring=WHITE)
+        anchor = (x + 2 * t, y - 2 * t)
+    elif isinstance(mark, Grid):
+        _grid(image, mark, color, t)
+        anchor = (mark.bbox[0], mark.bbox[1]) if mark.bbox else (0.0, 0.0)
+    elif isinstance(mark, Text):
+        _tag(image, mark.text, mark.point[0], mark.point[1], color)
+        return
+    else:  # pragma: no cover - the type system keeps this unreachable
+        raise TypeError(f"cannot draw {type(mark).__name__}")
+    if not mark.label:
+        return
+    if style.label_tags:
+        _tag(image, mark.label, anchor[0], anchor[1], color)
+    elif isinstance(mark, Box):
+        # ViLaSR writes box labels in plain small text 8 px right and 6 px below the corner.
+        x, y = anchor[0] + 8, anchor[1] + 6 + 10
+        cv2.putText(image, mark.label, (int(x), int(y)), _FONT, 0.4, color, 1, cv2.LINE_AA)
+
+
+def _grid(image: np.ndarray, mark: Grid, color: RGB, t: int) -> None:
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = mark.bbox if mark.bbox else (0.0, 0.0, float(w), float(h))
+    thin = max(1, t // 2)
+    xs = np.linspace(x1, x2, mark.cols + 1)
+    ys = np.linspace(y1, y2, mark.rows + 1)
+    lines = [_fixed([(x, y1), (x, y2)]) for x in xs] + [_fixed([(x1, y), (x2, y)]) for y in ys]
+    cv2.polylines(image, lines, False, color, thin, cv2.LINE_AA, _SHIFT)
+    if not mark.numbered:
+        return
+    scale = _font_scale(h, w) * 0.8
+    weight = max(1, round(scale * 1.5))
+    for axis, edges in (("col", xs), ("row", ys)):
+        for i in range(len(edges) - 1):
+            text = str(i + 1)
+            (tw, th), _ = cv2.getTextSize(text, _FONT, scale, weight)
+            centre = (edges[i] + edges[i + 1]) / 2
+            x, y = (centre - tw / 2, y1 + th + 2 * thin) if axis == "col" else (x1 + 2 * thin, centre + th / 2)
+            org = (int(x), int(y))
+            cv2.putText(image, text, org, _FONT, scale, WHITE, weight + 2, cv2.LINE_AA)
+            cv2.putText(image, text, org, _FONT, scale, color, weight, cv2.LINE_AA)
+
+
+def render(base: np.ndarray, marks: Sequence[Mark], style: Style) -> np.ndarray:
+    """A new image: ``base`` with every mark drawn. ``base`` is not modified."""
+    image = base.copy()
+    pairs = list(zip(marks, mark_colors(marks, style), strict=True))
+    if style.layered:
+        pairs.sort(key=lambda pair: not isinstance(pair[0], Box))  # stable: boxes, then the rest
+    for mark, color in pairs:
+        draw_mark(image, mark, style, color)
+    return image
