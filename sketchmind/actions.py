@@ -10,6 +10,7 @@ outside the view is the model's mistake and goes back to it as text.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar, Literal
@@ -48,7 +49,11 @@ def _as_point(value: Any) -> Any:
 
 def _as_bbox(value: Any) -> Any:
     value = _numbers_from(value, ("x1", "y1", "x2", "y2"))
-    if isinstance(value, list) and len(value) == 4 and all(isinstance(v, int | float) for v in value):
+    if (
+        isinstance(value, list)
+        and len(value) == 4
+        and all(isinstance(v, int | float) and math.isfinite(v) for v in value)
+    ):
         # Reversed corners are a harmless slip: order them rather than fail the call.
         x1, y1, x2, y2 = value
         return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]

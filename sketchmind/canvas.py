@@ -32,7 +32,7 @@ from sketchmind.actions import (
 )
 from sketchmind.coords import Affine, Convention
 from sketchmind.images import ImageSource, load_image
-from sketchmind.render import Style, draw_mark, get_style, mark_colors, render
+from sketchmind.render import Style, draw_mark, get_style, render
 
 MAX_VIEW_PIXELS = 16_777_216  # 4096 x 4096: the largest view a zoom may create
 WHITEBOARD_SIZE = (1024, 1024)
@@ -99,7 +99,7 @@ class View:
         """One line for logs and observations, e.g. ``view 3: box 'A' on view 1 (640x480)``."""
         if not self.actions:
             return f"view {self.index}: input ({self.width}x{self.height})"
-        made = ", ".join(f"{a.tool} {a.label!r}" if getattr(a, "label", None) else a.tool for a in self.actions)
+        made = ", ".join(f"{a.tool} {a.label!r}" if isinstance(a, Mark) and a.label else a.tool for a in self.actions)
         return f"view {self.index}: {made} on view {self.parent} ({self.width}x{self.height})"
 
 
@@ -217,14 +217,13 @@ class Canvas:
             else:
                 marks[slot] = mark
                 replaced = True
-        if replaced or self.style.layered:
+        if replaced or self.style.exact_vilasr:
             image = render(base, marks, self.style)
         else:
             # Common case: one copy of the parent plus the new marks; earlier marks are not redrawn.
             image = parent.image.copy()
-            colors = mark_colors(marks, self.style)
             for i in range(len(parent.marks), len(marks)):
-                draw_mark(image, marks[i], self.style, colors[i])
+                draw_mark(image, marks[i], self.style, i)
         return View(
             index=len(self.views) + 1,
             image=_frozen(image),
@@ -280,4 +279,3 @@ class Canvas:
 
     def __repr__(self) -> str:
         return f"Canvas({len(self.views)} views, {self.convention.value}, style={self.style.name!r})"
-

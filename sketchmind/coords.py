@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-class Convention(str, enum.Enum):
+class Convention(enum.StrEnum):
     """How a model writes coordinates."""
 
     PIXELS = "pixels"  # absolute pixels of the view as the model saw it (Qwen2.5-VL grounding)
@@ -112,7 +112,8 @@ class Affine:
     def apply_points(self, points: np.ndarray) -> np.ndarray:
         """Map an (N, 2) array of points."""
         matrix = np.array([[self.a, self.b], [self.d, self.e]], dtype=np.float64)
-        return np.asarray(points, dtype=np.float64) @ matrix.T + np.array([self.c, self.f])
+        mapped: np.ndarray = np.asarray(points, dtype=np.float64) @ matrix.T + np.array([self.c, self.f])
+        return mapped
 
     def as_list(self) -> list[float]:
         """Row-major 2x3 matrix, as saved in traces."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -83,6 +84,21 @@ def _from_array(array: np.ndarray, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+_PILLOW_GUARD = threading.Lock()
+
+
+def _open_header(stream: io.BytesIO) -> Image.Image:
+    """Open lazily (header only) with Pillow's global bomb guard lifted, so our own limit, which
+    names the image size, is the one that speaks. The lock keeps other threads' guard intact."""
+    with _PILLOW_GUARD, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(stream)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def load_image(source: ImageSource, *, max_pixels: int | None = None) -> np.ndarray:
     """Read an image from a path, bytes, a PIL image or an array as contiguous RGB uint8 (H, W, 3).
 
@@ -106,23 +122,18 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> np.ndar
             raise ImageInputError(f"{name}: no such file")
         if path.is_dir():
             raise ImageInputError(f"{name}: is a directory, not an image")
-        stream = io.BytesIO(path.read_bytes()) if path.stat().st_size < 1 << 30 else None
-        if stream is None:
+        if path.stat().st_size > 1 << 30:
             raise ImageInputError(f"{name}: file is over 1 GiB")
+        stream = io.BytesIO(path.read_bytes())
     try:
-        with warnings.catch_warnings():
-            # Our own limit replaces Pillow's global bomb guard, so silence its warning and error.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(stream) as image:
-                _check_size(image.width, image.height, limit, name)
-                image.load()
-                rgb = _to_rgb(ImageOps.exif_transpose(image))
+        with _open_header(stream) as image:
+            _check_size(image.width, image.height, limit, name)
+            image.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(image))
     except ImageInputError:
         raise
     except UnidentifiedImageError:
         raise ImageInputError(f"{name}: not an image file (or a format Pillow cannot read)") from None
-    except Image.DecompressionBombError:
-        raise ImageInputError(f"{name}: image is over the pixel limit (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"{name}: truncated or corrupt image ({exc})") from None
     return np.ascontiguousarray(np.asarray(rgb))

@@ -2,8 +2,8 @@
 
 Rendering is the hot path of every agent turn, so it draws in place on one fresh copy of the parent
 raster and never touches pixels outside the marks. Sizes scale with the image so a mark looks the
-same on a 256 px thumbnail and a 4K photo; the ``vilasr`` style instead pins ViLaSR's fixed sizes so
-its released checkpoint sees the drawings it was trained on.
+same on a 256 px thumbnail and a 4K photo. The ``vilasr`` style hands off to ``render_vilasr``, which
+repeats ViLaSR's own PIL drawing so its released checkpoint sees what it was trained on.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import ImageColor
 
 from sketchmind.actions import Box, Dot, Grid, Line, Mark, Path, Text
+from sketchmind.render_vilasr import render_vilasr
 
 RGB = tuple[int, int, int]
 
@@ -37,8 +37,6 @@ PALETTE: tuple[RGB, ...] = (
 )
 BLACK: RGB = (0, 0, 0)
 WHITE: RGB = (255, 255, 255)
-RED: RGB = (255, 0, 0)
-BLUE: RGB = (0, 0, 255)
 
 _SHIFT = 4  # OpenCV fixed-point bits: coordinates are drawn to 1/16 px
 _ONE = 1 << _SHIFT
@@ -58,49 +56,28 @@ def ink_on(color: RGB) -> RGB:
     return BLACK if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else WHITE
 
 
-# ViLaSR's box colours (eval/utils/edit_image.py), assigned by the box's position, not its label.
-VILASR_PALETTE: tuple[RGB, ...] = tuple(
-    ImageColor.getrgb(name)  # type: ignore[misc]
-    for name in (
-        "red green blue yellow orange pink purple brown gray beige turquoise cyan magenta lime navy "
-        "maroon teal olive coral lavender violet gold silver"
-    ).split()
-)
-
-
 @dataclass(frozen=True)
 class Style:
     """How marks look. ``thickness=None`` scales the stroke with the image size.
 
-    ``layered`` styles draw all boxes before all lines (as ViLaSR does), so a view is always
-    re-rendered from its clean raster instead of painting the new mark on top of the parent.
+    ``exact_vilasr`` draws boxes and lines with ViLaSR's own PIL calls (see ``render_vilasr``). Its
+    colours depend on a box's position and lines go over all boxes, so such a view is always
+    re-rendered from the clean raster rather than painted on top of its parent.
     """
 
     name: str
     thickness: int | None = None
-    line_color: RGB | None = None  # None: the mark's colour
-    endpoint_dots: bool = False  # ViLaSR's red start / blue end dots on lines and paths
-    label_tags: bool = True  # filled tag (readable anywhere) instead of ViLaSR's plain text
-    box_palette: tuple[RGB, ...] | None = None  # colour boxes by position (ViLaSR) instead of by label
-    layered: bool = False
+    exact_vilasr: bool = False
 
     def stroke(self, height: int, width: int) -> int:
         if self.thickness is not None:
             return self.thickness
-        return max(1, round(min(height, width) / 256))
+        return max(2, round(min(height, width) / 200))
 
 
 STYLES: dict[str, Style] = {
     "sketchmind": Style("sketchmind"),
-    "vilasr": Style(
-        "vilasr",
-        thickness=4,
-        line_color=BLACK,
-        endpoint_dots=True,
-        label_tags=False,
-        box_palette=VILASR_PALETTE,
-        layered=True,
-    ),
+    "vilasr": Style("vilasr", thickness=4, exact_vilasr=True),
 }
 
 
@@ -152,32 +129,16 @@ def _polyline(image: np.ndarray, pts: np.ndarray, color: RGB, t: int, arrow: boo
         length = float(np.hypot(*(tip - tail)))
         if length > 0:
             tip_length = min(0.5, 5 * t * _ONE / length)
-            cv2.arrowedLine(image, tuple(map(int, tail)), tuple(map(int, tip)), color, t, cv2.LINE_AA, _SHIFT, tip_length)
+            cv2.arrowedLine(
+                image, tuple(map(int, tail)), tuple(map(int, tip)), color, t, cv2.LINE_AA, _SHIFT, tip_length
+            )
 
 
-def _endpoint_dots(image: np.ndarray, points: Sequence[Sequence[float]], t: int) -> None:
-    _dot(image, points[0][0], points[0][1], t * 1.5, RED)
-    _dot(image, points[-1][0], points[-1][1], t * 1.5, BLUE)
-
-
-def mark_colors(marks: Sequence[Mark], style: Style) -> list[RGB]:
-    """The colour of every mark in a view, in order."""
-    colors = []
-    boxes = 0
-    for ordinal, mark in enumerate(marks):
-        if style.box_palette is not None and isinstance(mark, Box):
-            colors.append(style.box_palette[boxes % len(style.box_palette)])
-            boxes += 1
-        else:
-            colors.append(color_for(mark.label, ordinal))
-    return colors
-
-
-def draw_mark(image: np.ndarray, mark: Mark, style: Style, color: RGB) -> None:
-    """Draw one mark (in view pixels) onto ``image`` in place."""
+def draw_mark(image: np.ndarray, mark: Mark, style: Style, ordinal: int = 0) -> None:
+    """Draw one mark (in view pixels) onto ``image`` in place; ``ordinal`` colours unlabelled marks."""
     h, w = image.shape[:2]
     t = style.stroke(h, w)
-    ink = style.line_color or color
+    color = color_for(mark.label, ordinal)
     if isinstance(mark, Box):
         x1, y1, x2, y2 = mark.bbox
         corners = _fixed([(x1 + 0.5, y1 + 0.5), (x2 - 0.5, y2 - 0.5)])
@@ -185,9 +146,7 @@ def draw_mark(image: np.ndarray, mark: Mark, style: Style, color: RGB) -> None:
         anchor = (x1, y1)
     elif isinstance(mark, Line | Path):
         points = [mark.start, mark.end] if isinstance(mark, Line) else mark.points
-        _polyline(image, _fixed(points), ink, t, mark.arrow)
-        if style.endpoint_dots:
-            _endpoint_dots(image, points, t)
+        _polyline(image, _fixed(points), color, t, mark.arrow)
         anchor = (points[0][0], points[0][1])
     elif isinstance(mark, Dot):
         x, y = mark.point
@@ -201,14 +160,8 @@ def draw_mark(image: np.ndarray, mark: Mark, style: Style, color: RGB) -> None:
         return
     else:  # pragma: no cover - the type system keeps this unreachable
         raise TypeError(f"cannot draw {type(mark).__name__}")
-    if not mark.label:
-        return
-    if style.label_tags:
+    if mark.label:
         _tag(image, mark.label, anchor[0], anchor[1], color)
-    elif isinstance(mark, Box):
-        # ViLaSR writes box labels in plain small text 8 px right and 6 px below the corner.
-        x, y = anchor[0] + 8, anchor[1] + 6 + 10
-        cv2.putText(image, mark.label, (int(x), int(y)), _FONT, 0.4, color, 1, cv2.LINE_AA)
 
 
 def _grid(image: np.ndarray, mark: Grid, color: RGB, t: int) -> None:
@@ -236,10 +189,9 @@ def _grid(image: np.ndarray, mark: Grid, color: RGB, t: int) -> None:
 
 def render(base: np.ndarray, marks: Sequence[Mark], style: Style) -> np.ndarray:
     """A new image: ``base`` with every mark drawn. ``base`` is not modified."""
+    if style.exact_vilasr:
+        return render_vilasr(base, marks, lambda image, mark, ordinal: draw_mark(image, mark, style, ordinal))
     image = base.copy()
-    pairs = list(zip(marks, mark_colors(marks, style), strict=True))
-    if style.layered:
-        pairs.sort(key=lambda pair: not isinstance(pair[0], Box))  # stable: boxes, then the rest
-    for mark, color in pairs:
-        draw_mark(image, mark, style, color)
+    for ordinal, mark in enumerate(marks):
+        draw_mark(image, mark, style, ordinal)
     return image

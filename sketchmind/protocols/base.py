@@ -101,7 +101,9 @@ class Protocol(ABC):
         return [[call] for call in calls]
 
     @abstractmethod
-    def observation(self, results: Sequence[ToolResult], errors: Sequence[str] = (), final: bool = False) -> list[Message]:
+    def observation(
+        self, results: Sequence[ToolResult], errors: Sequence[str] = (), final: bool = False
+    ) -> list[Message]:
         """The messages that show the model what its calls did (new views or errors).
 
         ``final`` is set when the budget allows no more tool calls, so the model must answer now.

@@ -48,17 +48,17 @@ def to_call(obj: Any, known: frozenset[str], call_id: str | None = None) -> Tool
     aliases (``args``, ``parameters``, ``tool``...) and the flat ``{"name": "box", "bbox": ...}``.
     """
     if not isinstance(obj, Mapping):
-        return f"a tool call must be a JSON object like {{\"name\": ..., \"arguments\": {{...}}}}, got {type(obj).__name__}"
+        return f'a tool call must be a JSON object like {{"name": ..., "arguments": {{...}}}}, got {type(obj).__name__}'
     if isinstance(obj.get("function"), Mapping):
         return to_call(obj["function"], known, call_id or obj.get("id"))
     name = next((obj[k] for k in _NAME_KEYS if isinstance(obj.get(k), str) and obj[k].strip()), None)
     if name is None:
         # {"box": {...}}: the tool name used as the only key.
         if len(obj) == 1:
-            (key, value), = obj.items()
+            ((key, value),) = obj.items()
             if str(key).lower() in known and _arguments(value) is not None:
                 return ToolCall(str(key).lower(), _arguments(value) or {}, call_id)
-        return "tool call has no \"name\""
+        return 'tool call has no "name"'
     arg_key = next((k for k in _ARG_KEYS if k in obj), None)
     if arg_key is None:
         used = {k for k in _NAME_KEYS if obj.get(k) == name} | {"id"}

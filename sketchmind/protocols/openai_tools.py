@@ -70,7 +70,9 @@ class OpenAIToolsProtocol(Protocol):
             turn.thought = "" if not tagged else text[: tagged.start()].strip()
         return turn
 
-    def observation(self, results: Sequence[ToolResult], errors: Sequence[str] = (), final: bool = False) -> list[Message]:
+    def observation(
+        self, results: Sequence[ToolResult], errors: Sequence[str] = (), final: bool = False
+    ) -> list[Message]:
         messages: list[Message] = [
             {"role": "tool", "tool_call_id": call.id or f"call_{i}", "content": [text_part(outcome_text(r))]}
             for i, r in enumerate(results)

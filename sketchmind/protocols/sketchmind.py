@@ -104,7 +104,9 @@ class SketchMindProtocol(Protocol):
             )
         return turn
 
-    def observation(self, results: Sequence[ToolResult], errors: Sequence[str] = (), final: bool = False) -> list[Message]:
+    def observation(
+        self, results: Sequence[ToolResult], errors: Sequence[str] = (), final: bool = False
+    ) -> list[Message]:
         parts: list[dict[str, Any]] = [text_part(f"<observation>error: {e}</observation>") for e in errors]
         for result in results:
             parts.append(text_part(f"<observation>{outcome_text(result)}</observation>"))

@@ -119,7 +119,7 @@ _ANSWER = re.compile(r"<answer>\s*(.*?)\s*(?:</answer>|\Z)", re.S | re.I)
 def _to_call(obj: Any) -> ToolCall | str:
     """One ViLaSR object -> a box or line call on the image it names."""
     if not isinstance(obj, Mapping):
-        return f"each item must be a JSON object with \"index\", got {type(obj).__name__}"
+        return f'each item must be a JSON object with "index", got {type(obj).__name__}'
     arguments: dict[str, Any] = {}
     if "index" in obj:
         arguments["view"] = obj["index"]
@@ -179,7 +179,9 @@ class ViLaSRProtocol(Protocol):
             groups.setdefault(repr(call.arguments.get("view")), []).append(call)
         return list(groups.values())
 
-    def observation(self, results: Sequence[ToolResult], errors: Sequence[str] = (), final: bool = False) -> list[Message]:
+    def observation(
+        self, results: Sequence[ToolResult], errors: Sequence[str] = (), final: bool = False
+    ) -> list[Message]:
         parts: list[dict[str, Any]] = [text_part(f"Error: {e}\n") for e in errors]
         parts += [text_part(f"Error: {r.outcome}\n") for r in results if not isinstance(r.outcome, View)]
         views = [r.outcome for r in results if isinstance(r.outcome, View)]
@@ -187,11 +189,15 @@ class ViLaSRProtocol(Protocol):
         for i, view in enumerate(views):
             parts.append(image_part(view.index))
             if i < len(views) - 1:
-                parts.append(text_part(IMAGE_INDEX.format(index=view.index, width=view.width, height=view.height) + "\n"))
+                parts.append(
+                    text_part(IMAGE_INDEX.format(index=view.index, width=view.width, height=view.height) + "\n")
+                )
             else:
                 # ViLaSR's template puts the prompt between newlines after a single image, and "\n\n" after several.
                 text = closing.format(index=view.index, width=view.width, height=view.height)
                 parts.append(text_part(f"\n{text}\n" if len(views) == 1 else f"{text}\n\n"))
         if not views:
-            parts.append(text_part(("Please answer the initial question now." if final else "Continue your reasoning.") + "\n"))
+            parts.append(
+                text_part(("Please answer the initial question now." if final else "Continue your reasoning.") + "\n")
+            )
         return [{"role": "user", "content": parts}]

@@ -1,0 +1,32 @@
+"""Shared fixtures: deterministic images built in memory (no downloads, no hub)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAZE = ROOT / "data" / "vsp-maze-examples" / "maps" / "level4" / "img" / "0.png"
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A deterministic photo-like RGB image: smooth gradients plus noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([xx / max(width, 1), yy / max(height, 1), (xx + yy) / max(width + height, 1)], axis=2) * 200
+    noise = rng.normal(0, 12, size=(height, width, 3))
+    return np.clip(base + noise + 20, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def image_640x480() -> np.ndarray:
+    return photo(640, 480)
+
+
+@pytest.fixture
+def maze_path() -> Path:
+    return MAZE
