@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/sketchmind draw examples/maze.png examples/maze_calls.json --save runs/demo
+	$(BIN)/sketchmind draw data/vsp-maze-examples/maps/level4/img/0.png examples/maze_calls.json --question "Find a safe path to the goal." --save runs/demo
 	$(BIN)/sketchmind show runs/demo
 
 lint: $(STAMP)

@@ -1,0 +1,144 @@
+"""The ``sketchmind`` command.
+
+Exit codes: 0 success; 1 ran but something the model (or calls file) asked for failed; 2 bad input or
+usage. Bad input is always one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from sketchmind.actions import ActionError
+from sketchmind.canvas import Canvas, View
+from sketchmind.images import ImageInputError
+from sketchmind.trace import TraceError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message is printed as one line and the exit code is 2."""
+
+
+def _read_calls(source: str) -> list[dict[str, Any]]:
+    """Tool calls from a JSON file or an inline JSON string: a list of {"name", "arguments"} (or one)."""
+    path = Path(source)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise UsageError(f"{source}: no such calls file")
+        text = path.read_text(encoding="utf-8")
+    else:
+        text = source
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{source}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    calls = value if isinstance(value, list) else [value]
+    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        raise UsageError(f'{source}: expected a list of {{"name": ..., "arguments": {{...}}}} objects')
+    return calls
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    from sketchmind.tools import specs
+
+    print(json.dumps(specs(args.names or None), indent=2))
+    return EXIT_OK
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    """Apply tool calls to an image (or a whiteboard), print each result, save a trace."""
+    from sketchmind.trace import Step, Trace
+
+    if args.image is None and not args.blank:
+        raise UsageError("give an IMAGE, or --blank for a whiteboard")
+    calls = _read_calls(args.calls)
+    canvas = Canvas(None if args.blank else args.image, coords=args.coords, style=args.style)
+    trace = Trace(question=args.question, protocol="calls", model="none", mode="draw")
+    failed = 0
+    for index, call in enumerate(calls, start=1):
+        started = time.perf_counter()
+        if call["name"] == "answer":
+            trace.answer = str((call.get("arguments") or {}).get("answer", ""))
+            outcome: View | ActionError | None = None
+        else:
+            outcome = canvas.apply(call["name"], call.get("arguments"))
+        step = Step(index=index, thought=str(call.get("thought", "")), calls=[call], view_ids=[], errors=[], raw="")
+        step.render_seconds = time.perf_counter() - started
+        if isinstance(outcome, View):
+            step.view_ids.append(outcome.index)
+            out.print(f"[green]ok[/]   {outcome.describe()}")
+        elif isinstance(outcome, ActionError):
+            failed += 1
+            step.errors.append(str(outcome))
+            out.print(f"[red]fail[/] {call['name']}: {outcome}", soft_wrap=True)
+        else:
+            out.print(f"[bold]answer[/] {trace.answer}")
+        trace.add_step(step)
+        if args.save:
+            trace.save(args.save, canvas)  # after every call, so an interrupted run keeps its work
+    trace.status = "answered" if trace.answer is not None else "no_answer"
+    if args.save:
+        directory = trace.save(args.save, canvas)
+        out.print(f"saved {len(canvas)} views and the trace to {directory}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from sketchmind.viewer import write_html
+
+    page = write_html(Path(args.trace_dir), Path(args.out) if args.out else None)
+    out.print(f"wrote {page}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sketchmind", description="Vision-language models that reason by drawing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tools = sub.add_parser("tools", help="print the drawing tools as JSON Schema (OpenAI function-calling specs)")
+    tools.add_argument("names", nargs="*", help="only these tools")
+    tools.set_defaults(run=cmd_tools)
+
+    draw = sub.add_parser("draw", help="apply tool calls to an image and save the views and a trace")
+    draw.add_argument("image", nargs="?", help="input image (omit with --blank)")
+    draw.add_argument("calls", help='JSON file or inline JSON: [{"name": "box", "arguments": {...}}, ...]')
+    draw.add_argument("--blank", action="store_true", help="draw on a blank whiteboard instead of an image")
+    draw.add_argument("--coords", default="pixels", choices=["pixels", "norm1000", "unit"])
+    draw.add_argument("--style", default="sketchmind", choices=["sketchmind", "vilasr"])
+    draw.add_argument("--question", default="", help="recorded in the trace")
+    draw.add_argument("--save", metavar="DIR", help="write trace.json and views/*.png here")
+    draw.set_defaults(run=cmd_draw)
+
+    show = sub.add_parser("show", help="write a self-contained HTML page to step through a saved trace")
+    show.add_argument("trace_dir")
+    show.add_argument("-o", "--out", help="output HTML path (default TRACE_DIR/trace.html)")
+    show.set_defaults(run=cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sketchmind`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (UsageError, ImageInputError, TraceError, OSError) as exc:
+        err.print(f"sketchmind: error: {exc}", soft_wrap=True, markup=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.print("sketchmind: interrupted", markup=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
