@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -49,6 +50,18 @@ def _read_calls(source: str) -> list[dict[str, Any]]:
     return calls
 
 
+def _clear_old_trace(directory: Path) -> None:
+    """A new run into an old trace directory replaces it (saves skip PNGs that already exist).
+
+    Only a directory that holds a trace is cleared, so a mistyped path never deletes user files.
+    """
+    from sketchmind.trace import TRACE_FILE, VIEWS_DIR
+
+    if (directory / TRACE_FILE).is_file():
+        shutil.rmtree(directory / VIEWS_DIR, ignore_errors=True)
+        (directory / TRACE_FILE).unlink()
+
+
 def cmd_tools(args: argparse.Namespace) -> int:
     from sketchmind.tools import specs
 
@@ -63,6 +76,8 @@ def cmd_draw(args: argparse.Namespace) -> int:
     if args.image is None and not args.blank:
         raise UsageError("give an IMAGE, or --blank for a whiteboard")
     calls = _read_calls(args.calls)
+    if args.save:
+        _clear_old_trace(Path(args.save))
     canvas = Canvas(None if args.blank else args.image, coords=args.coords, style=args.style)
     trace = Trace(question=args.question, protocol="calls", model="none", mode="draw")
     failed = 0
