@@ -47,13 +47,17 @@ def _as_point(value: Any) -> Any:
     return _numbers_from(value, ("x", "y"))
 
 
+def _is_finite(value: Any) -> bool:
+    """A real, finite number; ints too large for a float are not (``math.isfinite`` raises on them)."""
+    try:
+        return isinstance(value, int | float) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _as_bbox(value: Any) -> Any:
     value = _numbers_from(value, ("x1", "y1", "x2", "y2"))
-    if (
-        isinstance(value, list)
-        and len(value) == 4
-        and all(isinstance(v, int | float) and math.isfinite(v) for v in value)
-    ):
+    if isinstance(value, list) and len(value) == 4 and all(_is_finite(v) for v in value):
         # Reversed corners are a harmless slip: order them rather than fail the call.
         x1, y1, x2, y2 = value
         return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
@@ -251,8 +255,9 @@ def parse_action(name: str, arguments: Mapping[str, Any] | str | None = None) ->
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise ActionError(f"{key}: arguments are not valid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # also too-deep nesting and ints over Python's digit limit
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise ActionError(f"{key}: arguments are not valid JSON ({reason})") from None
     if not isinstance(arguments, Mapping):
         raise ActionError(f"{key}: arguments must be a JSON object, got {type(arguments).__name__}")
     try:

@@ -130,6 +130,8 @@ class Canvas:
             pixels = np.full((height, width, 3), 255, dtype=np.uint8)
         else:
             pixels = load_image(image, max_pixels=max_pixels)
+            if isinstance(image, np.ndarray) and np.shares_memory(pixels, image):
+                pixels = pixels.copy()  # the caller keeps a writable reference; view 1 must never change
         self.views: list[View] = [View(index=1, image=_frozen(pixels))]
 
     @property
@@ -217,7 +219,10 @@ class Canvas:
             else:
                 marks[slot] = mark
                 replaced = True
-        if replaced or self.style.exact_vilasr:
+        if self.style.exact_vilasr:
+            # ViLaSR redraws the merged marks over the parent's pixels, so a replaced mark stays visible.
+            image = render(parent.image, marks, self.style)
+        elif replaced:
             image = render(base, marks, self.style)
         else:
             # Common case: one copy of the parent plus the new marks; earlier marks are not redrawn.

@@ -20,6 +20,7 @@ from rich.console import Console
 from sketchmind.actions import ActionError
 from sketchmind.canvas import Canvas, View
 from sketchmind.images import ImageInputError
+from sketchmind.memory import reuse_freed_memory
 from sketchmind.trace import TraceError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sketchmind`` console script."""
     args = build_parser().parse_args(argv)
+    reuse_freed_memory()
     try:
         return int(args.run(args))
     except (UsageError, ImageInputError, TraceError, OSError) as exc:

@@ -41,21 +41,27 @@ def render_vilasr(
     """``base`` with ``marks`` drawn as ViLaSR draws them; ``fallback(image, mark, ordinal)`` draws the rest."""
     image = Image.fromarray(base, "RGB")
     draw = ImageDraw.Draw(image)
+    width, height = image.size
     boxes = [m for m in marks if isinstance(m, Box)]
     for i, box in enumerate(boxes):
         color = PALETTE[i % len(PALETTE)]
-        x1, y1, x2, y2 = (int(v) for v in box.bbox)
+        # ViLaSR rescales by input/actual size even when they are equal: int(61 / 476 * 476) is 60.
+        x1, y1, x2, y2 = (int(v / size * size) for v, size in zip(box.bbox, (width, height) * 2, strict=True))
         draw.rectangle(((x1, y1), (x2, y2)), outline=color, width=WIDTH)
         if box.label:
             draw.text((x1 + 8, y1 + 6), box.label, fill=color)
     for mark in marks:
         if not isinstance(mark, Line | Path):
             continue
+
+        def scaled(point: list[float]) -> tuple[float, float]:
+            return int(point[0]) / width * width, int(point[1]) / height * height  # ViLaSR's float arithmetic
+
         for start, end in _segments(mark):
-            draw.line((int(start[0]), int(start[1]), int(end[0]), int(end[1])), fill="black", width=WIDTH)
+            draw.line((*scaled(start), *scaled(end)), fill="black", width=WIDTH)
         first, last = _segments(mark)[0][0], _segments(mark)[-1][1]
         for point, dot in ((first, "red"), (last, "blue")):
-            x, y, r = int(point[0]), int(point[1]), DOT_RADIUS
+            (x, y), r = scaled(point), DOT_RADIUS
             draw.ellipse([(x - r, y - r), (x + r, y + r)], fill=dot)
     array = np.array(image)
     for ordinal, mark in enumerate(marks):

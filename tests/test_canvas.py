@@ -140,3 +140,10 @@ def test_provenance_is_json(image_640x480: np.ndarray) -> None:
     assert records[1]["to_source"] == [1, 0, 10, 0, 1, 20]
     assert records[2]["actions"] == [{"name": "box", "arguments": {"label": "x", "bbox": [1, 1, 50, 50]}}]
     assert canvas.latest.describe() == "view 3: box 'x' on view 2 (100x100)"
+
+
+def test_canvas_does_not_alias_the_callers_array() -> None:
+    pixels = np.zeros((10, 10, 3), np.uint8)
+    canvas = Canvas(pixels)
+    pixels[0, 0] = 255  # the caller's array stays writable and view 1 stays as it was
+    assert canvas.source.image[0, 0, 0] == 0

@@ -103,3 +103,21 @@ def test_vilasr_style_pixels() -> None:
     start, end = image[250, 20], image[250, 380]
     assert start[0] > 200 and start[2] < 60, "red dot at the start"
     assert end[2] > 200 and end[0] < 60, "blue dot at the end"
+
+
+def test_vilasr_redraw_keeps_the_old_pixels_like_vilasr() -> None:
+    """ViLaSR merges labels in its list but draws over the referenced image, so the old box stays visible."""
+    for style, old_box_visible in (("vilasr", True), ("sketchmind", False)):
+        canvas = Canvas(None, whiteboard_size=(300, 200), style=style)
+        canvas.apply("box", {"bbox": [10, 10, 60, 60], "label": "A"})
+        moved = canvas.apply("box", {"view": 2, "bbox": [200, 100, 260, 160], "label": "A"})
+        assert isinstance(moved, View) and len(moved.marks) == 1
+        assert (moved.image[10:60, 11] != 255).any() == old_box_visible, style
+
+
+def test_vilasr_box_corners_follow_vilasr_float_arithmetic() -> None:
+    """ViLaSR computes int(x / W * W): at W=476, x=61 lands on column 60."""
+    canvas = Canvas(None, whiteboard_size=(476, 300), style="vilasr")
+    view = canvas.apply("box", {"bbox": [61, 50, 200, 150]})
+    assert isinstance(view, View)
+    assert tuple(view.image[100, 60]) == (255, 0, 0) and tuple(view.image[100, 59]) == (255, 255, 255)

@@ -65,7 +65,10 @@ def test_langchain_tools_draw_and_report_errors() -> None:
 
 
 def test_import_does_not_load_torch() -> None:
-    code = "import sys, sketchmind, sketchmind.tools, sketchmind.protocols; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = (
+        "import sys, sketchmind, sketchmind.tools, sketchmind.protocols, sketchmind.cli;"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False False"
 

@@ -15,8 +15,10 @@ import json_repair
 from sketchmind.protocols.base import ToolCall
 
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*|\s*```\s*$")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _NAME_KEYS = ("name", "tool", "tool_name", "function", "action", "type")
 _ARG_KEYS = ("arguments", "args", "parameters", "params", "input", "kwargs")
+MAX_DEPTH = 64
 
 
 def loads(text: str) -> Any:
@@ -26,13 +28,32 @@ def loads(text: str) -> Any:
         return None
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, too-deep nesting, ints over Python's digit limit
         pass
     try:
         value = json_repair.loads(text)
+        return None if value in ("", None) else _join_surrogates(value)
     except Exception:  # json-repair is a third-party parser on hostile input; contain any failure
         return None
-    return None if value in ("", None) else value
+
+
+def _join_surrogates(value: Any, depth: int = 0) -> Any:
+    """Join escaped surrogate pairs ("\\ud83d\\ude00") into one character, as ``json.loads`` does.
+
+    json-repair leaves them as two lone surrogates, which no string validator accepts. No tool call
+    nests deeper than a few levels, so deeper values are refused rather than recursed into.
+    """
+    if depth > MAX_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if not _SURROGATE.search(value):
+            return value
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+    if isinstance(value, list):
+        return [_join_surrogates(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {_join_surrogates(k, depth + 1): _join_surrogates(v, depth + 1) for k, v in value.items()}
+    return value
 
 
 def _arguments(value: Any) -> dict[str, Any] | None:
@@ -77,6 +98,8 @@ def calls_from_text(text: str, known: frozenset[str]) -> tuple[list[ToolCall], l
         snippet = " ".join(text.split())[:60]
         return [], [f"could not read a JSON tool call from {snippet!r}"]
     items = value if isinstance(value, list) else [value]
+    if not items:
+        return [], ['empty tool call list: write each call as {"name": ..., "arguments": {...}}']
     calls: list[ToolCall] = []
     errors: list[str] = []
     for item in items:

@@ -170,12 +170,18 @@ class ViLaSRProtocol(Protocol):
                     turn.errors.append(call)
                 else:
                     turn.calls.append(call)
+        if not turn.calls and not turn.errors:  # e.g. an empty list: ViLaSR stops here with "ToolError"
+            turn.errors.append("the ```json block has no Object Mapper or Path Tracer objects")
         return turn
 
     def group(self, calls: Sequence[ToolCall]) -> list[list[ToolCall]]:
-        """One new image per distinct index, in order of first appearance (ViLaSR's rule)."""
+        """One new image per distinct index, in order of first appearance (ViLaSR's rule).
+
+        ViLaSR collects all boxes before all paths, so an index first named by a box comes before
+        one first named by a path, wherever they stand in the output.
+        """
         groups: dict[Any, list[ToolCall]] = {}
-        for call in calls:
+        for call in sorted(calls, key=lambda call: call.name != "box"):  # stable: boxes, then the rest
             groups.setdefault(repr(call.arguments.get("view")), []).append(call)
         return list(groups.values())
 
