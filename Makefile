@@ -3,8 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TYPED_CORE := sketchmind/canvas.py sketchmind/actions.py sketchmind/coords.py sketchmind/render.py \
-              sketchmind/images.py sketchmind/protocols
+TYPED_CORE := sketchmind
 
 .PHONY: run test lint typecheck unit bench golden clean
 

@@ -89,7 +89,8 @@ def cmd_draw(args: argparse.Namespace) -> int:
             outcome: View | ActionError | None = None
         else:
             outcome = canvas.apply(call["name"], call.get("arguments"))
-        step = Step(index=index, thought=str(call.get("thought", "")), calls=[call], view_ids=[], errors=[], raw="")
+        record = {"name": call["name"], "arguments": call.get("arguments") or {}}
+        step = Step(index=index, thought=str(call.get("thought", "")), calls=[record], view_ids=[], errors=[], raw="")
         step.render_seconds = time.perf_counter() - started
         if isinstance(outcome, View):
             step.view_ids.append(outcome.index)

@@ -34,6 +34,11 @@ def test_draw_saves_a_trace_and_show_writes_html(tmp_path: Path) -> None:
     assert "answer Action plan: R,U,U,U" in result.stdout
     trace = json.loads((tmp_path / "run" / "trace.json").read_text())
     assert trace["answer"] == "Action plan: R,U,U,U" and trace["status"] == "answered"
+    assert trace["steps"][2]["thought"].startswith("Column 2 has no holes")
+    assert trace["steps"][2]["calls"][0]["name"] == "path" and set(trace["steps"][2]["calls"][0]) == {
+        "name",
+        "arguments",
+    }
     pngs = sorted((tmp_path / "run" / "views").glob("*.png"))
     assert len(pngs) == 5  # the input and four drawings
     assert Image.open(pngs[0]).size == (256, 256)

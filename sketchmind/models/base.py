@@ -1,0 +1,85 @@
+"""The policy interface every backend implements: one assistant turn for a conversation.
+
+A conversation is append-only: each turn adds the assistant's output and then the observation. That
+is what lets a backend keep per-conversation state (the HF backend's KV cache) and prefill only the
+new messages. Images are referenced by view index inside messages (see ``protocols.base``) and
+resolved through ``Conversation.images``, so each image is encoded once, by the backend that needs it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sketchmind.protocols.base import Message
+
+
+class BackendError(RuntimeError):
+    """The model backend failed (unreachable server, timeout, out of memory); one line for the user."""
+
+
+@dataclass
+class Conversation:
+    """The messages so far and the views they reference. ``id`` keys any backend-side cache."""
+
+    id: str
+    messages: list[Message]
+    images: Mapping[int, np.ndarray] = field(default_factory=dict)
+    tools: Sequence[Mapping[str, Any]] | None = None  # for native function calling (openai-tools)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings for one turn."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    timeout: float | None = None  # seconds per backend call
+
+
+@dataclass
+class Generation:
+    """One assistant turn as the backend produced it.
+
+    ``message`` is the structured assistant message for function-calling backends (with
+    ``tool_calls``); text protocols only need ``text``. ``logprob`` is the sum of the sampled
+    tokens' log-probabilities, used to rank sampled trajectories.
+    """
+
+    text: str
+    message: dict[str, Any] | None = None
+    tokens_in: int | None = None  # prompt tokens actually prefilled for this turn
+    tokens_out: int | None = None
+    logprob: float | None = None
+    seconds: float = 0.0
+
+
+class Policy(ABC):
+    """A model that writes the next assistant turn."""
+
+    name: str = "policy"
+
+    @abstractmethod
+    def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
+        """The next assistant turn for ``conversation``. Raises ``BackendError`` on backend failure."""
+
+    def generate_batch(
+        self, conversations: Sequence[Conversation], sampling: Sampling = Sampling()
+    ) -> list[Generation]:
+        """One turn for each conversation. Backends that can batch override this; the default loops."""
+        return [self.generate(conversation, sampling) for conversation in conversations]
+
+    def release(self, conversation_id: str) -> None:
+        """Forget any state kept for a finished conversation (e.g. its KV cache)."""
+        return None  # stateless backends keep nothing
+
+    def count_tokens(self, conversation: Conversation) -> int | None:
+        """Prompt length in tokens if the backend can tell cheaply (for the context budget)."""
+        return None
