@@ -1,0 +1,451 @@
+"""The agent: a LangGraph loop in which a policy thinks, draws, looks at its drawing, and answers.
+
+    think --answer--> answer --> END
+      |--calls--> act --> observe --> think ...
+      |--only errors--> observe
+      `--budget spent or backend failure--> END
+
+The graph state is plain data (messages, steps, pending calls, the input image), so the optional
+SQLite checkpointer can store it and a run can be resumed or inspected later. The canvas is a cache
+of that state: rendering is deterministic, so a resumed run rebuilds it by replaying the recorded
+calls. ``solve_batch`` runs the same node functions in lockstep outside the graph, so a backend can
+batch one turn of many puzzles into one forward pass.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+
+from sketchmind.canvas import Canvas, View
+from sketchmind.images import ImageSource, load_image
+from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
+from sketchmind.protocols import Protocol, ToolCall, ToolResult, get_protocol
+from sketchmind.protocols.base import Message, text_part
+from sketchmind.selection import Select, select
+from sketchmind.tools import specs
+from sketchmind.trace import Step, Trace
+
+Mode = Literal["draw", "text", "latent", "auto"]
+MODES: tuple[Mode, ...] = ("draw", "text", "latent", "auto")
+
+TEXT_PROMPT = (
+    "You are a careful visual reasoner. Think step by step inside <think> </think>, then give the final "
+    "answer inside <answer> </answer>. You cannot draw in this mode."
+)
+TEXT_MODE_ERROR = "tools are disabled in text mode: reason in words and give <answer>...</answer>"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Limits on one run. A run that hits one ends as "no_answer" with its trace kept."""
+
+    max_turns: int = 10
+    max_images: int = 45  # views shown to the model, the input included
+    max_context_tokens: int | None = None
+    timeout: float | None = 120.0  # seconds per backend call
+
+
+class AgentState(TypedDict, total=False):
+    """Everything a run needs to continue, as plain data (checkpointable)."""
+
+    run_id: str
+    question: str
+    image: np.ndarray | None
+    messages: list[Message]
+    turn: int
+    images_shown: int
+    pending: list[list[dict[str, Any]]]
+    errors: list[str]
+    results: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    answer: str | None
+    status: str
+    error: str | None
+
+
+def _call_record(call: ToolCall, group: int) -> dict[str, Any]:
+    return {"name": call.name, "arguments": call.arguments, "id": call.id, "group": group}
+
+
+class Agent:
+    """Runs a policy on a question about an image (or a blank whiteboard), drawing as it reasons.
+
+    Args:
+        policy: the model backend.
+        protocol: prompt format name (``sketchmind``, ``vilasr``, ``openai-tools``) or a ``Protocol``.
+        budgets: turn, image, context and timeout limits.
+        mode: ``draw`` renders tool calls; ``text`` is the chain-of-thought baseline with no tools.
+        sampling: decoding settings for every turn.
+        checkpoint: path of a SQLite file to checkpoint runs into (resume with ``resume``).
+        interrupt_before_act: pause before drawing so a person can edit the calls (``edit``, ``resume``).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        protocol: str | Protocol = "sketchmind",
+        budgets: Budgets = Budgets(),
+        *,
+        mode: Mode = "draw",
+        sampling: Sampling = Sampling(),
+        checkpoint: str | Path | None = None,
+        interrupt_before_act: bool = False,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if mode in ("latent", "auto"):
+            raise ValueError(
+                f"mode {mode!r} needs a latent-token policy, which this version does not ship yet; "
+                "use mode 'draw' or 'text'"
+            )
+        self.policy = policy
+        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+        self.budgets = budgets
+        self.mode = mode
+        self.sampling = sampling
+        self._canvases: dict[str, Canvas] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sketchmind-model")
+        checkpointer = None
+        if checkpoint is not None:
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            checkpointer = SqliteSaver(sqlite3.connect(str(checkpoint), check_same_thread=False))
+        self.graph = self._build_graph().compile(
+            checkpointer=checkpointer, interrupt_before=["act"] if interrupt_before_act else None
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    def solve(
+        self,
+        image: ImageSource | None,
+        question: str,
+        *,
+        samples: int = 1,
+        select_by: Select = "vote",
+        run_id: str | None = None,
+        save: str | Path | None = None,
+    ) -> Trace:
+        """Solve one question. With ``samples > 1``, sample that many trajectories and pick one."""
+        if samples > 1:
+            return self._solve_sampled(image, question, samples, select_by, save)
+        final: AgentState = {}
+        for _event, state in self._run(image, question, run_id, save):
+            final = state
+        return self.trace(final)
+
+    def stream(
+        self, image: ImageSource | None, question: str, *, run_id: str | None = None, save: str | Path | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield one event per graph step: ``{"node": ..., "step": {...}, "status": ...}``."""
+        for event, _state in self._run(image, question, run_id, save):
+            yield event
+
+    def solve_batch(
+        self, items: Sequence[tuple[ImageSource | None, str]], *, sampling: Sampling | None = None
+    ) -> list[Trace]:
+        """Solve many questions in lockstep: each turn is one ``generate_batch`` call for all live runs."""
+        states = [self._start(image, question, None) for image, question in items]
+        while True:
+            live = [s for s in states if s["status"] == "running"]
+            if not live:
+                break
+            conversations = [self._conversation(s) for s in live]
+            try:
+                generations = self._with_timeout(
+                    lambda batch=conversations: self.policy.generate_batch(batch, sampling or self.sampling)
+                )
+            except BackendError as error:
+                for state in live:
+                    _merge(state, {"status": "error", "error": str(error)})
+                break
+            for state, generation in zip(live, generations, strict=True):
+                _merge(state, self._after_generation(state, generation))
+                self._advance(state)
+        for state in states:
+            self.policy.release(state["run_id"])
+        return [self.trace(s) for s in states]
+
+    def resume(self, run_id: str) -> Trace:
+        """Continue a checkpointed (or interrupted) run to the end."""
+        config = self._config(run_id)
+        if not self.graph.get_state(config).values:
+            raise ValueError(f"no checkpointed run {run_id!r}")
+        self.graph.invoke(None, config)
+        return self.trace(self.state(run_id))
+
+    def state(self, run_id: str) -> AgentState:
+        """The latest checkpointed state of a run."""
+        values: AgentState = dict(self.graph.get_state(self._config(run_id)).values)  # type: ignore[assignment]
+        return values
+
+    def edit(self, run_id: str, pending: list[list[dict[str, Any]]]) -> None:
+        """Replace the calls waiting at an interrupt (a person's edits or added marks)."""
+        self.graph.update_state(self._config(run_id), {"pending": pending})
+
+    def trace(self, state: AgentState) -> Trace:
+        """The trace of a run's state."""
+        canvas = self._canvas(state) if state else None
+        return Trace(
+            question=state.get("question", ""),
+            protocol=self.protocol.name,
+            model=getattr(self.policy, "name", type(self.policy).__name__),
+            mode=self.mode,
+            steps=[
+                Step(**{k: v for k, v in s.items() if k in Step.__dataclass_fields__}) for s in state.get("steps", [])
+            ],
+            answer=state.get("answer"),
+            status=state.get("status", "running"),  # type: ignore[arg-type]
+            error=state.get("error"),
+            meta={"run_id": state.get("run_id"), "turns": state.get("turn", 0)},
+            views=canvas.provenance() if canvas else [],
+        )
+
+    # ------------------------------------------------------------------ running
+
+    def _config(self, run_id: str) -> RunnableConfig:
+        return {"configurable": {"thread_id": run_id}, "recursion_limit": 4 * self.budgets.max_turns + 10}
+
+    def _run(
+        self, image: ImageSource | None, question: str, run_id: str | None, save: str | Path | None
+    ) -> Iterator[tuple[dict[str, Any], AgentState]]:
+        state = self._start(image, question, run_id)
+        config = self._config(state["run_id"])
+        current: AgentState = dict(state)  # type: ignore[assignment]
+        try:
+            for update in self.graph.stream(state, config, stream_mode="updates"):
+                for node, change in update.items():
+                    if node.startswith("__") or not change:
+                        continue
+                    _merge(current, change)
+                    if save is not None:
+                        self.trace(current).save(save, self._canvas(current))
+                    step = current["steps"][-1] if current.get("steps") else None
+                    yield {"node": node, "step": step, "status": current.get("status")}, current
+        finally:
+            self.policy.release(state["run_id"])
+
+    def _start(self, image: ImageSource | None, question: str, run_id: str | None) -> AgentState:
+        pixels = None if image is None else load_image(image)
+        run_id = run_id or uuid.uuid4().hex[:12]
+        canvas = Canvas(pixels, coords=self.protocol.convention, style=self.protocol.style)
+        self._canvases[run_id] = canvas
+        if self.mode == "text":
+            system = TEXT_PROMPT
+        else:
+            system = self.protocol.system_prompt(specs(), image_size=canvas.source.size)
+        messages: list[Message] = [
+            {"role": "system", "content": [text_part(system)]},
+            self.protocol.first_message(question, has_image=pixels is not None),
+        ]
+        return {
+            "run_id": run_id,
+            "question": question,
+            "image": pixels,
+            "messages": messages,
+            "turn": 0,
+            "images_shown": 0 if pixels is None else 1,
+            "pending": [],
+            "errors": [],
+            "results": [],
+            "steps": [],
+            "answer": None,
+            "status": "running",
+            "error": None,
+        }
+
+    def _canvas(self, state: AgentState) -> Canvas:
+        """The run's canvas; rebuilt by replaying the recorded calls after a resume."""
+        run_id = state["run_id"]
+        if run_id not in self._canvases:
+            canvas = Canvas(state.get("image"), coords=self.protocol.convention, style=self.protocol.style)
+            steps = state.get("steps", [])
+            if state.get("pending"):
+                steps = steps[:-1]  # the last turn's calls wait for `act`: not drawn yet
+            for step in steps:
+                for group in _groups(step.get("calls", [])):
+                    _execute(canvas, group)
+            self._canvases[run_id] = canvas
+        return self._canvases[run_id]
+
+    def _conversation(self, state: AgentState) -> Conversation:
+        canvas = self._canvas(state)
+        return Conversation(
+            id=state["run_id"],
+            messages=state["messages"],
+            images={v.index: v.image for v in canvas.views},
+            tools=specs() if self.protocol.name == "openai-tools" and self.mode == "draw" else None,
+        )
+
+    def _with_timeout(self, call: Any) -> Any:
+        """Run a backend call with the per-call timeout (a hung call is abandoned, not killed)."""
+        future = self._pool.submit(call)
+        try:
+            return future.result(timeout=self.budgets.timeout)
+        except concurrent.futures.TimeoutError:
+            raise BackendError(f"the model did not answer within {self.budgets.timeout:g} s") from None
+
+    # ------------------------------------------------------------------ nodes
+
+    def _think(self, state: AgentState) -> dict[str, Any]:
+        if self.budgets.max_context_tokens is not None:
+            used = self.policy.count_tokens(self._conversation(state))
+            if used is not None and used > self.budgets.max_context_tokens:
+                return {
+                    "status": "no_answer",
+                    "error": f"context budget spent ({used} > {self.budgets.max_context_tokens} tokens)",
+                }
+        try:
+            generation = self._with_timeout(lambda: self.policy.generate(self._conversation(state), self.sampling))
+        except BackendError as error:
+            return {"status": "error", "error": str(error)}
+        return self._after_generation(state, generation)
+
+    def _after_generation(self, state: AgentState, generation: Generation) -> dict[str, Any]:
+        parsed = self.protocol.parse(generation.message or generation.text)
+        assistant: Message = {"role": "assistant", "content": [text_part(generation.text)]}
+        if generation.message and generation.message.get("tool_calls"):
+            assistant["tool_calls"] = generation.message["tool_calls"]
+        calls, errors = parsed.calls, list(parsed.errors)
+        if self.mode == "text" and calls:
+            calls, errors = [], [*errors, TEXT_MODE_ERROR]
+        groups = self.protocol.group(calls)
+        step = Step(
+            index=state["turn"] + 1,
+            thought=parsed.thought,
+            calls=[_call_record(c, g) for g, group in enumerate(groups) for c in group],
+            errors=list(errors),
+            raw=generation.text,
+            tokens_in=generation.tokens_in,
+            tokens_out=generation.tokens_out,
+            logprob=generation.logprob,
+            seconds=generation.seconds,
+        )
+        update: dict[str, Any] = {
+            "messages": [*state["messages"], assistant],
+            "steps": [*state["steps"], asdict(step)],
+            "pending": [[_call_record(c, g) for c in group] for g, group in enumerate(groups)],
+            "errors": errors,
+            "results": [],
+        }
+        if parsed.answer is not None:
+            update.update(answer=parsed.answer, status="answered", pending=[])
+        return update
+
+    def _act(self, state: AgentState) -> dict[str, Any]:
+        canvas = self._canvas(state)
+        started = time.perf_counter()
+        results: list[dict[str, Any]] = []
+        shown = state["images_shown"]
+        for group in state["pending"]:
+            if shown >= self.budgets.max_images:
+                error = f"image budget spent ({self.budgets.max_images} images): answer now"
+                results.append({"calls": group, "view": None, "error": error})
+                continue
+            outcome = _execute(canvas, group)
+            if isinstance(outcome, View):
+                shown += 1
+                results.append({"calls": group, "view": outcome.index, "error": None})
+            else:
+                results.append({"calls": group, "view": None, "error": str(outcome)})
+        steps = list(state["steps"])
+        last = dict(steps[-1])
+        executed = [call for group in state["pending"] for call in group]
+        last.update(
+            calls=executed,
+            view_ids=[r["view"] for r in results if r["view"] is not None],
+            errors=[*last["errors"], *(r["error"] for r in results if r["error"])],
+            render_seconds=time.perf_counter() - started,
+        )
+        steps[-1] = last
+        return {"results": results, "pending": [], "images_shown": shown, "steps": steps}
+
+    def _observe(self, state: AgentState) -> dict[str, Any]:
+        canvas = self._canvas(state)
+        results = [
+            ToolResult(
+                tuple(ToolCall(c["name"], c["arguments"], c.get("id")) for c in r["calls"]),
+                canvas[r["view"]] if r["view"] is not None else r["error"],
+            )
+            for r in state.get("results", [])
+        ]
+        turn = state["turn"] + 1
+        final = turn >= self.budgets.max_turns - 1 or state["images_shown"] >= self.budgets.max_images
+        observation = self.protocol.observation(results, state.get("errors", []), final=final)
+        update: dict[str, Any] = {"messages": [*state["messages"], *observation], "turn": turn, "results": []}
+        if turn >= self.budgets.max_turns:
+            update.update(status="no_answer", error=f"turn budget spent ({self.budgets.max_turns} turns)")
+        return update
+
+    def _advance(self, state: AgentState) -> None:
+        """One act/observe step outside the graph (for lockstep batches), mirroring its edges."""
+        route = _after_think(state)
+        if route == "act":
+            _merge(state, self._act(state))
+            route = "observe"
+        if route == "observe":
+            _merge(state, self._observe(state))
+
+    def _build_graph(self) -> StateGraph[AgentState]:
+        graph: StateGraph[AgentState] = StateGraph(AgentState)
+        graph.add_node("think", self._think)
+        graph.add_node("act", self._act)
+        graph.add_node("observe", self._observe)
+        graph.add_edge(START, "think")
+        graph.add_conditional_edges("think", _after_think, {"act": "act", "observe": "observe", "end": END})
+        graph.add_edge("act", "observe")
+        graph.add_conditional_edges("observe", _after_observe, {"think": "think", "end": END})
+        return graph
+
+    def _solve_sampled(
+        self, image: ImageSource | None, question: str, samples: int, select_by: Select, save: str | Path | None
+    ) -> Trace:
+        sampling = self.sampling
+        if sampling.temperature == 0:
+            sampling = Sampling(**{**asdict(sampling), "temperature": 0.7})
+        traces = self.solve_batch([(image, question)] * samples, sampling=sampling)
+        chosen = select(traces, select_by)
+        trace = traces[chosen]
+        trace.meta.update(samples=[t.answer for t in traces], selected=chosen, select=select_by)
+        if save is not None:
+            trace.save(save)
+        return trace
+
+
+def _merge(state: AgentState, update: dict[str, Any]) -> None:
+    """Apply a node's update to a state outside the graph (LangGraph does this inside it)."""
+    state.update(update)  # type: ignore[typeddict-item]
+
+
+def _after_think(state: AgentState) -> str:
+    if state.get("status") != "running":
+        return "end"
+    return "act" if state.get("pending") else "observe"
+
+
+def _after_observe(state: AgentState) -> str:
+    return "think" if state.get("status") == "running" else "end"
+
+
+def _groups(calls: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for call in calls:
+        groups.setdefault(int(call.get("group", len(groups))), []).append(call)
+    return list(groups.values())
+
+
+def _execute(canvas: Canvas, group: Sequence[dict[str, Any]]) -> Any:
+    if len(group) == 1:
+        return canvas.apply(group[0]["name"], group[0]["arguments"])
+    return canvas.apply_group([(c["name"], c["arguments"]) for c in group])
