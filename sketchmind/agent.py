@@ -28,7 +28,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
 from sketchmind.canvas import Canvas, View
-from sketchmind.images import ImageSource, load_image
+from sketchmind.images import ImageSource, load_image, smart_resize
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols import Protocol, ToolCall, ToolResult, get_protocol
 from sketchmind.protocols.base import Message, text_part
@@ -238,6 +238,8 @@ class Agent:
 
     def _start(self, image: ImageSource | None, question: str, run_id: str | None) -> AgentState:
         pixels = None if image is None else load_image(image)
+        if pixels is not None and self.protocol.image_max_pixels is not None:
+            pixels = smart_resize(pixels, max_pixels=self.protocol.image_max_pixels)
         run_id = run_id or uuid.uuid4().hex[:12]
         canvas = Canvas(pixels, coords=self.protocol.convention, style=self.protocol.style)
         self._canvases[run_id] = canvas

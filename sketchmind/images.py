@@ -9,6 +9,7 @@ Decompression bombs are refused from the header, before a single pixel is decode
 from __future__ import annotations
 
 import io
+import math
 import os
 import threading
 import warnings
@@ -137,3 +138,34 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> np.ndar
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"{name}: truncated or corrupt image ({exc})") from None
     return np.ascontiguousarray(np.asarray(rgb))
+
+
+def smart_resize_shape(
+    height: int, width: int, *, factor: int = 28, min_pixels: int = 4 * 28 * 28, max_pixels: int = 16384 * 28 * 28
+) -> tuple[int, int]:
+    """Qwen-VL's target (height, width): sides multiples of ``factor``, area within the pixel limits.
+
+    The same arithmetic as ``qwen_vl_utils.smart_resize``, so coordinates a Qwen-VL model writes refer
+    to exactly the image we draw on.
+    """
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def smart_resize(pixels: np.ndarray, *, max_pixels: int, factor: int = 28, min_pixels: int = 4 * 28 * 28) -> np.ndarray:
+    """Resize RGB pixels as ``qwen_vl_utils.fetch_image`` does (PIL bicubic); unchanged if already fitting."""
+    height, width = pixels.shape[:2]
+    target = smart_resize_shape(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    if target == (height, width):
+        return pixels
+    resized = Image.fromarray(pixels, "RGB").resize((target[1], target[0]), Image.Resampling.BICUBIC)
+    return np.ascontiguousarray(np.asarray(resized))

@@ -159,3 +159,10 @@ def test_openai_tools_protocol_end_to_end() -> None:
     ]
     trace = Agent(ReplayPolicy(outputs), protocol="openai-tools").solve(MAZE, "maze?")
     assert trace.status == "answered" and trace.answer == "Action plan: R,U,U,U" and trace.steps[0].view_ids == [2]
+
+
+def test_vilasr_inputs_are_resized_like_qwen_vl_utils() -> None:
+    """ViLaSR's model sees (and draws on) the 28-multiple image resized under 351,232 px."""
+    outputs = ["<think>ok</think> Action: Answer\n<answer>A</answer>"]
+    trace = Agent(ReplayPolicy(outputs), protocol="vilasr").solve(MAZE, "q")
+    assert (trace.views[0]["width"], trace.views[0]["height"]) == (252, 252)

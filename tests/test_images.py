@@ -128,3 +128,19 @@ def test_canvas_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ImageInputError) as error:
         Canvas(tmp_path / "missing.jpg")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "expected"),
+    [
+        (256, 256, (252, 252)),  # rounded to multiples of 28, already within the limit
+        (1080, 1920, (420, 784)),  # scaled down under 351,232 px (ViLaSR's limit)
+        (10, 10, (56, 56)),  # scaled up to the minimum area
+    ],
+)
+def test_smart_resize_matches_qwen_vl_utils(height: int, width: int, expected: tuple[int, int]) -> None:
+    from sketchmind.images import smart_resize, smart_resize_shape
+
+    assert smart_resize_shape(height, width, max_pixels=351_232) == expected
+    resized = smart_resize(np.zeros((height, width, 3), np.uint8), max_pixels=351_232)
+    assert resized.shape[:2] == expected and resized.shape[0] * resized.shape[1] <= 351_232

@@ -79,6 +79,7 @@ class Protocol(ABC):
     name: ClassVar[str]
     default_convention: ClassVar[Convention] = Convention.PIXELS
     style: ClassVar[str] = "sketchmind"
+    image_max_pixels: ClassVar[int | None] = None  # resize inputs as the model family expects (ViLaSR)
 
     def __init__(self, convention: str | Convention | None = None) -> None:
         self.convention = Convention.parse(convention) if convention else self.default_convention
