@@ -139,7 +139,7 @@ def test_vilasr_protocol_end_to_end() -> None:
     outputs = [
         "<think>Map the goal and the player.</think> Action: Object Mapper\n```json\n"
         '[{"index": 1, "bbox_2d": [64, 0, 128, 64], "label": "goal"},'
-        ' {"index": 1, "bbox_2d": [0, 192, 64, 256], "label": "me"}]\n```',
+        ' {"index": 1, "bbox_2d": [0, 189, 63, 252], "label": "me"}]\n```',
         "<think>Done.</think> Action: Answer\n<answer>Action plan: R,U,U,U</answer>",
     ]
     agent = Agent(ReplayPolicy(outputs), protocol="vilasr")
