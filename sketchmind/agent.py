@@ -148,9 +148,14 @@ class Agent:
     def stream(
         self, image: ImageSource | None, question: str, *, run_id: str | None = None, save: str | Path | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Yield one event per graph step: ``{"node": ..., "step": {...}, "status": ...}``."""
-        for event, _state in self._run(image, question, run_id, save):
+        """Yield one event per graph step, ``{"node": ..., "step": {...}, "status": ...}``, then
+        ``{"node": "end", "trace": Trace}`` (unless the run paused at an interrupt)."""
+        final: AgentState = {}
+        for event, state in self._run(image, question, run_id, save):
+            final = state
             yield event
+        if final and final.get("status") != "running":
+            yield {"node": "end", "trace": self.trace(final), "status": final.get("status")}
 
     def solve_batch(
         self, items: Sequence[tuple[ImageSource | None, str]], *, sampling: Sampling | None = None

@@ -1,7 +1,8 @@
 """The ``sketchmind`` command.
 
-Exit codes: 0 success; 1 ran but something the model (or calls file) asked for failed; 2 bad input or
-usage. Bad input is always one line on stderr, never a traceback.
+Exit codes: 0 success (answered); 1 ran but got no answer within budget, or a call failed (the trace is
+still saved); 2 bad input or usage; 3 backend failure. Bad input is always one line on stderr, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sketchmind.images import ImageInputError
 from sketchmind.memory import reuse_freed_memory
 from sketchmind.trace import TraceError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -111,6 +112,68 @@ def cmd_draw(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def cmd_solve(args: argparse.Namespace) -> int:
+    """Solve one question with a model, printing each step as it happens; the answer is the last line."""
+    from sketchmind.agent import Agent, Budgets
+    from sketchmind.models.base import BackendError, Sampling
+    from sketchmind.models.loading import load_policy
+
+    if args.image is None and not args.blank:
+        raise UsageError("give an IMAGE, or --blank for a whiteboard")
+    if args.image is not None and args.blank:
+        raise UsageError("give either an IMAGE or --blank, not both")
+    if args.model is None:
+        raise UsageError(
+            "no default policy is shipped yet: pass --model (a checkpoint path, openai:NAME or replay:DIR)"
+        )
+    try:
+        policy = load_policy(args.model, base_url=args.base_url)
+        sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+        budgets = Budgets(max_turns=args.max_turns, max_images=args.max_images, timeout=args.timeout)
+        try:
+            agent = Agent(policy, args.protocol, budgets, mode=args.mode, sampling=sampling)
+        except ValueError as error:  # an unsupported mode or protocol: the user's choice, not a bug
+            raise UsageError(str(error)) from None
+        if args.samples > 1:
+            trace = agent.solve(args.image, args.question, samples=args.samples, select_by=args.select, save=args.save)
+        else:
+            trace = None
+            for event in agent.stream(args.image, args.question, save=args.save):
+                if event["node"] == "end":
+                    trace = event["trace"]
+                elif not args.json:
+                    _print_event(event)
+    except BackendError as error:
+        err.print(f"sketchmind: backend error: {error}", soft_wrap=True, markup=False)
+        return EXIT_BACKEND
+    if trace is None:  # pragma: no cover - a run without an interrupt always ends
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(trace.to_dict(), indent=2))
+    elif args.save:
+        out.print(f"trace saved to {args.save}")
+    if trace.status == "error":
+        err.print(f"sketchmind: backend error: {trace.error}", soft_wrap=True, markup=False)
+        return EXIT_BACKEND
+    if not args.json:
+        out.print(trace.answer if trace.answer is not None else f"no answer ({trace.error or trace.status})")
+    return EXIT_OK if trace.answer is not None else EXIT_FAILED
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    step = event.get("step") or {}
+    if event["node"] == "think":
+        if step.get("thought"):
+            out.print(f"[dim]think[/] {step['thought']}", soft_wrap=True, markup=False, highlight=False)
+        for call in step.get("calls", []):
+            out.print(f"[cyan]call[/]  {call['name']} {json.dumps(call['arguments'])}", soft_wrap=True)
+    elif event["node"] == "act":
+        for view in step.get("view_ids", []):
+            out.print(f"[green]view[/]  {view}")
+        for error in step.get("errors", []):
+            out.print(f"[red]error[/] {error}", soft_wrap=True)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from sketchmind.viewer import write_html
 
@@ -136,6 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--question", default="", help="recorded in the trace")
     draw.add_argument("--save", metavar="DIR", help="write trace.json and views/*.png here")
     draw.set_defaults(run=cmd_draw)
+
+    solve = sub.add_parser("solve", help="answer a question about an image by reasoning and drawing")
+    solve.add_argument("image", nargs="?", help="input image (omit with --blank)")
+    solve.add_argument("question")
+    solve.add_argument("--model", help="checkpoint path or hub id, openai:NAME, or replay:TRACE_DIR")
+    solve.add_argument("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL)")
+    solve.add_argument("--protocol", default="sketchmind", choices=["sketchmind", "vilasr", "openai-tools"])
+    solve.add_argument("--mode", default="draw", choices=["draw", "text", "latent", "auto"])
+    solve.add_argument("--max-turns", type=int, default=10)
+    solve.add_argument("--max-images", type=int, default=45)
+    solve.add_argument("--max-new-tokens", type=int, default=512)
+    solve.add_argument("--timeout", type=float, default=120.0, help="seconds per model call")
+    solve.add_argument("--temperature", type=float, default=0.0)
+    solve.add_argument("--samples", type=int, default=1, help="sample N trajectories and select one")
+    solve.add_argument("--select", default="vote", choices=["vote", "likelihood"])
+    solve.add_argument("--seed", type=int)
+    solve.add_argument("--blank", action="store_true", help="reason on a blank whiteboard")
+    solve.add_argument("--save", metavar="DIR", help="save trace.json and views/*.png here")
+    solve.add_argument("--json", action="store_true", help="print the trace as JSON instead of the steps")
+    solve.set_defaults(run=cmd_solve)
 
     show = sub.add_parser("show", help="write a self-contained HTML page to step through a saved trace")
     show.add_argument("trace_dir")

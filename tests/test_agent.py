@@ -52,7 +52,7 @@ def test_model_mistakes_go_back_as_observations_and_the_run_ends_without_answer(
 def test_stream_yields_nodes_in_order() -> None:
     agent = Agent(ReplayPolicy(EXPERT))
     nodes = [event["node"] for event in agent.stream(MAZE, "maze?")]
-    assert nodes == ["think", "act", "observe", "think", "act", "observe", "think"]
+    assert nodes == ["think", "act", "observe", "think", "act", "observe", "think", "end"]
 
 
 def test_observations_carry_the_new_views() -> None:

@@ -93,3 +93,60 @@ def test_tools_prints_specs() -> None:
     assert result.returncode == 0
     names = [spec["function"]["name"] for spec in json.loads(result.stdout)]
     assert names == ["box", "zoom"]
+
+
+def _recorded(tmp_path: Path, outputs: list[str]) -> Path:
+    """A saved trace whose raw outputs `replay:` feeds back to the agent."""
+    from sketchmind.trace import Step, Trace
+
+    trace = Trace("q", "sketchmind", "recorded", steps=[Step(i + 1, raw=o) for i, o in enumerate(outputs)])
+    return trace.save(tmp_path / "recorded")
+
+
+EXPERT = [
+    '<think>Box the goal.</think><tool_call>{"name": "box", "arguments": {"bbox": [64, 0, 128, 64], "label": "goal"}}'
+    "</tool_call>",
+    "<think>Up column 2.</think><answer>Action plan: R,U,U,U</answer>",
+]
+
+
+def test_solve_answers_with_exit_0_and_the_answer_last(tmp_path: Path) -> None:
+    model = f"replay:{_recorded(tmp_path, EXPERT)}"
+    result = sketchmind("solve", MAZE, "Find a path.", "--model", model, "--save", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "Action plan: R,U,U,U"
+    assert any(line.startswith("call  box") for line in lines) and any(line == "view  2" for line in lines)
+    assert json.loads((tmp_path / "run" / "trace.json").read_text())["status"] == "answered"
+
+
+def test_solve_json_prints_the_trace(tmp_path: Path) -> None:
+    model = f"replay:{_recorded(tmp_path, EXPERT)}"
+    result = sketchmind("solve", MAZE, "Find a path.", "--model", model, "--json")
+    assert result.returncode == 0, result.stderr
+    trace = json.loads(result.stdout)
+    assert trace["answer"] == "Action plan: R,U,U,U" and trace["steps"][0]["view_ids"] == [2]
+
+
+def test_solve_without_answer_exits_1_and_keeps_the_trace(tmp_path: Path) -> None:
+    model = f"replay:{_recorded(tmp_path, ['no tags here'] * 3)}"
+    result = sketchmind("solve", MAZE, "q", "--model", model, "--max-turns", "3", "--save", tmp_path / "run")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("no answer (turn budget spent")
+    assert len(json.loads((tmp_path / "run" / "trace.json").read_text())["steps"]) == 3
+
+
+def test_solve_backend_failure_exits_3(tmp_path: Path) -> None:
+    model = f"replay:{_recorded(tmp_path, EXPERT[:1])}"  # the recording ends before an answer
+    result = sketchmind("solve", MAZE, "q", "--model", model)
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr and "backend error: replay has only 1 recorded turns" in result.stderr
+
+
+def test_solve_usage_errors_exit_2(tmp_path: Path) -> None:
+    model = f"replay:{_recorded(tmp_path, EXPERT)}"
+    assert_one_line_error(sketchmind("solve", tmp_path / "nope.png", "q", "--model", model), "no such file")
+    assert_one_line_error(sketchmind("solve", "q", "--model", model), "give an IMAGE")
+    assert_one_line_error(sketchmind("solve", MAZE, "q"), "pass --model")
+    assert_one_line_error(sketchmind("solve", MAZE, "q", "--model", model, "--mode", "latent"), "latent-token policy")
+    assert_one_line_error(sketchmind("solve", MAZE, "q", "--model", "replay:/nonexistent"), "no such directory")
