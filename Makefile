@@ -18,7 +18,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/sketchmind draw data/vsp-maze-examples/maps/level4/img/0.png examples/maze_calls.json --question "Find a safe path to the goal." --save runs/demo
+	$(BIN)/sketchmind solve data/vsp-maze-examples/maps/level4/img/0.png "Find a safe path for the player to the goal." \
+		--model replay:examples/maze_expert --save runs/demo
 	$(BIN)/sketchmind show runs/demo
 
 lint: $(STAMP)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from sketchmind.actions import ActionError
 from sketchmind.canvas import Canvas, View
@@ -99,7 +100,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
         elif isinstance(outcome, ActionError):
             failed += 1
             step.errors.append(str(outcome))
-            out.print(f"[red]fail[/] {call['name']}: {outcome}", soft_wrap=True)
+            out.print(f"[red]fail[/] {call['name']}: {escape(str(outcome))}", soft_wrap=True)
         else:
             out.print(f"[bold]answer[/] {trace.answer}")
         trace.add_step(step)
@@ -164,14 +165,14 @@ def _print_event(event: dict[str, Any]) -> None:
     step = event.get("step") or {}
     if event["node"] == "think":
         if step.get("thought"):
-            out.print(f"[dim]think[/] {step['thought']}", soft_wrap=True, markup=False, highlight=False)
+            out.print(f"[dim]think[/] {escape(step['thought'])}", soft_wrap=True)
         for call in step.get("calls", []):
-            out.print(f"[cyan]call[/]  {call['name']} {json.dumps(call['arguments'])}", soft_wrap=True)
+            out.print(f"[cyan]call[/]  {call['name']} {escape(json.dumps(call['arguments']))}", soft_wrap=True)
     elif event["node"] == "act":
         for view in step.get("view_ids", []):
             out.print(f"[green]view[/]  {view}")
         for error in step.get("errors", []):
-            out.print(f"[red]error[/] {error}", soft_wrap=True)
+            out.print(f"[red]error[/] {escape(error)}", soft_wrap=True)
 
 
 def cmd_show(args: argparse.Namespace) -> int:

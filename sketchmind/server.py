@@ -1,0 +1,318 @@
+"""An OpenAI-compatible chat server over any ``Policy``: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+
+Any OpenAI client (the ``openai`` SDK, ``OpenAIPolicy``, LangChain, curl) can then drive a local
+model (``HFPolicy``), a replayed trace (``ReplayPolicy``) or a proxy to another server. Images must
+arrive inline as ``data:`` URLs; http(s) image URLs are refused, the server fetches nothing. Responses
+are non-streaming ChatCompletion objects, with ``tool_calls`` when the policy returns structured calls.
+
+Each request becomes a fresh ``Conversation`` with a new id (released after the answer), so a backend's
+per-conversation cache (the HF KV cache) is not reused across HTTP requests: every request prefills
+its whole prompt. ``concurrency`` bounds how many ``policy.generate`` calls run at once (default 1,
+as a local GPU model is not thread-safe); other requests wait their turn.
+
+The server binds to 127.0.0.1 by default; it has no authentication, so expose it with care.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sketchmind.images import ImageInputError, load_image
+from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
+from sketchmind.protocols.base import Message
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[^;,]*)*),(.*)", re.S)
+
+
+class RequestError(ValueError):
+    """A request the server cannot serve; answered with 400 (or ``status``) and this one-line message."""
+
+    def __init__(self, message: str, status: int = 400, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+def _decode_image(url: Any, where: str) -> np.ndarray:
+    if not isinstance(url, str) or not url:
+        raise RequestError(f"{where}: image_url.url must be a non-empty string")
+    if url.startswith(("http://", "https://")):
+        raise RequestError(f"{where}: image URLs are not fetched; send the image inline as a data: URL (base64)")
+    match = _DATA_URL.fullmatch(url)
+    if match is None:
+        raise RequestError(f"{where}: unsupported image URL {url[:40]!r}; send a data:image/...;base64,... URL")
+    if ";base64" not in match.group(2).lower():
+        raise RequestError(f"{where}: the image data URL must be base64-encoded")
+    try:
+        data = base64.b64decode(match.group(3), validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{where}: the image data URL is not valid base64") from None
+    try:
+        return load_image(data)
+    except ImageInputError as error:
+        raise RequestError(f"{where}: {error}") from None
+
+
+def _content(content: Any, where: str, images: dict[int, np.ndarray]) -> list[dict[str, Any]]:
+    """OpenAI message content (string, parts or null) as neutral parts; images are numbered as they come."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise RequestError(f"{where}: content must be a string, a list of parts or null")
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise RequestError(f"{at}: a text part needs a string 'text'")
+            parts.append({"type": "text", "text": text})
+        elif kind == "image_url":
+            image_url = part.get("image_url")
+            url = image_url.get("url") if isinstance(image_url, Mapping) else image_url
+            view = len(images) + 1
+            images[view] = _decode_image(url, at)
+            parts.append({"type": "image", "view": view})
+        else:
+            raise RequestError(f"{at}: unsupported content part type {kind!r} (use 'text' or 'image_url')")
+    return parts
+
+
+def conversation_from_request(body: Any) -> tuple[Conversation, Sampling]:
+    """The neutral conversation and sampling settings of a chat-completions request body.
+
+    Raises ``RequestError`` (one line) for anything malformed or unsupported.
+    """
+    if not isinstance(body, Mapping):
+        raise RequestError("the request body must be a JSON object")
+    if body.get("stream"):
+        raise RequestError("streaming is not supported yet; send stream=false")
+    if body.get("n", 1) != 1:
+        raise RequestError("n > 1 is not supported yet; send one request per sample")
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise RequestError("'messages' must be a non-empty list")
+    images: dict[int, np.ndarray] = {}
+    messages: list[Message] = []
+    for i, raw in enumerate(raw_messages):
+        where = f"messages[{i}]"
+        if not isinstance(raw, Mapping):
+            raise RequestError(f"{where}: each message must be an object")
+        role = raw.get("role")
+        if role not in ROLES:
+            raise RequestError(f"{where}: unknown role {role!r} (use one of {', '.join(ROLES)})")
+        message: Message = {
+            "role": "system" if role == "developer" else role,
+            "content": _content(raw.get("content"), where, images),
+        }
+        if role == "tool":
+            message["tool_call_id"] = str(raw.get("tool_call_id") or "")
+        if role == "assistant" and raw.get("tool_calls"):
+            calls = raw["tool_calls"]
+            if not isinstance(calls, list) or not all(isinstance(c, Mapping) for c in calls):
+                raise RequestError(f"{where}: tool_calls must be a list of objects")
+            message["tool_calls"] = [json.loads(json.dumps(c)) for c in calls]
+        messages.append(message)
+    tools = body.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools)):
+        raise RequestError("'tools' must be a list of objects")
+    if body.get("tool_choice") == "none":
+        tools = None
+    conversation = Conversation(id=uuid.uuid4().hex, messages=messages, images=images, tools=tools or None)
+    return conversation, _sampling(body)
+
+
+def _number(body: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise RequestError(f"'{key}' must be a number in [{low:g}, {high:g}]")
+    return float(value)
+
+
+def _sampling(body: Mapping[str, Any]) -> Sampling:
+    defaults = Sampling()
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is None:
+        max_tokens = defaults.max_new_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise RequestError("'max_tokens' must be a positive integer")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise RequestError("'seed' must be an integer")
+    stop = body.get("stop")
+    if stop is None:
+        stops: tuple[str, ...] = ()
+    elif isinstance(stop, str):
+        stops = (stop,)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        stops = tuple(stop)
+    else:
+        raise RequestError("'stop' must be a string or a list of strings")
+    return Sampling(
+        max_new_tokens=max_tokens,
+        temperature=_number(body, "temperature", defaults.temperature, 0.0, 2.0),
+        top_p=_number(body, "top_p", defaults.top_p, 0.0, 1.0),
+        seed=seed,
+        stop=stops,
+    )
+
+
+def _tool_calls(message: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The generation's tool calls in OpenAI's shape (from OpenAI-shaped or ``{"name", "arguments"}`` dicts)."""
+    calls = (message or {}).get("tool_calls") or []
+    out: list[dict[str, Any]] = []
+    for call in calls:
+        function = call.get("function") or call
+        arguments = function.get("arguments", {})
+        out.append(
+            {
+                "id": str(call.get("id") or f"call_{uuid.uuid4().hex[:12]}"),
+                "type": "function",
+                "function": {
+                    "name": str(function.get("name", "")),
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+                },
+            }
+        )
+    return out
+
+
+def completion_response(generation: Generation, model_name: str, sampling: Sampling, logprobs: bool) -> dict[str, Any]:
+    """A ChatCompletion JSON object for one generation.
+
+    With ``logprobs`` requested and known, the summed log-probability is reported as a single
+    entry covering the whole text (the ``Policy`` interface keeps only the sum).
+    """
+    calls = _tool_calls(generation.message)
+    text = generation.text
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    if calls:
+        finish = "tool_calls"
+    elif generation.tokens_out is not None and generation.tokens_out >= sampling.max_new_tokens:
+        finish = "length"
+    else:
+        finish = "stop"
+    choice_logprobs = None
+    if logprobs and generation.logprob is not None:
+        choice_logprobs = {
+            "content": [{"token": text, "logprob": generation.logprob, "bytes": None, "top_logprobs": []}]
+        }
+    prompt, completion = generation.tokens_in or 0, generation.tokens_out or 0
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model_name,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": choice_logprobs}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    from starlette.responses import JSONResponse
+
+    line = " ".join(message.split())
+    return JSONResponse({"error": {"message": line, "type": kind, "param": None, "code": None}}, status_code=status)
+
+
+def create_app(policy: Policy, model_name: str, *, concurrency: int = 1) -> FastAPI:
+    """A FastAPI app serving ``policy`` as the model ``model_name``.
+
+    ``concurrency`` is how many ``policy.generate`` calls may run at once (each in a worker thread).
+    """
+    from fastapi import FastAPI, Request
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.responses import Response
+
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    app = FastAPI(title="sketchmind", description=f"OpenAI-compatible server for {model_name}")
+    app.state.policy = policy
+    app.state.model_name = model_name
+    gate = asyncio.Semaphore(concurrency)
+    created = int(time.time())
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+        return _error(error.status_code, str(error.detail), kind)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {"id": model_name, "object": "model", "created": created, "owned_by": "sketchmind"}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        try:
+            try:
+                body = json.loads(await request.body())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise RequestError("the request body is not valid JSON") from None
+            model = body.get("model") if isinstance(body, Mapping) else None
+            if model not in (None, model_name):
+                raise RequestError(
+                    f"model {model!r} is not served here (this server serves {model_name!r})", 404, "not_found_error"
+                )
+            conversation, sampling = conversation_from_request(body)
+        except RequestError as error:
+            return _error(error.status, str(error), error.kind)
+
+        def generate() -> Generation:
+            try:
+                return policy.generate(conversation, sampling)
+            finally:
+                policy.release(conversation.id)
+
+        try:
+            async with gate:
+                generation = await run_in_threadpool(generate)
+        except BackendError as error:
+            return _error(500, str(error) or "the model backend failed", "server_error")
+        except Exception as error:  # the policy's bug, reported in one line; the traceback goes to the log
+            log.exception("policy %s failed", getattr(policy, "name", type(policy).__name__))
+            return _error(500, f"{type(error).__name__}: {error}", "server_error")
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(completion_response(generation, model_name, sampling, bool(body.get("logprobs"))))
+
+    return app
+
+
+def serve(
+    policy: Policy, model_name: str, host: str = "127.0.0.1", port: int = 8000, *, concurrency: int = 1
+) -> None:
+    """Serve ``policy`` at ``http://HOST:PORT/v1`` until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    uvicorn.run(create_app(policy, model_name, concurrency=concurrency), host=host, port=port, log_level="info")
