@@ -175,6 +175,23 @@ def _print_event(event: dict[str, Any]) -> None:
             out.print(f"[red]error[/] {escape(error)}", soft_wrap=True)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a policy behind an OpenAI-compatible API on this machine."""
+    from sketchmind.models.base import BackendError
+    from sketchmind.models.loading import load_policy
+    from sketchmind.server import serve
+
+    try:
+        policy = load_policy(args.model)
+    except BackendError as error:
+        err.print(f"sketchmind: backend error: {error}", soft_wrap=True, markup=False)
+        return EXIT_BACKEND
+    name = args.name or Path(args.model.rstrip("/")).name
+    out.print(f"serving {args.model} as {name!r} at http://{args.host}:{args.port}/v1")
+    serve(policy, name, host=args.host, port=args.port)
+    return EXIT_OK
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from sketchmind.viewer import write_html
 
@@ -220,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--save", metavar="DIR", help="save trace.json and views/*.png here")
     solve.add_argument("--json", action="store_true", help="print the trace as JSON instead of the steps")
     solve.set_defaults(run=cmd_solve)
+
+    served = sub.add_parser("serve", help="serve a checkpoint behind an OpenAI-compatible /v1/chat/completions")
+    served.add_argument("--model", required=True, help="checkpoint path or hub id")
+    served.add_argument("--name", help="model name clients use (default: the checkpoint's folder name)")
+    served.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    served.add_argument("--port", type=int, default=8000)
+    served.set_defaults(run=cmd_serve)
 
     show = sub.add_parser("show", help="write a self-contained HTML page to step through a saved trace")
     show.add_argument("trace_dir")

@@ -10,31 +10,33 @@ per-conversation cache (the HF KV cache) is not reused across HTTP requests: eve
 its whole prompt. ``concurrency`` bounds how many ``policy.generate`` calls run at once (default 1,
 as a local GPU model is not thread-safe); other requests wait their turn.
 
-The server binds to 127.0.0.1 by default; it has no authentication, so expose it with care.
+The server binds to 127.0.0.1 by default; it has no authentication, so expose it with care. FastAPI is
+imported at module level (its route signatures need ``Request`` in module globals); ``import sketchmind``
+does not import this module.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
 
 from sketchmind.images import ImageInputError, load_image
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols.base import Message
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-    from starlette.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +236,6 @@ def completion_response(generation: Generation, model_name: str, sampling: Sampl
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
-    from starlette.responses import JSONResponse
-
     line = " ".join(message.split())
     return JSONResponse({"error": {"message": line, "type": kind, "param": None, "code": None}}, status_code=status)
 
@@ -245,17 +245,12 @@ def create_app(policy: Policy, model_name: str, *, concurrency: int = 1) -> Fast
 
     ``concurrency`` is how many ``policy.generate`` calls may run at once (each in a worker thread).
     """
-    from fastapi import FastAPI, Request
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
-    from starlette.responses import Response
-
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
     app = FastAPI(title="sketchmind", description=f"OpenAI-compatible server for {model_name}")
     app.state.policy = policy
     app.state.model_name = model_name
-    gate = asyncio.Semaphore(concurrency)
+    gate = threading.BoundedSemaphore(concurrency)  # taken in the worker thread: works under any event loop
     created = int(time.time())
 
     @app.exception_handler(HTTPException)
@@ -284,34 +279,31 @@ def create_app(policy: Policy, model_name: str, *, concurrency: int = 1) -> Fast
                 raise RequestError(
                     f"model {model!r} is not served here (this server serves {model_name!r})", 404, "not_found_error"
                 )
-            conversation, sampling = conversation_from_request(body)
+            # Decoding the images is CPU work: keep it off the event loop.
+            conversation, sampling = await run_in_threadpool(conversation_from_request, body)
         except RequestError as error:
             return _error(error.status, str(error), error.kind)
 
         def generate() -> Generation:
-            try:
-                return policy.generate(conversation, sampling)
-            finally:
-                policy.release(conversation.id)
+            with gate:
+                try:
+                    return policy.generate(conversation, sampling)
+                finally:
+                    policy.release(conversation.id)
 
         try:
-            async with gate:
-                generation = await run_in_threadpool(generate)
+            generation = await run_in_threadpool(generate)
         except BackendError as error:
             return _error(500, str(error) or "the model backend failed", "server_error")
         except Exception as error:  # the policy's bug, reported in one line; the traceback goes to the log
             log.exception("policy %s failed", getattr(policy, "name", type(policy).__name__))
             return _error(500, f"{type(error).__name__}: {error}", "server_error")
-        from starlette.responses import JSONResponse
-
         return JSONResponse(completion_response(generation, model_name, sampling, bool(body.get("logprobs"))))
 
     return app
 
 
-def serve(
-    policy: Policy, model_name: str, host: str = "127.0.0.1", port: int = 8000, *, concurrency: int = 1
-) -> None:
+def serve(policy: Policy, model_name: str, host: str = "127.0.0.1", port: int = 8000, *, concurrency: int = 1) -> None:
     """Serve ``policy`` at ``http://HOST:PORT/v1`` until interrupted (Ctrl-C)."""
     import uvicorn
 

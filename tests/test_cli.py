@@ -150,3 +150,81 @@ def test_solve_usage_errors_exit_2(tmp_path: Path) -> None:
     assert_one_line_error(sketchmind("solve", MAZE, "q"), "pass --model")
     assert_one_line_error(sketchmind("solve", MAZE, "q", "--model", model, "--mode", "latent"), "latent-token policy")
     assert_one_line_error(sketchmind("solve", MAZE, "q", "--model", "replay:/nonexistent"), "no such directory")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_solve_against_an_unreachable_server_exits_3_with_one_line() -> None:
+    result = sketchmind(
+        "solve",
+        MAZE,
+        "q",
+        "--model",
+        "openai:tiny",
+        "--base-url",
+        f"http://127.0.0.1:{_free_port()}/v1",
+        "--timeout",
+        "5",
+    )
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach http://127.0.0.1:" in lines[0]
+
+
+def test_serve_a_tiny_checkpoint_and_solve_through_it(tmp_path: Path) -> None:
+    """`sketchmind serve` in a real process, `sketchmind solve --model openai:...` against it over loopback."""
+    import os
+    import time
+    import urllib.request
+
+    from sketchmind.models.tiny import build_tiny
+
+    checkpoint = build_tiny("qwen2.5-vl", tmp_path / "tiny")
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sketchmind",
+            "serve",
+            "--model",
+            str(checkpoint),
+            "--name",
+            "tiny",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(600):  # wait until it accepts (model load), at most ~60 s
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1) as response:
+                    assert json.load(response)["data"][0]["id"] == "tiny"
+                    break
+            except OSError:
+                assert server.poll() is None, server.stdout.read() if server.stdout else ""
+                time.sleep(0.1)
+        result = sketchmind(
+            "solve", MAZE, "Find a path.", "--model", "openai:tiny", "--base-url", f"http://127.0.0.1:{port}/v1",
+            "--max-turns", "2", "--max-new-tokens", "8", "--json",
+        )  # fmt: skip
+        # A random tiny model never answers: exit 1, and the trace shows two real model turns.
+        assert result.returncode == 1, result.stderr
+        trace = json.loads(result.stdout)
+        assert trace["status"] == "no_answer" and len(trace["steps"]) == 2
+        assert all(step["tokens_out"] for step in trace["steps"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -11,7 +11,8 @@ took. Connection failures (refused, reset, dropped), timeouts, 408, 429 and 5xx 
 with exponential backoff and jitter: ``backoff * 2**k`` seconds (capped at 8 s) times a random factor
 in [0.5, 1], or the server's ``Retry-After`` when it sends one (capped at 30 s). The whole call,
 retries included, is bounded by ``timeout`` (or ``Sampling.timeout``): each attempt gets the time
-that is left, and no retry starts that could not finish in it. Other 4xx answers fail at once.
+that is left, and no retry is scheduled whose wait would pass the deadline. Other 4xx answers (and
+answers that are not chat completions) fail at once.
 Every failure surfaces as a ``BackendError`` with one line, e.g. ``cannot reach
 http://127.0.0.1:9/v1 (connection refused) after 3 retries``.
 
@@ -246,19 +247,22 @@ class OpenAIPolicy(Policy):
         if self.logprobs:
             request["logprobs"] = True
         completion = self._create(request, sampling.timeout or self.timeout)
-        if not completion.choices:
-            raise BackendError(f"{self.base_url} answered with no choices")
-        choice = completion.choices[0]
+        choices = getattr(completion, "choices", None)  # a non-JSON 200 comes back as a plain string
+        if not choices:
+            raise BackendError(f"{self.base_url} answered without choices (is it an OpenAI-compatible /v1 endpoint?)")
+        choice = choices[0]
         text = choice.message.content or ""
-        calls = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.function.name, "arguments": call.function.arguments},
-            }
-            for call in choice.message.tool_calls or []
-            if getattr(call, "function", None) is not None
-        ]
+        calls: list[dict[str, Any]] = []
+        for call in choice.message.tool_calls or []:
+            function = getattr(call, "function", None)  # custom (non-function) tool calls are not ours
+            if function is not None:
+                calls.append(
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": function.name, "arguments": function.arguments},
+                    }
+                )
         logprob = None
         if choice.logprobs is not None and choice.logprobs.content:
             logprob = float(sum(token.logprob for token in choice.logprobs.content))
@@ -323,6 +327,7 @@ class OpenAIPolicy(Policy):
         while True:
             remaining = deadline - time.monotonic()
             wait: float | None = None
+            timed_out = False
             try:
                 with self._lock:
                     self.requests_sent += 1
@@ -331,7 +336,7 @@ class OpenAIPolicy(Policy):
                 )
                 return completion
             except openai.APITimeoutError:
-                failure = f"no answer from {self.base_url} within {budget:g} s"
+                failure, timed_out = f"no answer from {self.base_url} within {budget:g} s", True
             except openai.APIConnectionError as error:
                 failure = f"cannot reach {self.base_url} ({_root_reason(error)})"
             except openai.APIStatusError as error:
@@ -344,11 +349,13 @@ class OpenAIPolicy(Policy):
                     ) from None
                 failure = f"{self.base_url} answered {status} ({detail})"
                 wait = _retry_after(error.response.headers)
+            except openai.OpenAIError as error:  # e.g. a 200 whose body is not a chat completion
+                raise BackendError(f"{self.base_url} sent an unusable answer ({_one_line(str(error))})") from None
             if retries >= self.max_retries:
                 raise BackendError(failure + _retries(retries))
             delay = wait if wait is not None else min(self.backoff * 2**retries, MAX_BACKOFF) * random.uniform(0.5, 1)
             if time.monotonic() + delay >= deadline:
-                if failure.startswith("no answer"):  # the attempt used up the budget: nothing more to say
+                if timed_out:  # that attempt had all the time left: nothing more to say
                     raise BackendError(failure + _retries(retries))
                 raise BackendError(f"{failure}{_retries(retries)}; no time left for more retries ({budget:g} s budget)")
             time.sleep(delay)
