@@ -36,6 +36,8 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python tools/bench.py
+	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench_hf.py
+	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench_agent.py
 
 golden: $(STAMP)
 	$(BIN)/python tests/golden/regenerate.py
