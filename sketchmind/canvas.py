@@ -176,15 +176,11 @@ class Canvas:
             targets = {m.view for m in marks}
             if len(targets) != 1:
                 raise ActionError(f"grouped marks must all draw on one view, got views {sorted(map(str, targets))}")
-            parent = self[marks[0].view] if marks[0].view is not None else self.latest
-            pixels = []
-            for mark in marks:
-                mark.check(parent.index, parent.width, parent.height, self.convention)
-                converted = mark.in_pixels(parent.width, parent.height, self.convention)
-                assert isinstance(converted, Mark)
-                pixels.append(converted)
+            resolved = [self._resolve(mark) for mark in marks]
         except ActionError as error:
             return error
+        parent = resolved[0][0]
+        pixels = [p for _, p in resolved if isinstance(p, Mark)]
         view = self._draw(parent, marks, pixels)
         self.views.append(view)
         return view
@@ -193,9 +189,7 @@ class Canvas:
         """Run a typed action and append the view it makes. Raises ``ActionError``."""
         if isinstance(action, Answer) or not isinstance(action, ViewAction):
             raise ActionError(f"{action.tool} does not draw; it ends the episode")
-        parent = self[action.view] if action.view is not None else self.latest
-        action.check(parent.index, parent.width, parent.height, self.convention)
-        pixels = action.in_pixels(parent.width, parent.height, self.convention)
+        parent, pixels = self._resolve(action)
         if isinstance(pixels, Mark):
             view = self._draw(parent, [action], [pixels])
         elif isinstance(pixels, Zoom):
@@ -206,6 +200,12 @@ class Canvas:
             raise ActionError(f"{action.tool} is not supported by the canvas")
         self.views.append(view)
         return view
+
+    def _resolve(self, action: ViewAction) -> tuple[View, ViewAction]:
+        """The view an action reads and the action in that view's pixels; raises ``ActionError``."""
+        parent = self[action.view] if action.view is not None else self.latest
+        action.check(parent.index, parent.width, parent.height, self.convention)
+        return parent, action.in_pixels(parent.width, parent.height, self.convention)
 
     def _draw(self, parent: View, actions: Sequence[Action], new: Sequence[Mark]) -> View:
         base = parent.base if parent.base is not None else parent.image
