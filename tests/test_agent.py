@@ -6,22 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from recorded import EXPERT, MAZE
 
 from sketchmind.agent import TEXT_MODE_ERROR, Agent, Budgets
 from sketchmind.models.replay import ReplayPolicy
 from sketchmind.selection import normalise_answer, select
 from sketchmind.trace import Step, Trace
-
-ROOT = Path(__file__).resolve().parents[1]
-MAZE = ROOT / "data" / "vsp-maze-examples" / "maps" / "level4" / "img" / "0.png"
-
-EXPERT = [
-    '<think>Grid first.</think><tool_call>{"name": "grid", "arguments": {"rows": 4, "cols": 4}}</tool_call>'
-    '<tool_call>{"name": "box", "arguments": {"view": 1, "bbox": [64, 0, 128, 64], "label": "goal"}}</tool_call>',
-    '<think>Route up column 2.</think><tool_call>{"name": "path", "arguments": {"view": 2, '
-    '"points": [[32, 224], [96, 224], [96, 32]], "label": "route"}}</tool_call>',
-    "<think>The route avoids the hole.</think><answer>Action plan: R,U,U,U</answer>",
-]
 
 
 def texts(messages: list[dict]) -> str:

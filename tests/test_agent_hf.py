@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from recorded import MAZE
 
 from sketchmind.agent import Agent, Budgets
 from sketchmind.models.base import Sampling
 from sketchmind.models.hf import HFPolicy
 from sketchmind.models.tiny import build_tiny
-
-MAZE = Path(__file__).resolve().parents[1] / "data" / "vsp-maze-examples" / "maps" / "level4" / "img" / "0.png"
 
 
 @pytest.fixture(scope="module", params=["qwen2.5-vl", "qwen3-vl", "idefics3"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,15 +27,6 @@ QUESTIONS = (
     "Find a safe path from the start to the exit, avoiding every hole and wall.",
 )
 GREEDY = Sampling(max_new_tokens=10)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline() -> Iterator[None]:
-    """Everything here must work without the hub."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        yield
 
 
 @pytest.fixture(scope="module")

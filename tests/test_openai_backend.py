@@ -22,6 +22,7 @@ import openai
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
+from recorded import EXPERT, MAZE
 from starlette.responses import JSONResponse, Response
 
 from sketchmind.agent import Agent
@@ -32,16 +33,6 @@ from sketchmind.models.replay import ReplayPolicy
 from sketchmind.server import create_app
 from sketchmind.trace import Trace
 
-ROOT = Path(__file__).resolve().parents[1]
-MAZE = ROOT / "data" / "vsp-maze-examples" / "maps" / "level4" / "img" / "0.png"
-
-EXPERT = [
-    '<think>Grid first.</think><tool_call>{"name": "grid", "arguments": {"rows": 4, "cols": 4}}</tool_call>'
-    '<tool_call>{"name": "box", "arguments": {"view": 1, "bbox": [64, 0, 128, 64], "label": "goal"}}</tool_call>',
-    '<think>Route up column 2.</think><tool_call>{"name": "path", "arguments": {"view": 2, '
-    '"points": [[32, 224], [96, 224], [96, 32]], "label": "route"}}</tool_call>',
-    "<think>The route avoids the hole.</think><answer>Action plan: R,U,U,U</answer>",
-]
 TOOLS_SCRIPT: list[str | dict[str, Any]] = [
     {
         "content": "Box the goal.",

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,6 @@ needs_transformers = pytest.mark.skipif(
 )
 BOX = {"name": "box", "arguments": {"view": 1, "bbox": [12, 30, 64, 96], "label": "goal"}}
 TAGS = f"<think>the goal is at the bottom</think><tool_call>{json.dumps(BOX)}</tool_call>"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline() -> Iterator[None]:
-    """Everything here must work without the hub."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        yield
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
