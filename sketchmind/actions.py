@@ -132,6 +132,17 @@ class ViewAction(Action):
         if convention is Convention.PIXELS:
             return self
         sx, sy = (s / e for s, e in zip((width, height), convention.extent(width, height), strict=True))
+        return self.scaled(sx, sy)
+
+    def from_pixels(self, width: int, height: int, convention: Convention) -> ViewAction:
+        """A copy with every coordinate converted from view pixels to ``convention`` (for experts)."""
+        if convention is Convention.PIXELS:
+            return self
+        sx, sy = (e / s for s, e in zip((width, height), convention.extent(width, height), strict=True))
+        return self.scaled(sx, sy)
+
+    def scaled(self, sx: float, sy: float) -> ViewAction:
+        """A copy with x coordinates multiplied by ``sx`` and y coordinates by ``sy``."""
 
         def scale(flat: list[float]) -> list[float]:
             return [v * (sx if i % 2 == 0 else sy) for i, v in enumerate(flat)]

@@ -43,6 +43,7 @@ TEXT_PROMPT = (
     "You are a careful visual reasoner. Think step by step inside <think> </think>, then give the final "
     "answer inside <answer> </answer>. You cannot draw in this mode."
 )
+MAX_CACHED_CANVASES = 64  # canvases of recent runs kept for trace(), saving and resume; rebuilt on demand
 TEXT_MODE_ERROR = "tools are disabled in text mode: reason in words and give <answer>...</answer>"
 
 
@@ -158,10 +159,17 @@ class Agent:
             yield {"node": "end", "trace": self.trace(final), "status": final.get("status")}
 
     def solve_batch(
-        self, items: Sequence[tuple[ImageSource | None, str]], *, sampling: Sampling | None = None
+        self,
+        items: Sequence[tuple[ImageSource | None, str]],
+        *,
+        sampling: Sampling | None = None,
+        run_ids: Sequence[str] | None = None,
     ) -> list[Trace]:
         """Solve many questions in lockstep: each turn is one ``generate_batch`` call for all live runs."""
-        states = [self._start(image, question, None) for image, question in items]
+        if run_ids is not None and len(run_ids) != len(items):
+            raise ValueError(f"got {len(run_ids)} run ids for {len(items)} items")
+        ids: Sequence[str | None] = run_ids or [None] * len(items)
+        states = [self._start(image, question, run_id) for (image, question), run_id in zip(items, ids, strict=True)]
         while True:
             live = [s for s in states if s["status"] == "running"]
             if not live:
@@ -180,7 +188,10 @@ class Agent:
                 self._advance(state)
         for state in states:
             self.policy.release(state["run_id"])
-        return [self.trace(s) for s in states]
+        traces = [self.trace(s) for s in states]
+        for state in states:
+            self._canvases.pop(state["run_id"], None)  # the traces hold what callers need
+        return traces
 
     def resume(self, run_id: str) -> Trace:
         """Continue a checkpointed (or interrupted) run to the end."""
@@ -228,6 +239,9 @@ class Agent:
         state = self._start(image, question, run_id)
         config = self._config(state["run_id"])
         current: AgentState = dict(state)  # type: ignore[assignment]
+        # PNG encoding runs beside the next model call; one worker keeps the saves in order.
+        writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sketchmind-save")
+        saved: list[concurrent.futures.Future[Path]] = []
         try:
             for update in self.graph.stream(state, config, stream_mode="updates"):
                 for node, change in update.items():
@@ -235,11 +249,17 @@ class Agent:
                         continue
                     _merge(current, change)
                     if save is not None:
-                        self.trace(current).save(save, self._canvas(current))
+                        for future in [f for f in saved if f.done()]:
+                            saved.remove(future)
+                            future.result()  # a failed save (disk full) stops the run here, not at the end
+                        saved.append(writer.submit(self.trace(current).save, save, self._canvas(current)))
                     step = current["steps"][-1] if current.get("steps") else None
                     yield {"node": node, "step": step, "status": current.get("status")}, current
         finally:
+            writer.shutdown(wait=True)  # a run ends only once its trace is on disk
             self.policy.release(state["run_id"])
+        for future in saved:
+            future.result()
 
     def _start(self, image: ImageSource | None, question: str, run_id: str | None) -> AgentState:
         pixels = None if image is None else load_image(image)
@@ -247,7 +267,7 @@ class Agent:
             pixels = smart_resize(pixels, max_pixels=self.protocol.image_max_pixels)
         run_id = run_id or uuid.uuid4().hex[:12]
         canvas = Canvas(pixels, coords=self.protocol.convention, style=self.protocol.style)
-        self._canvases[run_id] = canvas
+        self._keep_canvas(run_id, canvas)
         if self.mode == "text":
             system = TEXT_PROMPT
         else:
@@ -283,8 +303,14 @@ class Agent:
             for step in steps:
                 for group in _groups(step.get("calls", [])):
                     _execute(canvas, group)
-            self._canvases[run_id] = canvas
+            self._keep_canvas(run_id, canvas)
         return self._canvases[run_id]
+
+    def _keep_canvas(self, run_id: str, canvas: Canvas) -> None:
+        """Cache a run's canvas; the oldest go first, so a long benchmark does not hold every image."""
+        self._canvases[run_id] = canvas
+        while len(self._canvases) > MAX_CACHED_CANVASES:
+            del self._canvases[next(iter(self._canvases))]
 
     def _conversation(self, state: AgentState) -> Conversation:
         canvas = self._canvas(state)

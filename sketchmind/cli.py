@@ -25,6 +25,8 @@ from sketchmind.images import ImageInputError
 from sketchmind.memory import reuse_freed_memory
 from sketchmind.trace import TraceError
 
+DEFAULT_VSP_DATA = "data/vsp-maze-examples"
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -125,10 +127,14 @@ def cmd_solve(args: argparse.Namespace) -> int:
         raise UsageError("give either an IMAGE or --blank, not both")
     if args.model is None:
         raise UsageError(
-            "no default policy is shipped yet: pass --model (a checkpoint path, openai:NAME or replay:DIR)"
+            "no default policy is shipped yet: pass --model (a checkpoint path, openai:NAME, replay:DIR or expert)"
         )
+    run_id = None
     try:
-        policy = load_policy(args.model, base_url=args.base_url)
+        if args.model == "expert":
+            policy, run_id = _expert_for_image(args)
+        else:
+            policy = load_policy(args.model, base_url=args.base_url)
         sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
         budgets = Budgets(max_turns=args.max_turns, max_images=args.max_images, timeout=args.timeout)
         try:
@@ -139,7 +145,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
             trace = agent.solve(args.image, args.question, samples=args.samples, select_by=args.select, save=args.save)
         else:
             trace = None
-            for event in agent.stream(args.image, args.question, save=args.save):
+            for event in agent.stream(args.image, args.question, save=args.save, run_id=run_id):
                 if event["node"] == "end":
                     trace = event["trace"]
                 elif not args.json:
@@ -159,6 +165,96 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if not args.json:
         out.print(trace.answer if trace.answer is not None else f"no answer ({trace.error or trace.status})")
     return EXIT_OK if trace.answer is not None else EXIT_FAILED
+
+
+def _expert_for_image(args: argparse.Namespace) -> tuple[Any, str]:
+    """The expert policy for a VSP benchmark image (it needs the puzzle's ground truth)."""
+    from sketchmind.models.expert import ExpertPolicy
+    from sketchmind.tasks import get_family
+    from sketchmind.tasks.vsp import vsp_puzzle_for_image
+
+    puzzle = vsp_puzzle_for_image(args.image) if args.image else None
+    if puzzle is None:
+        raise UsageError(
+            "--model expert needs a puzzle's ground truth: give an image inside a VSP maps/levelN/img folder, "
+            "or run `sketchmind bench FAMILY --model expert`"
+        )
+    policy = ExpertPolicy(args.protocol, mode="text" if args.mode == "text" else "draw")
+    policy.assign(puzzle.id, get_family("frozenlake"), puzzle)
+    return policy, puzzle.id
+
+
+def _levels(text: str | None) -> tuple[int, ...] | None:
+    """``3,4,5`` or ``3-5`` (or a mix) -> (3, 4, 5)."""
+    if not text:
+        return None
+    levels: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            levels.extend(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise UsageError(f"--levels {text!r}: use numbers like 3,4,5 or 3-5") from None
+    return tuple(levels)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run a model on a puzzle family or VSP (resumable), or compare finished runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sketchmind.bench import BenchConfig, compare_runs, run_bench
+    from sketchmind.bench.report import markdown_table, summarise
+    from sketchmind.models.base import BackendError
+
+    if args.target == "compare":
+        if not args.runs:
+            raise UsageError("bench compare needs one or more run directories")
+        try:
+            table = compare_runs(args.runs, args.plot)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        print(table)
+        out.print(f"plot written to {args.plot}")
+        return EXIT_OK
+    if args.runs:
+        raise UsageError(f"unexpected arguments {args.runs}: give one TARGET (a family or vsp)")
+    if args.model is None:
+        raise UsageError("give --model (expert, a checkpoint path, openai:NAME or replay:DIR)")
+    config = BenchConfig(
+        target=args.target,
+        model=args.model,
+        mode=args.mode,
+        protocol=args.protocol,
+        levels=_levels(args.levels),
+        n=args.n if args.n is not None else (None if args.target == "vsp" else 20),
+        seed=args.seed,
+        samples=args.samples,
+        data=args.data,
+        max_turns=args.max_turns,
+        batch_size=args.batch_size,
+        base_url=args.base_url,
+    )
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in args.model.strip("/").split("/")[-1])
+    directory = Path(args.out or f"runs/bench/{args.target}-{slug}-{args.mode}")
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task(f"{args.target} · {args.model}", total=None)
+            run = run_bench(
+                config, directory, on_batch=lambda done, total: progress.update(task, completed=done, total=total)
+            )
+    except BackendError as error:
+        err.print(f"sketchmind: backend error: {error}", soft_wrap=True, markup=False)
+        return EXIT_BACKEND
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if run.records:
+        print(markdown_table(summarise(run.records)))
+    out.print(f"{run.solved_now} solved now, {len(run.records)} in {directory} (report.md, accuracy.png)")
+    if run.failed:
+        err.print(f"sketchmind: {len(run.failed)} puzzles hit backend errors (re-run to retry): {run.failed[0]}")
+        return EXIT_BACKEND
+    return EXIT_OK
 
 
 def _print_event(event: dict[str, Any]) -> None:
@@ -237,6 +333,24 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--save", metavar="DIR", help="save trace.json and views/*.png here")
     solve.add_argument("--json", action="store_true", help="print the trace as JSON instead of the steps")
     solve.set_defaults(run=cmd_solve)
+
+    bench = sub.add_parser("bench", help="run a model on a puzzle family or VSP; `bench compare RUN...` plots runs")
+    bench.add_argument("target", help="frozenlake, maze, pathtrace, needle, vsp, or compare")
+    bench.add_argument("runs", nargs="*", help="run directories (bench compare only)")
+    bench.add_argument("--model", help="expert, a checkpoint path or hub id, openai:NAME, or replay:TRACE_DIR")
+    bench.add_argument("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL)")
+    bench.add_argument("--protocol", default="sketchmind", choices=["sketchmind", "vilasr", "openai-tools"])
+    bench.add_argument("--mode", default="draw", choices=["draw", "text", "latent", "auto"])
+    bench.add_argument("--levels", help="e.g. 3,4,5 or 3-5 (default: all)")
+    bench.add_argument("--n", type=int, help="puzzles per level (default 20; VSP: all)")
+    bench.add_argument("--seed", type=int, default=0, help="dataset seed (datasets are deterministic)")
+    bench.add_argument("--samples", type=int, default=1, help="sample N trajectories per puzzle and vote")
+    bench.add_argument("--data", help=f"VSP folder holding maps/ (default {DEFAULT_VSP_DATA})")
+    bench.add_argument("--max-turns", type=int, default=10)
+    bench.add_argument("--batch-size", type=int, default=8, help="puzzles solved in lockstep per batch")
+    bench.add_argument("--out", help="run directory (default runs/bench/TARGET-MODEL-MODE); re-runs resume")
+    bench.add_argument("--plot", default="compare.png", help="bench compare: output plot")
+    bench.set_defaults(run=cmd_bench)
 
     served = sub.add_parser("serve", help="serve a checkpoint behind an OpenAI-compatible /v1/chat/completions")
     served.add_argument("--model", required=True, help="checkpoint path or hub id")

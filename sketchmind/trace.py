@@ -120,12 +120,14 @@ class Trace:
         views_dir = root / VIEWS_DIR
         views_dir.mkdir(parents=True, exist_ok=True)
         if canvas is not None:
+            # One snapshot of the views: the agent may append more while a background writer saves.
+            count = len(canvas.views)
             # PNGs before trace.json, so the JSON never names a view whose image is not yet written.
-            for view in canvas.views:
+            for view in canvas.views[:count]:
                 path = views_dir / view_filename(view.index)
                 if not path.exists():
                     _write_atomic(path, view.png())
-            self.views = canvas.provenance()
+            self.views = canvas.provenance()[:count]
         text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
         _write_atomic(root / TRACE_FILE, text.encode("utf-8"))
         return root

@@ -97,6 +97,14 @@ class Protocol(ABC):
     def parse(self, output: ModelOutput) -> ParsedTurn:
         """Split one model turn into thought, tool calls and answer. Never raises."""
 
+    def format_turn(self, thought: str, calls: Sequence[ToolCall] = (), answer: str | None = None) -> ModelOutput:
+        """Write a turn the way a model speaking this protocol would (the inverse of ``parse``).
+
+        Expert trajectories and SFT data go through this, so the training text is exactly what the
+        parser reads back.
+        """
+        raise NotImplementedError(f"the {self.name} protocol cannot write expert turns")
+
     def group(self, calls: Sequence[ToolCall]) -> list[list[ToolCall]]:
         """How calls become views: by default each call makes its own view."""
         return [[call] for call in calls]

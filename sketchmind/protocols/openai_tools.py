@@ -7,6 +7,7 @@ messages. A turn with no tool call is the final answer, as in any function-calli
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from sketchmind.protocols.base import (
     ModelOutput,
     ParsedTurn,
     Protocol,
+    ToolCall,
     ToolResult,
     image_part,
     outcome_text,
@@ -69,6 +71,19 @@ class OpenAIToolsProtocol(Protocol):
             turn.answer = (tagged.group(1) if tagged else text).strip()
             turn.thought = "" if not tagged else text[: tagged.start()].strip()
         return turn
+
+    def format_turn(self, thought: str, calls: Sequence[ToolCall] = (), answer: str | None = None) -> dict[str, Any]:
+        if answer is not None:
+            return {"role": "assistant", "content": f"{thought}\n<answer>{answer}</answer>".strip()}
+        tool_calls = [
+            {
+                "id": call.id or f"call_{i}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for i, call in enumerate(calls)
+        ]
+        return {"role": "assistant", "content": thought, "tool_calls": tool_calls}
 
     def observation(
         self, results: Sequence[ToolResult], errors: Sequence[str] = (), final: bool = False

@@ -19,6 +19,7 @@ from sketchmind.protocols.base import (
     ModelOutput,
     ParsedTurn,
     Protocol,
+    ToolCall,
     ToolResult,
     image_part,
     outcome_text,
@@ -103,6 +104,12 @@ class SketchMindProtocol(Protocol):
                 "</tool_call> or finish with <answer>...</answer>"
             )
         return turn
+
+    def format_turn(self, thought: str, calls: Sequence[ToolCall] = (), answer: str | None = None) -> str:
+        head = f"<think>{thought}</think>"
+        if answer is not None:
+            return f"{head}<answer>{answer}</answer>"
+        return head + "".join(format_call(call.name, call.arguments) for call in calls)
 
     def observation(
         self, results: Sequence[ToolResult], errors: Sequence[str] = (), final: bool = False

@@ -11,6 +11,8 @@ error back to the model instead.
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -173,6 +175,36 @@ class ViLaSRProtocol(Protocol):
         if not turn.calls and not turn.errors:  # e.g. an empty list: ViLaSR stops here with "ToolError"
             turn.errors.append("the ```json block has no Object Mapper or Path Tracer objects")
         return turn
+
+    def format_turn(self, thought: str, calls: Sequence[ToolCall] = (), answer: str | None = None) -> str:
+        """ViLaSR's own layout; boxes go to Object Mapper, lines and paths (as lines) to Path Tracer."""
+        head = f"<think>{thought}</think>"
+        if answer is not None:
+            return f"{head} <answer>{answer}</answer>"
+        boxes: list[dict[str, Any]] = []
+        lines: list[dict[str, Any]] = []
+        for call in calls:
+            args, index = call.arguments, call.arguments.get("view")
+            if index is None:
+                raise ValueError("ViLaSR calls name their image: give every expert call a view")
+            label = {"label": args["label"]} if args.get("label") else {}
+            if call.name == "box":
+                boxes.append({"index": index, "bbox_2d": args["bbox"], **label})
+            elif call.name == "line":
+                lines.append({"index": index, "start_point_2d": args["start"], "end_point_2d": args["end"], **label})
+            elif call.name == "path":
+                points = args["points"]
+                for k, (start, end) in enumerate(itertools.pairwise(points), 1):
+                    piece = {"label": f"{args['label']}.{k}"} if args.get("label") else {}
+                    lines.append({"index": index, "start_point_2d": start, "end_point_2d": end, **piece})
+            else:
+                raise ValueError(f"ViLaSR has no {call.name} tool (only Object Mapper boxes and Path Tracer lines)")
+        blocks = [
+            f"Action: {tool}\n```json\n{json.dumps(items)}\n```"
+            for tool, items in (("Object Mapper", boxes), ("Path Tracer", lines))
+            if items
+        ]
+        return head + " " + "\n".join(blocks)
 
     def group(self, calls: Sequence[ToolCall]) -> list[list[ToolCall]]:
         """One new image per distinct index, in order of first appearance (ViLaSR's rule).
