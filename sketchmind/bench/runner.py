@@ -105,6 +105,16 @@ def record(puzzle: Puzzle, trace: Trace, correct: bool, seconds: float) -> dict[
     }
 
 
+def _drop_cut_line(path: Path) -> None:
+    """Remove a last line left unfinished by a killed run, so new records start on a line of their own."""
+    if not path.is_file():
+        return
+    with path.open("rb+") as file:
+        data = file.read()
+        if data and not data.endswith(b"\n"):
+            file.truncate(data.rfind(b"\n") + 1)
+
+
 def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
     with path.open("a", encoding="utf-8") as file:
         for item in records:
@@ -143,6 +153,7 @@ def run_bench(
     _check_directory(out, config)
     family, puzzles = load_puzzles(config)
     results = out / RESULTS_FILE
+    _drop_cut_line(results)
     done = {r["id"] for r in read_results(results)}
     todo = [p for p in puzzles if p.id not in done]
     policy = policy or _make_policy(config)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from sketchmind.actions import ActionError, ViewAction, parse_action
-from sketchmind.canvas import Canvas
+from sketchmind.canvas import WHITEBOARD_SIZE, Canvas
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols import Protocol, ToolCall, get_protocol
 from sketchmind.tasks.base import ExpertTurn, Puzzle, TaskFamily
@@ -38,6 +38,7 @@ class _PlannedCall:
 class _Plan:
     turns: list[ExpertTurn]
     calls: list[list[_PlannedCall]]
+    source_size: tuple[int, int]  # (width, height) of the puzzle image the expert planned on
 
 
 def plan_turns(puzzle: Puzzle, turns: Sequence[ExpertTurn]) -> list[list[_PlannedCall]]:
@@ -82,7 +83,8 @@ class ExpertPolicy(Policy):
     def assign(self, conversation_id: str, family: TaskFamily, puzzle: Puzzle, *, seed: int = 0) -> None:
         """Solve ``puzzle`` in the conversation with this id (the agent's ``run_id``)."""
         turns = family.expert(puzzle, reflective=self.reflective, seed=seed)
-        self._plans[conversation_id] = _Plan(turns, plan_turns(puzzle, turns))
+        size = WHITEBOARD_SIZE if puzzle.image is None else (puzzle.image.shape[1], puzzle.image.shape[0])
+        self._plans[conversation_id] = _Plan(turns, plan_turns(puzzle, turns), size)
 
     def release(self, conversation_id: str) -> None:
         self._plans.pop(conversation_id, None)
@@ -103,22 +105,26 @@ class ExpertPolicy(Policy):
         turn = plan.turns[k]
         if turn.answer is not None:
             return _generation(self.protocol.format_turn(turn.thought, answer=turn.answer))
-        calls = [self._as_seen(p, conversation) for p in plan.calls[k]]
+        calls = [self._as_seen(p, conversation, plan.source_size) for p in plan.calls[k]]
         return _generation(self.protocol.format_turn(turn.thought, calls))
 
-    def _as_seen(self, planned: _PlannedCall, conversation: Conversation) -> ToolCall:
+    def _as_seen(self, planned: _PlannedCall, conversation: Conversation, source_size: tuple[int, int]) -> ToolCall:
         """The call rescaled to the view the model sees and written in the protocol's convention."""
         view = planned.view
         if self.protocol.name == "vilasr" and "view" not in planned.call.arguments:
             view = max(conversation.images)  # ViLaSR draws a whole turn as one view on the latest image
-        image = conversation.images.get(view)
-        if image is None:
-            raise BackendError(f"the expert planned on view {planned.view}, which the conversation does not have")
-        height, width = image.shape[:2]
         action = parse_action(planned.call.name, planned.call.arguments)
         if not isinstance(action, ViewAction):
             return planned.call
         planned_width, planned_height = planned.size
+        # The agent only ever resizes the input, so every view scales by the input's ratio.
+        source_height, source_width = conversation.images[1].shape[:2]
+        sx, sy = source_width / source_size[0], source_height / source_size[1]
+        image = conversation.images.get(view)
+        if image is not None:
+            height, width = image.shape[:2]
+        else:  # a view this same turn makes before the call draws on it: not rendered yet
+            width, height = round(planned_width * sx), round(planned_height * sy)
         if (width, height) != planned.size:
             action = action.scaled(width / planned_width, height / planned_height)
         action = action.from_pixels(width, height, self.protocol.convention)
