@@ -14,7 +14,7 @@ $(BIN)/python:
 # Torch comes first and by exact version, so pip takes the builds on local disk.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,train]'
 	touch $(STAMP)
 
 run: $(STAMP)

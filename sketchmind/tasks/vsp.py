@@ -1,0 +1,134 @@
+"""Load VSP's FrozenLake maze benchmark (Wu et al., "Visual Spatial Planning") as ``frozenlake`` puzzles.
+
+VSP's layout is ``maps/level{N}/{img,table,pure_text,answer}/{K}.*``: the PNG the model sees, a markdown
+table with the ground truth (``@`` player, ``*`` goal, ``#`` hole, ``_`` safe), a text rendering and a
+reference answer ending in ``Action plan: ...``. Truth comes from the table, so ``FrozenLake().verify``
+and ``FrozenLake().expert`` work on these puzzles unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from sketchmind.images import ImageInputError, load_image
+from sketchmind.tasks.base import Puzzle
+from sketchmind.tasks.frozenlake import FrozenLake, Lake, format_plan, parse_plan, question_text, solve
+
+_LEVEL = re.compile(r"^level(\d+)$")
+_ROW = re.compile(r"^\|\s*Row\s*\d+\s*\|", re.IGNORECASE)
+
+
+def _maps_dir(root: Path) -> Path:
+    """``root`` itself or its ``maps`` folder, whichever holds the ``levelN`` folders."""
+    return root / "maps" if (root / "maps").is_dir() else root
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+
+
+def read_table(path: Path) -> Lake:
+    """The map in a VSP ``table/K.txt`` (markdown rows ``| Row i | @ | _ | # | * |``)."""
+    rows = [line.strip() for line in _read(path).splitlines() if _ROW.match(line.strip())]
+    try:
+        cells = [[c.strip() for c in row.strip("|").split("|")[1:]] for row in rows]
+        if any(len(c) != 1 for row in cells for c in row):
+            raise ValueError("every cell must be one of @ * # _")
+        return Lake.from_rows(["".join(row) for row in cells])
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a VSP map table ({exc})") from None
+
+
+def read_answer(path: Path) -> str:
+    """The reference ``Action plan: ...`` of a VSP ``answer/K.txt``."""
+    plan = parse_plan(_read(path))
+    if plan is None:
+        raise ValueError(f"{path}: no 'Action plan:' line")
+    return format_plan(plan)
+
+
+def load_puzzle(level_dir: Path, key: str) -> Puzzle:
+    """Puzzle ``key`` of one ``levelN`` folder; ``ValueError`` naming the file for anything malformed."""
+    match = _LEVEL.match(level_dir.name)
+    if match is None:
+        raise ValueError(f"{level_dir}: not a VSP levelN folder")
+    level = int(match.group(1))
+    table = level_dir / "table" / f"{key}.txt"
+    lake = read_table(table)
+    if (lake.rows, lake.cols) != (level, level):
+        raise ValueError(f"{table}: a level{level} map is {level}x{level}, this one is {lake.rows}x{lake.cols}")
+    image_path = level_dir / "img" / f"{key}.png"
+    try:
+        image = load_image(image_path)
+    except ImageInputError as exc:
+        message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
+        raise ValueError(message) from None
+    height, width = image.shape[:2]
+    answer_path = level_dir / "answer" / f"{key}.txt"
+    if answer_path.exists():
+        answer = read_answer(answer_path)
+    else:  # VSP always ships one; without it, our own shortest plan is the reference
+        plan = solve(lake)
+        if plan is None:
+            raise ValueError(f"{table}: the goal cannot be reached")
+        answer = format_plan(plan)
+    meta = {
+        "source": str(image_path),
+        "style": "classic",
+        "cell": [width / lake.cols, height / lake.rows],
+        "origin": [0, 0],
+        "size": [width, height],
+    }
+    return Puzzle(
+        family=FrozenLake.name,
+        level=level,
+        index=int(key) if key.isdigit() else 0,
+        question=question_text("classic", lake.rows, lake.cols),
+        answer=answer,
+        image=image,
+        truth=lake.truth(),
+        meta=meta,
+    )
+
+
+def _sort_key(path: Path) -> tuple[int, str]:
+    return (int(path.stem), "") if path.stem.isdigit() else (1 << 30, path.stem)
+
+
+def load_vsp(root: str | Path, levels: Iterable[int] | None = None) -> list[Puzzle]:
+    """Every puzzle under ``root`` (VSP's ``maps`` folder or its parent), by level then number.
+
+    ``levels`` keeps only those grid sizes. Raises ``ValueError`` (one line naming the file) for a
+    missing folder or any malformed file.
+    """
+    maps = _maps_dir(Path(root))
+    if not maps.is_dir():
+        raise ValueError(f"{maps}: no such VSP folder")
+    found = {int(m.group(1)): d for d in maps.iterdir() if d.is_dir() and (m := _LEVEL.match(d.name))}
+    if not found:
+        raise ValueError(f"{maps}: no levelN folders")
+    wanted = sorted(found) if levels is None else [n for n in sorted(set(levels)) if n in found]
+    puzzles = []
+    for level in wanted:
+        tables = sorted((found[level] / "table").glob("*.txt"), key=_sort_key)
+        puzzles += [load_puzzle(found[level], table.stem) for table in tables]
+    return puzzles
+
+
+def vsp_puzzle_for_image(path: str | Path) -> Puzzle | None:
+    """The puzzle of an image inside VSP's layout (``.../levelN/img/K.png`` with its ``table/K.txt``).
+
+    ``None`` for any other image; ``ValueError`` if it is in the layout but its files are malformed.
+    """
+    image = Path(path).resolve()
+    level_dir = image.parent.parent
+    if image.suffix.lower() != ".png" or image.parent.name != "img" or not _LEVEL.match(level_dir.name):
+        return None
+    if not (level_dir / "table" / f"{image.stem}.txt").is_file():
+        return None
+    return load_puzzle(level_dir, image.stem)
