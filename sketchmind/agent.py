@@ -210,6 +210,10 @@ class Agent:
         """Replace the calls waiting at an interrupt (a person's edits or added marks)."""
         self.graph.update_state(self._config(run_id), {"pending": pending})
 
+    def canvas(self, run_id: str) -> Canvas | None:
+        """The views of a recent run (``None`` once it has left the cache; ``solve_batch`` drops its own)."""
+        return self._canvases.get(run_id)
+
     def trace(self, state: AgentState) -> Trace:
         """The trace of a run's state."""
         canvas = self._canvas(state) if state else None

@@ -284,7 +284,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_BACKEND
     name = args.name or Path(args.model.rstrip("/")).name
     out.print(f"serving {args.model} as {name!r} at http://{args.host}:{args.port}/v1")
-    serve(policy, name, host=args.host, port=args.port)
+    serve(policy, name, host=args.host, port=args.port, sessions=args.sessions)
     return EXIT_OK
 
 
@@ -357,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--name", help="model name clients use (default: the checkpoint's folder name)")
     served.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     served.add_argument("--port", type=int, default=8000)
+    served.add_argument(
+        "--sessions", type=int, default=8, help="finished conversations that keep their KV cache for a next turn"
+    )
     served.set_defaults(run=cmd_serve)
 
     show = sub.add_parser("show", help="write a self-contained HTML page to step through a saved trace")

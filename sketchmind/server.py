@@ -5,9 +5,9 @@ model (``HFPolicy``), a replayed trace (``ReplayPolicy``) or a proxy to another 
 arrive inline as ``data:`` URLs; http(s) image URLs are refused, the server fetches nothing. Responses
 are non-streaming ChatCompletion objects, with ``tool_calls`` when the policy returns structured calls.
 
-Each request becomes a fresh ``Conversation`` with a new id (released after the answer), so a backend's
-per-conversation cache (the HF KV cache) is not reused across HTTP requests: every request prefills
-its whole prompt. ``concurrency`` bounds how many ``policy.generate`` calls run at once (default 1,
+A request whose messages extend a recent request's reuses that request's conversation id
+(``server_sessions.py``), so a multi-turn client gets the HF backend's KV-cache reuse over HTTP too:
+turn k prefills only what is new. ``concurrency`` bounds how many ``policy.generate`` calls run at once (default 1,
 as a local GPU model is not thread-safe); other requests wait their turn.
 
 The server binds to 127.0.0.1 by default; it has no authentication, so expose it with care. FastAPI is
@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from sketchmind.images import ImageInputError, load_image
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols.base import Message
+from sketchmind.server_sessions import Sessions, with_id
 
 log = logging.getLogger(__name__)
 
@@ -240,13 +241,15 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": line, "type": kind, "param": None, "code": None}}, status_code=status)
 
 
-def create_app(policy: Policy, model_name: str, *, concurrency: int = 1) -> FastAPI:
+def create_app(policy: Policy, model_name: str, *, concurrency: int = 1, sessions: int = 8) -> FastAPI:
     """A FastAPI app serving ``policy`` as the model ``model_name``.
 
     ``concurrency`` is how many ``policy.generate`` calls may run at once (each in a worker thread).
+    ``sessions`` is how many finished conversations keep their backend cache for a next turn (0: none).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
+    recent = Sessions(policy, capacity=sessions)
     app = FastAPI(title="sketchmind", description=f"OpenAI-compatible server for {model_name}")
     app.state.policy = policy
     app.state.model_name = model_name
@@ -285,11 +288,15 @@ def create_app(policy: Policy, model_name: str, *, concurrency: int = 1) -> Fast
             return _error(error.status, str(error), error.kind)
 
         def generate() -> Generation:
+            session, digests = recent.checkout(conversation)
             with gate:
                 try:
-                    return policy.generate(conversation, sampling)
-                finally:
-                    policy.release(conversation.id)
+                    generation = policy.generate(with_id(conversation, session), sampling)
+                except BaseException:
+                    recent.discard(session)
+                    raise
+            recent.checkin(session, digests)
+            return generation
 
         try:
             generation = await run_in_threadpool(generate)
@@ -303,8 +310,17 @@ def create_app(policy: Policy, model_name: str, *, concurrency: int = 1) -> Fast
     return app
 
 
-def serve(policy: Policy, model_name: str, host: str = "127.0.0.1", port: int = 8000, *, concurrency: int = 1) -> None:
+def serve(
+    policy: Policy,
+    model_name: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    concurrency: int = 1,
+    sessions: int = 8,
+) -> None:
     """Serve ``policy`` at ``http://HOST:PORT/v1`` until interrupted (Ctrl-C)."""
     import uvicorn
 
-    uvicorn.run(create_app(policy, model_name, concurrency=concurrency), host=host, port=port, log_level="info")
+    app = create_app(policy, model_name, concurrency=concurrency, sessions=sessions)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -473,6 +473,14 @@ def test_hf_policy_behind_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyP
         }
         conversation = Conversation("hf", [user], images={1: load_image(MAZE)})
         generation = policy.generate(conversation, Sampling(max_new_tokens=4))
-    assert isinstance(generation.text, str)
-    assert generation.tokens_in is not None and generation.tokens_in > 0
-    assert generation.tokens_out is not None and 0 < generation.tokens_out <= 4
+        assert isinstance(generation.text, str)
+        assert generation.tokens_in is not None and generation.tokens_in > 0
+        assert generation.tokens_out is not None and 0 < generation.tokens_out <= 4
+        # The next turn resends everything; the server maps it to the first request's cache.
+        conversation.messages += [
+            {"role": "assistant", "content": [{"type": "text", "text": generation.text}]},
+            {"role": "user", "content": [{"type": "text", "text": "and the player?"}]},
+        ]
+        second = policy.generate(conversation, Sampling(max_new_tokens=4))
+        full = hf.count_tokens(Conversation("count", conversation.messages, conversation.images))
+    assert second.tokens_in is not None and 0 < second.tokens_in < full // 4

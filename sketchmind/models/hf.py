@@ -187,6 +187,10 @@ class HFPolicy(Policy):
 
         # Caches are only stitched across turns and rows for plain full-attention layers (not sliding windows).
         self._reuse = hf_cache.plain_layers(self._model.config)
+        # Decode steps feed one text token per row: the language model alone, without the multimodal wrapper.
+        self._decoder: Any = self._model.get_decoder()
+        self._embed: Any = self._model.get_input_embeddings()
+        self._head: Any = self._model.get_output_embeddings()
         self._states: dict[str, _State] = {}
 
     # ------------------------------------------------------------------------------------ public API
@@ -529,14 +533,14 @@ class HFPolicy(Policy):
             positions = next_position.view(-1, 1)
             if self._rope_index is not None:
                 positions = positions.unsqueeze(0).expand(3, -1, -1)
-            out = self._model(
-                input_ids=tokens.view(-1, 1),
+            hidden = self._decoder(
+                inputs_embeds=self._embed(tokens.view(-1, 1)),
                 attention_mask=mask,
                 position_ids=positions,
                 past_key_values=cache,
                 use_cache=True,
-            )
-            logits = out.logits[:, -1]
+            ).last_hidden_state
+            logits = self._head(hidden[:, -1])
             next_position = next_position + 1
             steps += 1
         return [r for r in results if r is not None]
