@@ -85,27 +85,35 @@ class Trajectory:
     conversation: Conversation | None
 
 
-class _Recorder(Policy):
-    """Passes every turn to the expert and keeps the conversation each run's latest turn was written for."""
+class ConversationRecorder(Policy):
+    """Passes every turn to ``inner`` and keeps the conversation each run's latest turn was written for."""
 
-    def __init__(self, expert: ExpertPolicy) -> None:
-        self.expert = expert
-        self.name = expert.name
+    def __init__(self, inner: Policy) -> None:
+        self.inner = inner
+        self.name = inner.name
         self.seen: dict[str, Conversation] = {}
 
     def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
         self.seen[conversation.id] = conversation
-        return self.expert.generate(conversation, sampling)
+        return self.inner.generate(conversation, sampling)
 
     def generate_batch(
         self, conversations: Sequence[Conversation], sampling: Sampling = Sampling()
     ) -> list[Generation]:
         for conversation in conversations:
             self.seen[conversation.id] = conversation
-        return self.expert.generate_batch(conversations, sampling)
+        return self.inner.generate_batch(conversations, sampling)
 
     def release(self, conversation_id: str) -> None:
-        self.expert.release(conversation_id)
+        self.inner.release(conversation_id)
+
+    def whole_conversation(self, run_id: str, trace: Trace) -> Conversation | None:
+        """The run's conversation with its final answer turn (as the agent appends it); forgets the run."""
+        seen = self.seen.pop(run_id, None)
+        if seen is None or trace.status != "answered" or not trace.steps:
+            return None
+        final: Message = {"role": "assistant", "content": [text_part(trace.steps[-1].raw)]}
+        return Conversation(id=seen.id, messages=[*seen.messages, final], images=seen.images, tools=seen.tools)
 
 
 def expert_seed(seed: int, puzzle: Puzzle) -> int:
@@ -155,7 +163,7 @@ def run_trajectories(
         group = [p for p in puzzles if (p.id in reflective) == flag]
         if not group:
             continue
-        recorder = _Recorder(ExpertPolicy(resolved, reflective=flag))
+        recorder = ConversationRecorder(ExpertPolicy(resolved, reflective=flag))
         agent = Agent(recorder, resolved, Budgets(max_turns=max_turns, timeout=None))
         for start in range(0, len(group), batch_size):
             for trajectory in _run_batch(agent, recorder, family, group[start : start + batch_size], flag, seed):
@@ -164,13 +172,20 @@ def run_trajectories(
 
 
 def _run_batch(
-    agent: Agent, recorder: _Recorder, family: TaskFamily, puzzles: Sequence[Puzzle], reflective: bool, seed: int
+    agent: Agent,
+    recorder: ConversationRecorder,
+    family: TaskFamily,
+    puzzles: Sequence[Puzzle],
+    reflective: bool,
+    seed: int,
 ) -> list[Trajectory]:
     planned: list[Puzzle] = []
     out: list[Trajectory] = []
     for puzzle in puzzles:
         try:
-            recorder.expert.assign(puzzle.id, family, puzzle, seed=expert_seed(seed, puzzle))
+            expert = recorder.inner
+            assert isinstance(expert, ExpertPolicy)
+            expert.assign(puzzle.id, family, puzzle, seed=expert_seed(seed, puzzle))
         except ValueError:  # the family cannot plan this puzzle: counted as expert_failed, not fatal
             out.append(Trajectory(puzzle, reflective, None, None))
             continue
@@ -178,17 +193,8 @@ def _run_batch(
     if planned:
         traces = agent.solve_batch([(p.image, p.question) for p in planned], run_ids=[p.id for p in planned])
         for puzzle, trace in zip(planned, traces, strict=True):
-            seen = recorder.seen.pop(puzzle.id, None)
-            out.append(Trajectory(puzzle, reflective, trace, _whole_conversation(seen, trace)))
+            out.append(Trajectory(puzzle, reflective, trace, recorder.whole_conversation(puzzle.id, trace)))
     return out
-
-
-def _whole_conversation(seen: Conversation | None, trace: Trace) -> Conversation | None:
-    """The conversation the last turn was written for, plus that turn (as the agent appends it)."""
-    if seen is None or trace.status != "answered" or not trace.steps:
-        return None
-    final: Message = {"role": "assistant", "content": [text_part(trace.steps[-1].raw)]}
-    return Conversation(id=seen.id, messages=[*seen.messages, final], images=seen.images, tools=seen.tools)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
