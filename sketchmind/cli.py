@@ -257,6 +257,55 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    """Synthesize cold-start SFT data from expert trajectories (optionally as LLaMA-Factory ShareGPT)."""
+    from sketchmind.tasks import FAMILY_NAMES
+    from sketchmind.train.synth import save_dataset, synthesize
+
+    families = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    unknown = [name for name in families if name not in FAMILY_NAMES]
+    if unknown or not families:
+        raise UsageError(f"--tasks: unknown {', '.join(unknown) or 'nothing'}; use some of {', '.join(FAMILY_NAMES)}")
+    try:
+        rows, stats = synthesize(
+            families,
+            args.n,
+            levels=_levels(args.levels),
+            seed=args.seed,
+            reflective_fraction=args.reflective,
+            min_rounds=args.min_rounds,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.format == "llamafactory":
+        from sketchmind.train.export import export_llamafactory
+
+        export_llamafactory(rows, args.out)
+    else:
+        save_dataset(rows, args.out, stats=stats)
+    print(stats.table())
+    out.print(f"{len(rows)} trajectories written to {args.out} ({args.format})")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run a training recipe's stages (resumable: finished stages are skipped, trainers resume)."""
+    from sketchmind.train.pipeline import STAGES, Pipeline
+    from sketchmind.train.recipe import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(args.recipe)
+    except RecipeError as error:
+        raise UsageError(str(error)) from None
+    stages = [s.strip() for s in args.stage.split(",")] if args.stage else None
+    if stages and set(stages) - set(STAGES):
+        raise UsageError(f"--stage: unknown {', '.join(sorted(set(stages) - set(STAGES)))}; use {', '.join(STAGES)}")
+    pipeline = Pipeline(recipe, report=lambda line: out.print(escape(line), soft_wrap=True))
+    pipeline.run(stages)
+    out.print(f"{recipe.name}: model at {pipeline.model_after(pipeline.enabled()[-1])}")
+    return EXIT_OK
+
+
 def _print_event(event: dict[str, Any]) -> None:
     step = event.get("step") or {}
     if event["node"] == "think":
@@ -351,6 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="run directory (default runs/bench/TARGET-MODEL-MODE); re-runs resume")
     bench.add_argument("--plot", default="compare.png", help="bench compare: output plot")
     bench.set_defaults(run=cmd_bench)
+
+    data = sub.add_parser("data", help="make training data: `data synth --tasks maze,frozenlake --n 50 --out DIR`")
+    data.add_argument("action", choices=["synth"])
+    data.add_argument("--tasks", default="frozenlake,maze", help="comma-separated families")
+    data.add_argument("--n", type=int, default=20, help="puzzles per level and family")
+    data.add_argument("--levels", help="e.g. 3-5 (default: every level)")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--reflective", type=float, default=0.3, help="share of reflective trajectories")
+    data.add_argument("--min-rounds", type=int, default=2, help="fewest drawing rounds a kept trajectory has")
+    data.add_argument("--format", default="hf", choices=["hf", "llamafactory"], help="parquet dataset or ShareGPT")
+    data.add_argument("--out", required=True, help="output directory")
+    data.set_defaults(run=cmd_data)
+
+    train = sub.add_parser("train", help="run a training recipe (policies/NAME.yaml); re-runs resume")
+    train.add_argument("recipe")
+    train.add_argument("--stage", help="only these stages, comma-separated (synth, base, sft, rejection, ...)")
+    train.set_defaults(run=cmd_train)
 
     served = sub.add_parser("serve", help="serve a checkpoint behind an OpenAI-compatible /v1/chat/completions")
     served.add_argument("--model", required=True, help="checkpoint path or hub id")

@@ -1,0 +1,312 @@
+"""Run a recipe's stages in order: synth -> base -> sft -> rejection -> sft2 -> grpo -> eval.
+
+Each stage writes into its own folder under the recipe's ``output`` and ends by writing ``done.json``
+there. A re-run skips finished stages, and the trainer stages resume from their last checkpoint, so a
+run killed at any point (even SIGKILL) continues where it stopped. Every stage's metrics are gathered
+into ``output/metrics.jsonl`` and plotted in ``output/metrics.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sketchmind.train.recipe import Recipe
+
+STAGES: tuple[str, ...] = ("synth", "base", "sft", "rejection", "sft2", "grpo", "eval")
+DONE_FILE = "done.json"
+Report = Callable[[str], None]
+
+
+class Pipeline:
+    """The stages of one recipe, each skipped when already done."""
+
+    def __init__(self, recipe: Recipe, report: Report = print) -> None:
+        self.recipe = recipe
+        self.out = Path(recipe.output)
+        self.report = report
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def folder(self, stage: str) -> Path:
+        return self.out / stage
+
+    def done(self, stage: str) -> dict[str, Any] | None:
+        """The summary a finished stage left, or None."""
+        path = self.folder(stage) / DONE_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def enabled(self) -> list[str]:
+        """The stages this recipe asks for, in order."""
+        stages = self.recipe.stages
+        skip = {
+            "base": self.recipe.model.tiny is None,
+            "rejection": stages.rejection is None,
+            "sft2": stages.rejection is None,
+            "grpo": stages.grpo is None,
+            "eval": self.recipe.eval is None,
+        }
+        return [s for s in STAGES if not skip.get(s, False)]
+
+    def model_after(self, stage: str) -> str:
+        """The checkpoint the stages up to ``stage`` produced (the input of the next one)."""
+        order = self.enabled()
+        trained = [s for s in order[: order.index(stage) + 1] if s in ("sft", "sft2", "grpo")]
+        if trained:
+            return str(self.folder(trained[-1]) / "final")
+        if self.recipe.model.tiny is not None:
+            return str(self.folder("base") / "model")
+        assert self.recipe.model.base is not None
+        return self.recipe.model.base
+
+    def run(self, only: Sequence[str] | None = None) -> dict[str, Any]:
+        """Run every enabled stage not yet done (or just ``only``); return each stage's summary."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        summaries: dict[str, Any] = {}
+        for stage in self.enabled():
+            if only and stage not in only:
+                continue
+            finished = self.done(stage)
+            if finished is not None:
+                self.report(f"{stage}: done earlier, skipped")
+                summaries[stage] = finished
+                continue
+            self.report(f"{stage}: running")
+            started = time.perf_counter()
+            summary = getattr(self, f"_{stage}")()
+            summary["seconds"] = round(time.perf_counter() - started, 1)
+            self.folder(stage).mkdir(parents=True, exist_ok=True)
+            (self.folder(stage) / DONE_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            self.report(f"{stage}: done in {summary['seconds']:.0f} s")
+            summaries[stage] = summary
+        gather_metrics(self.out, self.enabled())
+        return summaries
+
+    def previous(self, stage: str) -> str:
+        order = self.enabled()
+        return order[order.index(stage) - 1]
+
+    # ------------------------------------------------------------------ stages
+
+    def _synth(self) -> dict[str, Any]:
+        from sketchmind.train.synth import save_dataset, synthesize
+
+        data = self.recipe.data
+        rows, stats = [], None
+        for family in data.families:
+            levels = data.levels.get(family)
+            got, got_stats = synthesize(
+                [family],
+                data.n,
+                levels=levels,
+                seed=data.seed,
+                reflective_fraction=data.reflective_fraction,
+                min_rounds=data.min_rounds,
+            )
+            rows.extend(got)
+            if stats is None:
+                stats = got_stats
+            else:
+                stats.groups.extend(got_stats.groups)  # families differ, so groups never collide
+        save_dataset(rows, self.folder("synth"), stats=stats)
+        self.report(stats.table() if stats else "no data")
+        return {"rows": len(rows)}
+
+    def _base(self) -> dict[str, Any]:
+        from sketchmind.models.tiny import build_tiny
+
+        tiny = self.recipe.model.tiny
+        assert tiny is not None
+        path = build_tiny(
+            tiny.family,
+            self.folder("base") / "model",
+            corpus=corpus(self.folder("synth")),
+            vocab_size=tiny.vocab_size,
+            hidden_size=tiny.hidden_size,
+            layers=tiny.layers,
+            seed=self.recipe.seed,
+            max_pixels=tiny.max_pixels,
+            image_size=tiny.image_size,
+        )
+        return {"model": str(path), "parameters": parameter_count(path)}
+
+    def _sft(self) -> dict[str, Any]:
+        from sketchmind.train.synth import load_dataset
+
+        return self._fine_tune("sft", load_dataset(self.folder("synth")), self.recipe.stages.sft)
+
+    def _rejection(self) -> dict[str, Any]:
+        from sketchmind.models.base import Sampling
+        from sketchmind.models.hf import HFPolicy
+        from sketchmind.train.rejection import rejection_sample
+        from sketchmind.train.synth import save_dataset
+
+        spec = self.recipe.stages.rejection
+        assert spec is not None
+        policy = HFPolicy(self.model_after(self.previous("rejection")))
+        sampling = Sampling(temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens)
+        result = rejection_sample(
+            policy,
+            self.recipe.data.families,
+            spec.n,
+            k=spec.k,
+            seed=spec.seed,
+            sampling=sampling,
+            require_reflective=spec.require_reflective,
+        )
+        save_dataset(result.kept, self.folder("rejection") / "kept")
+        save_dataset(result.rejected, self.folder("rejection") / "rejected")
+        self.report(result.stats.table())
+        return {"kept": len(result.kept), "rejected": len(result.rejected), **result.stats.to_dict()}
+
+    def _sft2(self) -> dict[str, Any]:
+        from datasets import concatenate_datasets  # type: ignore[import-untyped]
+
+        from sketchmind.train.synth import load_dataset
+
+        spec = self.recipe.stages.rejection
+        assert spec is not None
+        parts = []
+        kept = self.folder("rejection") / "kept"
+        if (kept / "data").is_dir() and any((kept / "data").glob("*.parquet")):
+            parts.append(load_dataset(kept))
+        if spec.mix_cold_start or not parts:
+            parts.append(load_dataset(self.folder("synth")))
+        return self._fine_tune("sft2", concatenate_datasets(parts), spec.sft)
+
+    def _grpo(self) -> dict[str, Any]:
+        from sketchmind.train.grpo import run_grpo
+
+        spec = self.recipe.stages.grpo
+        assert spec is not None
+        metrics = run_grpo(
+            self.model_after(self.previous("grpo")),
+            self.folder("grpo"),
+            families=self.recipe.data.families,
+            n=spec.n,
+            seed=spec.seed,
+            max_steps=spec.max_steps,
+            num_generations=spec.num_generations,
+            max_completion_length=spec.max_completion_length,
+            learning_rate=spec.learning_rate,
+            gated=spec.gated,
+            max_tool_calling_iterations=spec.max_tool_calling_iterations,
+            lora=spec.lora,
+            use_vllm=spec.use_vllm,
+            extra_args=spec.extra,
+        )
+        return {"final": str(self.folder("grpo") / "final"), **_scalars(metrics)}
+
+    def _eval(self) -> dict[str, Any]:
+        from sketchmind.bench import BenchConfig, run_bench
+
+        spec = self.recipe.eval
+        assert spec is not None
+        model = self.model_after(self.previous("eval"))
+        results: dict[str, Any] = {}
+        for family in spec.families:
+            for mode in spec.modes:
+                config = BenchConfig(target=family, model=model, mode=mode, n=spec.n, seed=spec.seed)
+                run = run_bench(config, self.folder("eval") / f"{family}-{mode}")
+                correct = sum(1 for r in run.records if r["correct"])
+                results[f"{family}/{mode}"] = {"n": len(run.records), "correct": correct}
+        return results
+
+    def _fine_tune(self, stage: str, dataset: Any, spec: Any) -> dict[str, Any]:
+        from sketchmind.train.sft import run_sft
+
+        metrics = run_sft(
+            self.model_after(self.previous(stage)),
+            dataset,
+            self.folder(stage),
+            epochs=spec.epochs,
+            max_steps=spec.max_steps,
+            lr=spec.learning_rate,
+            batch_size=spec.batch_size,
+            grad_accum=spec.grad_accum,
+            lora=spec.lora,
+            max_length=spec.max_length,
+            save_steps=spec.save_steps,
+            seed=self.recipe.seed,
+        )
+        return {"rows": len(dataset), "final": str(self.folder(stage) / "final"), **_scalars(metrics)}
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+
+
+def corpus(dataset_dir: Path) -> Iterator[str]:
+    """Every message text of a saved dataset: what the tiny tokenizer is trained on."""
+    from sketchmind.train.synth import load_dataset
+
+    for row in load_dataset(dataset_dir):
+        for message in row["messages"]:
+            for part in message["content"]:
+                if part.get("text"):
+                    yield part["text"]
+
+
+def parameter_count(model_dir: Path) -> int:
+    """Parameters stored in a checkpoint's safetensors files (no model load)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(path), "np") as file:
+            for key in file.keys():  # noqa: SIM118 - safe_open is not a mapping
+                total += _numel(file.get_slice(key).get_shape())
+    return total
+
+
+def _numel(shape: Sequence[int]) -> int:
+    count = 1
+    for size in shape:
+        count *= int(size)
+    return count
+
+
+def gather_metrics(out: Path, stages: Sequence[str]) -> Path | None:
+    """Concatenate the stages' ``metrics.jsonl`` (tagged with the stage) and plot loss and reward."""
+    lines: list[dict[str, Any]] = []
+    for stage in stages:
+        path = out / stage / "metrics.jsonl"
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    lines.append({"stage": stage, **json.loads(line)})
+    if not lines:
+        return None
+    (out / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    return plot_metrics(lines, out / "metrics.png")
+
+
+def plot_metrics(lines: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Loss per SFT stage and reward per GRPO step, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axes, reward_axes) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=110)
+    for stage in dict.fromkeys(x["stage"] for x in lines):
+        rows = [x for x in lines if x["stage"] == stage]
+        losses = [(x["step"], x["loss"]) for x in rows if "loss" in x and "step" in x and "reward" not in x]
+        rewards = [(x["step"], x["reward"]) for x in rows if "reward" in x and "step" in x]
+        if losses:
+            loss_axes.plot(*zip(*losses, strict=True), label=stage)
+        if rewards:
+            reward_axes.plot(*zip(*rewards, strict=True), label=stage)
+    loss_axes.set(title="training loss", xlabel="step")
+    reward_axes.set(title="GRPO reward", xlabel="step")
+    for axes in (loss_axes, reward_axes):
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,138 @@
+"""A training recipe: one YAML file describes the base model, the data and every stage of a policy.
+
+The same schema serves a 2-layer model built on a laptop CPU and a 7B model on a GPU cluster; only
+the numbers (and ``launch`` for accelerate) change. Unknown keys are errors, so a typo in a recipe
+fails at load time with the field's path, not hours into a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TinyModel(Strict):
+    """Build a tiny random model from a config, with a tokenizer trained on the recipe's own data."""
+
+    family: Literal["qwen2.5-vl", "qwen3-vl", "idefics3"] = "qwen2.5-vl"
+    hidden_size: int = 64
+    layers: int = 2
+    vocab_size: int = 2000
+    image_size: int = 64  # the vision tower's native patch grid, in pixels
+    max_pixels: int = 256 * 28 * 28
+
+
+class ModelSpec(Strict):
+    """Either a pretrained checkpoint (``base``: a path or hub id) or a ``tiny`` model to build."""
+
+    base: str | None = None
+    tiny: TinyModel | None = None
+    dtype: str | None = None  # default: bf16 on GPUs that support it, fp32 otherwise
+
+    @model_validator(mode="after")
+    def one_source(self) -> ModelSpec:
+        if (self.base is None) == (self.tiny is None):
+            raise ValueError("model needs exactly one of 'base' (a checkpoint) or 'tiny' (a config to build)")
+        return self
+
+
+class DataSpec(Strict):
+    """Cold-start data: expert trajectories on generated puzzles."""
+
+    families: list[str] = Field(default_factory=lambda: ["frozenlake", "maze"])
+    n: int = 20  # puzzles per level and family
+    levels: dict[str, list[int]] = Field(default_factory=dict)  # family -> levels (default: all)
+    seed: int = 0
+    reflective_fraction: float = 0.3
+    min_rounds: int = 2
+
+
+class SFTSpec(Strict):
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 1e-4
+    batch_size: int = 1
+    grad_accum: int = 1
+    save_steps: int = 50
+    max_length: int | None = None
+    lora: dict[str, Any] | None = None  # peft LoraConfig arguments, e.g. {"r": 16, "lora_alpha": 32}
+
+
+class RejectionSpec(Strict):
+    n: int = 4  # puzzles per level and family
+    k: int = 4  # samples per puzzle
+    seed: int = 1000  # fresh puzzles: never the cold-start seed
+    temperature: float = 0.9
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    require_reflective: bool = True
+    mix_cold_start: bool = True  # the second SFT round sees the cold-start rows too
+    sft: SFTSpec = SFTSpec()
+
+
+class GRPOSpec(Strict):
+    n: int = 20
+    seed: int = 2000
+    max_steps: int = 100
+    num_generations: int = 4
+    max_completion_length: int = 256
+    learning_rate: float = 1e-6
+    gated: bool = True  # ViLaSR: no format reward when the answer is wrong
+    max_tool_calling_iterations: int = 8
+    use_vllm: bool = False
+    lora: dict[str, Any] | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)  # any other GRPOConfig field
+
+
+class EvalSpec(Strict):
+    families: list[str] = Field(default_factory=lambda: ["frozenlake", "maze"])
+    n: int = 10
+    seed: int = 99  # held out: never a training seed
+    modes: list[str] = Field(default_factory=lambda: ["draw"])
+
+
+class Stages(Strict):
+    sft: SFTSpec = SFTSpec()
+    rejection: RejectionSpec | None = None
+    grpo: GRPOSpec | None = None
+
+
+class Recipe(Strict):
+    """Everything needed to train one policy from scratch, reproducibly."""
+
+    name: str
+    output: str  # run directory; a re-run resumes in it
+    seed: int = 0
+    model: ModelSpec
+    data: DataSpec = DataSpec()
+    stages: Stages = Stages()
+    eval: EvalSpec | None = None
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be used; the message is one line."""
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file. Raises ``RecipeError`` with the first problem's field path."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML ({' '.join(str(error).split())[:120]})") from None
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the top level"
+        raise RecipeError(f"{path}: {where}: {first['msg']}") from None
