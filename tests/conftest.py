@@ -12,6 +12,11 @@ import pytest
 # No test may reach a model hub: every model is built offline (sketchmind.models.tiny).
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Tests run as 2 xdist workers on 2 cores: one math thread each. Tiny-model steps are 10-100x slower when
+# 4 threads spin against each other on 2 cores. (Benchmarks keep torch's default.)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:  # pragma: no cover - only when a plugin imported torch first
+    sys.modules["torch"].set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 MAZE = ROOT / "data" / "vsp-maze-examples" / "maps" / "level4" / "img" / "0.png"

@@ -1,0 +1,237 @@
+"""Stage-1 SFT: a thin layer over TRL's ``SFTTrainer`` with our assistant-only collator.
+
+``run_sft(model_path, dataset, output_dir)`` trains on whole trajectories (rows as ``synth`` writes them)
+with the loss on the assistant turns only (``collator.AssistantOnlyCollator``; TRL's own
+``assistant_only_loss`` does not cover vision datasets), full fine-tuning or LoRA, and leaves:
+
+- ``output_dir/checkpoint-N/``: Trainer checkpoints every ``save_steps`` (weights, optimizer, scheduler,
+  RNG), from which a rerun resumes by default, so a killed job loses at most ``save_steps`` steps;
+- ``output_dir/metrics.jsonl``: one line per logged step (``step``, ``loss``, ``learning_rate``,
+  ``epoch``, and TRL's ``grad_norm``, ``mean_token_accuracy`` ...);
+- ``output_dir/final/``: the model (LoRA merged in) and processor, loadable by ``HFPolicy``;
+  with LoRA the adapter alone is also kept in ``output_dir/adapter/``.
+
+TRL, transformers, peft and datasets are imported inside the functions: ``import sketchmind.train`` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sketchmind.train.collator import AssistantOnlyCollator
+
+if TYPE_CHECKING:
+    from datasets import Dataset  # type: ignore[import-untyped]
+    from transformers import TrainerCallback
+
+METRICS_FILE = "metrics.jsonl"
+FINAL_DIR = "final"
+ADAPTER_DIR = "adapter"
+# LoRA on the language model's attention and MLP projections; the vision tower stays frozen. Matches
+# Qwen2.5-VL / Qwen3-VL (``language_model``) and Idefics3 (``text_model``) module names.
+DEFAULT_LORA_TARGETS = (
+    r".*\.(language_model|text_model)\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"
+)
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The highest-step complete checkpoint in ``output_dir`` (one with ``trainer_state.json``), if any."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    done = [
+        (int(m.group(1)), path)
+        for path in out.iterdir()
+        if (m := _CHECKPOINT.match(path.name)) and (path / "trainer_state.json").is_file()
+    ]
+    return max(done)[1] if done else None
+
+
+def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The logged steps of ``output_dir/metrics.jsonl``, oldest first (empty if there are none)."""
+    path = Path(output_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _metrics_logger(path: Path, resumed_step: int) -> TrainerCallback:
+    """A callback appending each training log with a loss to ``path`` as one JSON line.
+
+    Lines after ``resumed_step`` come from a run that died after its last checkpoint; the resumed run
+    logs those steps again, so they are dropped first.
+    """
+    from transformers import TrainerCallback
+
+    kept = [row for row in read_metrics(path.parent) if row.get("step", 0) <= resumed_step]
+    path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+    class MetricsLogger(TrainerCallback):
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+        ) -> None:
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return  # the end-of-training summary has train_loss, not loss
+            row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, int | float)}}
+            with path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    return MetricsLogger()
+
+
+def _as_dataset(dataset: Dataset | Sequence[Mapping[str, Any]]) -> Dataset:
+    from datasets import Dataset
+
+    if isinstance(dataset, Dataset):
+        return dataset
+    return Dataset.from_list([dict(row) for row in dataset])
+
+
+def _lora_config(lora: Mapping[str, Any]) -> Any:
+    """A peft ``LoraConfig``: any of its arguments, with ``alpha`` / ``dropout`` as short names and our defaults."""
+    from peft import LoraConfig
+
+    args = {{"alpha": "lora_alpha", "dropout": "lora_dropout"}.get(k, k): v for k, v in lora.items()}
+    args.setdefault("r", 16)
+    args.setdefault("lora_alpha", 2 * args["r"])
+    args.setdefault("lora_dropout", 0.0)
+    args.setdefault("target_modules", DEFAULT_LORA_TARGETS)
+    args.setdefault("task_type", "CAUSAL_LM")
+    return LoraConfig(**args)
+
+
+def run_sft(
+    model_path: str | Path,
+    dataset: Dataset | Sequence[Mapping[str, Any]],
+    output_dir: str | Path,
+    *,
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    lr: float = 1e-5,
+    batch_size: int = 1,
+    grad_accum: int = 1,
+    lora: Mapping[str, Any] | None = None,
+    resume: bool = True,
+    callbacks: Sequence[TrainerCallback] | None = None,
+    max_length: int | None = None,
+    save_steps: int = 50,
+    save_total_limit: int | None = 2,
+    warmup: float = 0.0,
+    seed: int = 0,
+    gradient_checkpointing: bool | None = None,
+    dtype: str = "float32",
+) -> dict[str, Any]:
+    """Fine-tune ``model_path`` on trajectory rows; return the run's metrics.
+
+    ``dataset`` is a ``datasets.Dataset`` or a list of rows (``messages`` + ``images``). ``max_steps``
+    > 0 overrides ``epochs``. ``lora`` is ``None`` (full fine-tuning) or ``LoraConfig`` arguments: ``r`` (default 16),
+    ``alpha`` or ``lora_alpha`` (default ``2r``), ``dropout`` or ``lora_dropout`` (default 0) and
+    ``target_modules`` (default: the language model's attention and MLP projections).
+    With ``resume`` and a checkpoint in ``output_dir``, training continues from the latest one (its
+    step, optimizer and data position); ``max_steps`` is then the total, not the steps left.
+    ``max_length`` drops the tail turns of longer rows. The weights load in ``dtype`` (float32 master
+    weights by default; ``"bfloat16"`` halves the memory of large models). On CUDA the forward runs in
+    bf16 mixed precision with gradient checkpointing; on CPU in float32 without it. A run that does not
+    resume starts ``metrics.jsonl`` afresh.
+
+    Returns ``global_step``, ``train_loss`` (this run's mean), ``resumed_from`` (checkpoint path or
+    None), ``history`` (every logged step in ``metrics.jsonl``, earlier runs included), ``final`` (the
+    saved model directory) and the Trainer's runtime metrics.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl.trainer.sft_config import SFTConfig
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    checkpoint = last_checkpoint(out) if resume else None
+    resumed_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] if checkpoint else 0
+
+    processor: Any = AutoProcessor.from_pretrained(str(model_path))  # type: ignore[no-untyped-call]
+    # A full fine-tune resumes its weights through from_pretrained (see _Trainer); LoRA resumes its adapter.
+    weights = checkpoint if checkpoint and lora is None else model_path
+    model: Any = AutoModelForImageTextToText.from_pretrained(str(weights), dtype=getattr(torch, dtype))
+    config = SFTConfig(
+        output_dir=str(out),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=lr,
+        warmup_steps=warmup,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=save_total_limit,
+        report_to=[],
+        bf16=bf16,
+        fp16=False,
+        # transformers 5's name for gradient checkpointing (TRL's default of True for it would warn).
+        activation_checkpointing=cuda if gradient_checkpointing is None else gradient_checkpointing,
+        seed=seed,
+        # Our collator reads the raw rows (messages, images) and does its own truncation.
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=cuda,
+    )
+    trainer = _trainer_class()(
+        model=model,
+        args=config,
+        data_collator=AssistantOnlyCollator(processor, max_length=max_length),
+        train_dataset=_as_dataset(dataset),
+        processing_class=processor,
+        peft_config=_lora_config(lora) if lora is not None else None,
+        callbacks=[_metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
+    )
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final = _save_final(trainer, processor, out, lora is not None)
+    return {
+        "global_step": result.global_step,
+        "train_loss": result.training_loss,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "history": read_metrics(out),
+        "final": str(final),
+        **{k: v for k, v in result.metrics.items() if k != "train_loss"},
+    }
+
+
+def _trainer_class() -> type[Any]:
+    """``SFTTrainer`` that leaves a full model's weights alone when resuming: they are already loaded.
+
+    ``Trainer`` reloads them with ``load_state_dict(strict=False)`` on the checkpoint's safetensors, but
+    ``save_pretrained`` writes some models under other key names than their modules have (Qwen2.5-VL's
+    ``model.layers.*`` / ``visual.*`` for ``model.language_model.layers.*`` / ``model.visual.*``), so with
+    transformers 5.23 nothing matches and training would silently go on from the base weights
+    (huggingface/transformers#43701).
+    ``from_pretrained(checkpoint)`` maps the names back. PEFT adapters load as usual.
+    """
+    from peft import PeftModel
+    from trl.trainer.sft_trainer import SFTTrainer
+
+    class _Trainer(SFTTrainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            if isinstance(model if model is not None else self.model, PeftModel):
+                super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    return _Trainer
+
+
+def _save_final(trainer: Any, processor: Any, out: Path, lora: bool) -> Path:
+    """Save a plain checkpoint ``HFPolicy`` loads: with LoRA, the adapter apart and the merged model."""
+    final = out / FINAL_DIR
+    if lora:
+        trainer.model.save_pretrained(out / ADAPTER_DIR)
+        trainer.model.merge_and_unload().save_pretrained(final)
+    else:
+        trainer.save_model(str(final))
+    processor.save_pretrained(final)
+    return final
