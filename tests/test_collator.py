@@ -303,7 +303,7 @@ def test_max_length_drops_tail_turns_never_cuts_an_image(family: str, tiny: Call
 
 
 def test_template_messages_conversion() -> None:
-    from sketchmind.train.collator import template_messages
+    from sketchmind.models.chat import template_messages
 
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": "plain", "tool_calls": None},

@@ -298,29 +298,13 @@ class HFPolicy(Policy):
 
     def _render(self, conversation: Conversation) -> tuple[str, list[np.ndarray]]:
         """The chat-template text (with the generation prompt) and the images in the order it shows them."""
-        messages: list[dict[str, Any]] = []
-        arrays: list[np.ndarray] = []
-        for message in conversation.messages:
-            converted = dict(message)
-            content = message.get("content")
-            if isinstance(content, list):
-                parts: list[dict[str, Any]] = []
-                for part in content:
-                    kind = part.get("type") if isinstance(part, dict) else None
-                    if kind == "text":
-                        parts.append({"type": "text", "text": part.get("text", "")})
-                    elif kind == "image":
-                        view = part.get("view")
-                        if view not in conversation.images:
-                            raise BackendError(f"message refers to view {view!r}, which is not in conversation.images")
-                        arrays.append(conversation.images[view])
-                        parts.append({"type": "image"})
-                    else:
-                        raise BackendError(f"unsupported message part {part!r:.80}")
-                converted["content"] = parts
-            elif content is None:
-                converted["content"] = ""
-            messages.append(converted)
+        from sketchmind.models.chat import template_messages, view_images
+
+        try:
+            messages, _ = template_messages(conversation.messages)
+            arrays = view_images(conversation.messages, conversation.images)
+        except ValueError as error:
+            raise BackendError(str(error)) from None
         renderer = self._processor if getattr(self._processor, "chat_template", None) else self._tok
         tools = list(conversation.tools) if conversation.tools else None
         text = renderer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)

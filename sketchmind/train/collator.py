@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sketchmind.models.chat import template_messages
 from sketchmind.models.hf import END_OF_TURN
 
 if TYPE_CHECKING:
@@ -65,38 +66,6 @@ class Rendered:
     spans: list[tuple[int, int]]  # character spans of the assistant turns in ``text``, end marker included
     turns: list[int]  # the message index of each span
     rewritten: list[int]  # message indices of assistant turns the template rewrote in the full text
-
-
-def template_messages(messages: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
-    """Messages as ``HFPolicy._render`` hands them to the chat template, and the image count of each.
-
-    Text parts become ``{"type": "text", "text": ...}``, image parts a bare ``{"type": "image"}`` (so
-    the ``"text": None`` that Arrow storage adds to image parts never reaches the template), ``None``
-    content becomes ``""``. Other message fields (``tool_calls`` ...) pass through unless ``None``.
-    """
-    converted: list[dict[str, Any]] = []
-    counts: list[int] = []
-    for message in messages:
-        out = {k: v for k, v in message.items() if v is not None and k != "content"}
-        content = message.get("content")
-        count = 0
-        if isinstance(content, list):
-            parts: list[dict[str, Any]] = []
-            for part in content:
-                kind = part.get("type") if isinstance(part, Mapping) else None
-                if kind == "text":
-                    parts.append({"type": "text", "text": part.get("text") or ""})
-                elif kind == "image":
-                    parts.append({"type": "image"})
-                    count += 1
-                else:
-                    raise ValueError(f"unsupported message part {part!r:.80}")
-            out["content"] = parts
-        else:
-            out["content"] = "" if content is None else content
-        converted.append(out)
-        counts.append(count)
-    return converted, counts
 
 
 class AssistantOnlyCollator:

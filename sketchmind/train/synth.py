@@ -34,6 +34,7 @@ from PIL import Image
 
 from sketchmind.agent import Agent, Budgets
 from sketchmind.models.base import Conversation, Generation, Policy, Sampling
+from sketchmind.models.chat import template_messages, view_images
 from sketchmind.models.expert import ExpertPolicy
 from sketchmind.protocols import Protocol, get_protocol
 from sketchmind.protocols.base import Message, text_part
@@ -204,30 +205,15 @@ def _run_batch(
 def chat_messages(conversation: Conversation) -> tuple[list[Message], list[np.ndarray]]:
     """The messages as ``HFPolicy._render`` hands them to the chat template, and the images in that order.
 
-    Text parts stay ``{"type": "text", "text": ...}``; an image part becomes a bare ``{"type": "image"}``
-    and its view joins the image list. Anything the text chat format cannot carry is a ``ValueError``.
+    Only plain chat text and images can be stored (no tool messages or native tool calls): anything
+    else is a ``ValueError``.
     """
-    messages: list[Message] = []
-    images: list[np.ndarray] = []
     for message in conversation.messages:
         role, content = message.get("role"), message.get("content")
         if role not in CHAT_ROLES or not isinstance(content, list) or set(message) - {"role", "content"}:
             raise ValueError(f"a {role!r} message with keys {sorted(message)} is not plain chat text and images")
-        parts: list[dict[str, Any]] = []
-        for part in content:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text":
-                parts.append({"type": "text", "text": str(part.get("text", ""))})
-            elif kind == "image":
-                view = part.get("view")
-                if view not in conversation.images:
-                    raise ValueError(f"message refers to view {view!r}, which the conversation does not hold")
-                images.append(conversation.images[view])
-                parts.append({"type": "image"})
-            else:
-                raise ValueError(f"unsupported message part {part!r:.80}")
-        messages.append({"role": role, "content": parts})
-    return messages, images
+    messages, _ = template_messages(conversation.messages)
+    return messages, view_images(conversation.messages, conversation.images)
 
 
 def rounds(trace: Trace) -> int:
