@@ -148,15 +148,25 @@ class Pipeline:
         assert spec is not None
         policy = HFPolicy(self.model_after(self.previous("rejection")))
         sampling = Sampling(temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens)
-        result = rejection_sample(
-            policy,
-            self.recipe.data.families,
-            spec.n,
-            k=spec.k,
-            seed=spec.seed,
-            sampling=sampling,
-            require_reflective=spec.require_reflective,
-        )
+        result = None
+        for family in self.recipe.data.families:
+            got = rejection_sample(
+                policy,
+                [family],
+                spec.n,
+                k=spec.k,
+                levels=self.recipe.data.levels.get(family),
+                seed=spec.seed,
+                sampling=sampling,
+                require_reflective=spec.require_reflective,
+            )
+            if result is None:
+                result = got
+            else:
+                result.kept += got.kept
+                result.rejected += got.rejected
+                result.stats.counts.update(got.stats.counts)
+        assert result is not None
         save_dataset(result.kept, self.folder("rejection") / "kept")
         save_dataset(result.rejected, self.folder("rejection") / "rejected")
         self.report(result.stats.table())
