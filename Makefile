@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/sketchmind solve data/vsp-maze-examples/maps/level4/img/0.png "Find a safe path for the player to the goal." \
-		--model replay:examples/maze_expert --save runs/demo
+		--model expert --save runs/demo
 	$(BIN)/sketchmind show runs/demo
 
 lint: $(STAMP)

@@ -47,9 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--families", default=",".join(FAMILY_NAMES))
     options = parser.parse_args(argv)
     options.out.mkdir(parents=True, exist_ok=True)
-    for name in FAMILY_NAMES:
+    for name in options.families.split(","):
         strip, question, answer = sample(name, options.seed)
         path = options.out / f"family-{name}.png"
         cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
