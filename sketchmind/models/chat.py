@@ -53,7 +53,7 @@ def view_images(messages: Sequence[Mapping[str, Any]], images: Mapping[int, np.n
         for part in content if isinstance(content, list) else []:
             if isinstance(part, Mapping) and part.get("type") == "image":
                 view = part.get("view")
-                if view not in images:
+                if not isinstance(view, int) or view not in images:
                     raise ValueError(f"message refers to view {view!r}, which is not in the conversation's images")
                 shown.append(images[view])
     return shown

@@ -1,0 +1,229 @@
+"""Stage-3 GRPO: multi-turn rollouts that draw, on TRL's ``GRPOTrainer`` with an ``environment_factory``.
+
+``run_grpo(model_path, output_dir, families=..., n=...)`` samples ``num_generations`` rollouts per puzzle.
+In a rollout the model thinks, calls drawing tools as ``<tool_call>{json}</tool_call>`` (TRL parses them
+with our response template), sees each new view as an image in a ``tool`` message (``DrawingEnvironment``),
+and ends with ``<answer>``. Rewards are ``accuracy_reward`` plus ``format_reward``, the format gated on a
+right answer by default (ViLaSR). The run leaves, as ``run_sft`` does:
+
+- ``output_dir/checkpoint-N/``: checkpoints every ``save_steps``; a rerun resumes from the latest;
+- ``output_dir/metrics.jsonl``: one line per step (``step``, ``loss``, ``reward``, ``reward_std``,
+  ``rewards/accuracy_reward/mean``, ``rewards/format_reward/mean``, ``completions/mean_length``,
+  ``tools/call_frequency``, ``tools/failure_frequency``...);
+- ``output_dir/final/``: the model (LoRA merged in) and the processor, whose chat template is tool-capable.
+
+Dataset rows (``grpo_dataset``) are TRL's conversational VLM format: a ``prompt`` of a short system text
+and the user's image placeholder plus question, the puzzle image in ``images``, and the columns the rewards
+and the environment read (``family``, ``level``, ``index``, ``seed``, ``truth`` as JSON). Tool descriptions
+are not in the system text: TRL renders them from the environment's methods through the chat template.
+
+TRL, transformers, peft and datasets are imported inside the functions: ``import sketchmind.train`` stays light.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sketchmind.coords import Convention
+from sketchmind.protocols.sketchmind import COORD_WORDING
+from sketchmind.tasks import Puzzle, get_family, make_dataset
+from sketchmind.train.environment import DrawingEnvironment, fit_pixels
+from sketchmind.train.rewards import reward_functions
+from sketchmind.train.sft import (
+    FINAL_DIR,
+    METRICS_FILE,
+    _lora_config,
+    _metrics_logger,
+    _save_final,
+    last_checkpoint,
+    read_metrics,
+)
+from sketchmind.train.templates import family_of, prepare_processor
+
+if TYPE_CHECKING:
+    from datasets import Dataset  # type: ignore[import-untyped]
+    from transformers import TrainerCallback
+
+SYSTEM_TEMPLATE = (
+    "You are a visual reasoner who thinks by drawing. Images are numbered views: view 1 is the input image, and "
+    "every tool call draws a new view that you see next. Coordinates are {coords}; points are [x, y], boxes "
+    "[x1, y1, x2, y2]. At each turn, think inside <think> </think>, then call tools or give the final answer "
+    "as <answer> ... </answer>."
+)
+
+
+def system_prompt(coords: str = "pixels") -> str:
+    """The short system text of a GRPO prompt (the tool list comes from the chat template)."""
+    return SYSTEM_TEMPLATE.format(coords=COORD_WORDING[Convention.parse(coords).value])
+
+
+def puzzle_row(
+    puzzle: Puzzle, *, seed: int, max_pixels: int | None = None, system: str | None = None
+) -> dict[str, Any]:
+    """One GRPO dataset row for ``puzzle``; its image is downscaled to ``max_pixels`` (view 1 of the rollout)."""
+    image = fit_pixels(puzzle.image, max_pixels) if puzzle.image is not None else None
+    user = [{"type": "image"}] if image is not None else []
+    return {
+        "id": puzzle.id,
+        "family": puzzle.family,
+        "level": puzzle.level,
+        "index": puzzle.index,
+        "seed": seed,
+        "question": puzzle.question,
+        "reference": puzzle.answer,
+        "truth": json.dumps(dict(puzzle.truth)),
+        "prompt": [
+            {"role": "system", "content": [{"type": "text", "text": system or system_prompt()}]},
+            {"role": "user", "content": [*user, {"type": "text", "text": puzzle.question}]},
+        ],
+        "images": [image] if image is not None else [],
+    }
+
+
+def grpo_dataset(
+    families: Sequence[str],
+    n: int,
+    levels: Sequence[int] | None = None,
+    seed: int = 0,
+    *,
+    max_pixels: int | None = None,
+    coords: str = "pixels",
+) -> Dataset:
+    """``n`` puzzles per family and level (every level of each family if ``levels`` is None) as a Dataset."""
+    from datasets import Dataset
+
+    system = system_prompt(coords)
+    rows = []
+    for name in families:
+        family = get_family(name)
+        for puzzle in make_dataset(family, levels if levels is not None else family.levels, n, seed):
+            rows.append(puzzle_row(puzzle, seed=seed, max_pixels=max_pixels, system=system))
+    return Dataset.from_list(rows)
+
+
+def run_grpo(
+    model_path: str | Path,
+    output_dir: str | Path,
+    *,
+    families: Sequence[str],
+    n: int,
+    levels: Sequence[int] | None = None,
+    seed: int = 0,
+    max_steps: int = 100,
+    num_generations: int = 8,
+    max_completion_length: int = 2048,
+    learning_rate: float = 1e-6,
+    gated: bool = True,
+    max_tool_calling_iterations: int = 8,
+    max_images: int = 8,
+    max_pixels: int | None = 512 * 512,
+    coords: str = "pixels",
+    prompts_per_step: int = 1,
+    lora: Mapping[str, Any] | None = None,
+    resume: bool = True,
+    use_vllm: bool = False,
+    save_steps: int = 50,
+    save_total_limit: int | None = 2,
+    callbacks: Sequence[TrainerCallback] | None = None,
+    extra_args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model_path`` with GRPO on puzzles drawn by a ``DrawingEnvironment``; return the run's metrics.
+
+    Each step samples ``num_generations`` rollouts for each of ``prompts_per_step`` puzzles (``n`` per
+    family and level of ``grpo_dataset``). A rollout may call tools for ``max_tool_calling_iterations``
+    turns and see ``max_images`` tool images; all its turns, tool results (masked out of the loss)
+    included, fit in ``max_completion_length`` tokens. Puzzle and tool images are downscaled to
+    ``max_pixels``. ``coords`` is the convention the model draws in (``pixels``; ``norm1000`` suits
+    Qwen3-VL's grounding). ``gated`` pays the format reward only with a right answer. ``lora`` is None (full
+    fine-tuning) or ``{"r", "alpha", "dropout", "target_modules"}`` as in ``run_sft``. With ``resume``
+    and a checkpoint in ``output_dir``, training continues from it (``max_steps`` is the total).
+    ``extra_args`` override any ``GRPOConfig`` field (e.g. ``vllm_mode``, ``beta``, ``temperature``). On
+    CUDA the weights train in bf16 mixed precision with gradient checkpointing; on CPU in float32 without.
+
+    Returns ``global_step``, ``train_loss``, ``resumed_from``, ``history`` (every line of ``metrics.jsonl``),
+    ``final`` (the saved model directory) and the Trainer's runtime metrics.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from trl.trainer.grpo_config import GRPOConfig
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    checkpoint = last_checkpoint(out) if resume else None
+    resumed_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] if checkpoint else 0
+
+    family = family_of(AutoConfig.from_pretrained(str(model_path)).model_type)
+    processor = prepare_processor(AutoProcessor.from_pretrained(str(model_path)), family)  # type: ignore[no-untyped-call]
+    # A full fine-tune resumes its weights here (see _trainer_class); LoRA resumes its adapter in the Trainer.
+    weights = checkpoint if checkpoint is not None and lora is None else model_path
+    model: Any = AutoModelForImageTextToText.from_pretrained(str(weights), dtype=torch.float32)
+    settings: dict[str, Any] = {
+        "output_dir": str(out),
+        "max_steps": max_steps,
+        "learning_rate": learning_rate,
+        "per_device_train_batch_size": num_generations * prompts_per_step,
+        "gradient_accumulation_steps": 1,
+        "num_generations": num_generations,
+        "max_completion_length": max_completion_length,
+        "max_tool_calling_iterations": max_tool_calling_iterations,
+        "use_vllm": use_vllm,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": save_total_limit,
+        "report_to": [],
+        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "fp16": False,
+        "activation_checkpointing": cuda,
+        "seed": seed,
+        "remove_unused_columns": False,  # the rewards and the environment read the puzzle columns
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": cuda,
+    }
+    config = GRPOConfig(**(settings | dict(extra_args or {})))
+    trainer = _trainer_class(weights_loaded=weights != model_path)(
+        model=model,
+        reward_funcs=reward_functions(gated),
+        args=config,
+        train_dataset=grpo_dataset(families, n, levels, seed, max_pixels=max_pixels, coords=coords),
+        processing_class=processor,
+        peft_config=_lora_config(lora) if lora is not None else None,
+        environment_factory=functools.partial(
+            DrawingEnvironment, max_images=max_images, max_pixels=max_pixels, coords=coords
+        ),
+        callbacks=[_metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
+    )
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final = _save_final(trainer, processor, out, lora is not None)
+    return {
+        "global_step": result.global_step,
+        "train_loss": result.training_loss,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "history": read_metrics(out),
+        "final": str(final),
+        **{k: v for k, v in result.metrics.items() if k != "train_loss"},
+    }
+
+
+def _trainer_class(weights_loaded: bool) -> type[Any]:
+    """``GRPOTrainer`` that skips reloading a full model's weights on resume when they are already loaded.
+
+    ``Trainer`` reloads them with ``load_state_dict(strict=False)``, which with transformers 5.23 matches no
+    key of Qwen2.5-VL's saved names; ``from_pretrained(checkpoint)`` (done by ``run_grpo``) maps them.
+    """
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    class _Trainer(GRPOTrainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            if not weights_loaded:
+                super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    return _Trainer
+
+
+__all__ = ["FINAL_DIR", "METRICS_FILE", "grpo_dataset", "puzzle_row", "run_grpo", "system_prompt"]

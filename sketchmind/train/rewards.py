@@ -1,0 +1,140 @@
+"""GRPO reward functions in TRL's signature: ``reward(prompts, completions, **kwargs) -> list[float]``.
+
+TRL 1.16 calls each function once per batch with one entry per rollout. With conversational prompts a
+completion is the list of messages the rollout added: ``assistant`` turns (``content`` plus parsed
+``tool_calls``) interleaved with the ``tool`` messages the environment answered. ``kwargs`` hold every
+dataset column (here ``family`` and ``truth`` matter), ``completion_ids``, ``trainer_state``,
+``log_extra``/``log_metric`` and, with an ``environment_factory``, ``environments`` (one per rollout).
+
+- ``accuracy_reward``: 1 if the family's ``verify`` accepts the last ``<answer>`` of the final assistant
+  turn, else 0.
+- ``format_reward``: 1 if every turn is well formed (see ``format_ok``), else 0. With ``gated=True``
+  (ViLaSR's rule) it also needs the answer to be right, so a wrong answer earns nothing at all.
+
+``reward_functions(gated)`` gives the pair to pass as ``reward_funcs``; TRL logs them as
+``rewards/accuracy_reward/mean`` and ``rewards/format_reward/mean``, and their sum as ``reward``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sketchmind.tasks import Puzzle, TaskFamily, get_family
+from sketchmind.train.environment import DrawingEnvironment, is_error
+
+Message = dict[str, Any]
+RewardFunction = Callable[..., list[float]]
+
+_THINK = re.compile(r"^\s*<think>(.*?)</think>", re.S)
+_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.S)
+_FINAL_ANSWER = re.compile(r"<answer>(.*?)</answer>\s*\Z", re.S)
+
+
+def as_messages(completion: str | Sequence[Message]) -> list[Message]:
+    """A completion as messages (a plain-text completion is one assistant turn)."""
+    if isinstance(completion, str):
+        return [{"role": "assistant", "content": completion}]
+    return list(completion)
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text a message carries: string content or its text parts, with parsed reasoning put back in
+    ``<think>`` (for response templates that split it out)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, Sequence):
+        text = "".join(str(p.get("text") or "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+    else:
+        text = ""
+    reasoning = message.get("reasoning_content")
+    return f"<think>{reasoning}</think>{text}" if reasoning else text
+
+
+def final_answer(completion: str | Sequence[Message]) -> str | None:
+    """The last ``<answer>`` of the final assistant turn (a missing closing tag is forgiven), or None."""
+    turns = [m for m in as_messages(completion) if m.get("role") == "assistant"]
+    if not turns:
+        return None
+    found = _ANSWER.findall(message_text(turns[-1]))
+    return found[-1].strip() if found else None
+
+
+@functools.cache
+def _family(name: str) -> TaskFamily:
+    return get_family(name)
+
+
+def is_correct(family: str, truth: str | Mapping[str, Any], answer: str | None) -> bool:
+    """Whether ``answer`` solves the puzzle whose ground truth is ``truth`` (a dict or its JSON)."""
+    record = json.loads(truth) if isinstance(truth, str) else dict(truth)
+    puzzle = Puzzle(family=family, level=0, index=0, question="", answer="", image=None, truth=record)
+    return _family(family).verify(puzzle, answer)
+
+
+def format_ok(completion: str | Sequence[Message], environment: DrawingEnvironment | None = None) -> bool:
+    """Whether a rollout is well formed.
+
+    Every assistant turn opens with a non-empty ``<think>...</think>``; every turn but the last makes
+    parsed tool calls and no answer; the last makes no calls and ends with exactly one
+    ``<answer>...</answer>``; no ``<tool_call>`` text is left unparsed (malformed JSON); and no tool call
+    failed (an error tool message, or an error the environment recorded).
+    """
+    messages = as_messages(completion)
+    turns = [m for m in messages if m.get("role") == "assistant"]
+    if not turns:
+        return False
+    for i, turn in enumerate(turns):
+        text = message_text(turn)
+        think = _THINK.match(text)
+        if not think or not think.group(1).strip() or text.count("<think>") != 1 or "<tool_call>" in text:
+            return False
+        last = i == len(turns) - 1
+        if last and (turn.get("tool_calls") or text.count("<answer>") != 1 or not _FINAL_ANSWER.search(text)):
+            return False
+        if not last and (not turn.get("tool_calls") or "<answer>" in text):
+            return False
+    if any(is_error(m.get("content")) for m in messages if m.get("role") == "tool"):
+        return False
+    return environment is None or not environment.errors
+
+
+def _column(kwargs: Mapping[str, Any], name: str, n: int) -> list[Any]:
+    values = kwargs.get(name)
+    if values is None or len(values) != n:
+        raise ValueError(f"the reward needs the dataset column {name!r} (one value per completion)")
+    return list(values)
+
+
+def accuracy_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 where the final answer verifies against the row's ``family`` and ``truth`` columns, else 0.0."""
+    n = len(completions)
+    families, truths = _column(kwargs, "family", n), _column(kwargs, "truth", n)
+    return [
+        float(is_correct(family, truth, final_answer(completion)))
+        for completion, family, truth in zip(completions, families, truths, strict=True)
+    ]
+
+
+def format_reward(
+    prompts: Sequence[Any], completions: Sequence[Any], *, gated: bool = False, **kwargs: Any
+) -> list[float]:
+    """1.0 where ``format_ok`` holds (and, if ``gated``, the answer is also right), else 0.0."""
+    environments = kwargs.get("environments") or [None] * len(completions)
+    scores = [float(format_ok(c, e)) for c, e in zip(completions, environments, strict=True)]
+    if gated:
+        correct = accuracy_reward(prompts, completions, **kwargs)
+        scores = [s * c for s, c in zip(scores, correct, strict=True)]
+    return scores
+
+
+def reward_functions(gated: bool = True) -> list[RewardFunction]:
+    """``[accuracy_reward, format_reward]`` for ``GRPOTrainer(reward_funcs=...)``, the format gated or not.
+
+    The gate is a ``functools.partial``: picklable, and TRL names it after the wrapped ``format_reward``.
+    """
+    return [accuracy_reward, functools.partial(format_reward, gated=gated)]
