@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -447,6 +448,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("sketchmind: interrupted", markup=False)
         return 130
+    except Exception as exc:  # a bug, not the user's input: one line, the traceback on request
+        if os.environ.get("SKETCHMIND_DEBUG"):
+            raise
+        err.print(
+            f"sketchmind: internal error: {type(exc).__name__}: {exc} (SKETCHMIND_DEBUG=1 shows the traceback)",
+            soft_wrap=True,
+            markup=False,
+        )
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -530,7 +530,8 @@ def save_dataset(
     data.mkdir(parents=True, exist_ok=True)
     for old in data.glob("train-*.parquet"):
         old.unlink()  # a smaller re-save must not leave stale shards for load_dataset to pick up
-    dataset = Dataset.from_list([{k: row[k] for k in COLUMNS} for row in rows], features=features())
+    columns = {k: [row[k] for row in rows] for k in COLUMNS}  # by column, so zero rows still has a schema
+    dataset = Dataset.from_dict(columns, features=features())
     shards = max(1, math.ceil(len(rows) / rows_per_shard))
     quiet = are_progress_bars_disabled()
     disable_progress_bars()  # one bar per shard is noise in logs and tests

@@ -1,0 +1,89 @@
+"""The whole training pipeline at micro scale: synth -> base -> SFT -> rejection -> SFT -> GRPO, and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sketchmind.models.base import Conversation, Sampling
+from sketchmind.models.hf import HFPolicy
+from sketchmind.train.pipeline import STAGES, Pipeline
+from sketchmind.train.recipe import RecipeError, load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ROOT / "policies" / "micro.yaml"
+
+
+def _metrics(path: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
+    recipe = load_recipe(MICRO).model_copy(update={"output": str(tmp_path / "run")})
+    lines: list[str] = []
+    pipeline = Pipeline(recipe, report=lines.append)
+    summaries = pipeline.run()
+    assert list(summaries) == [s for s in STAGES if s != "eval"]
+    assert summaries["synth"]["rows"] == 12 and summaries["base"]["parameters"] > 100_000
+
+    sft = [m for m in _metrics(tmp_path / "run" / "sft" / "metrics.jsonl") if "loss" in m]
+    first, last = sum(m["loss"] for m in sft[:3]) / 3, sum(m["loss"] for m in sft[-3:]) / 3
+    assert last < 0.8 * first, f"SFT loss did not fall: {first:.2f} -> {last:.2f}"
+    grpo = [m for m in _metrics(tmp_path / "run" / "grpo" / "metrics.jsonl") if "reward" in m]
+    assert [m["step"] for m in grpo] == [1, 2] and all(m["reward"] >= 0 for m in grpo)
+    assert (tmp_path / "run" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| maze |" in "\n".join(lines)  # the rejection keep rates are reported
+
+    policy = HFPolicy(pipeline.model_after("grpo"))
+    user = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    assert policy.generate(Conversation("c", [user]), Sampling(max_new_tokens=3)).tokens_out == 3
+
+    again: list[str] = []
+    Pipeline(recipe, report=again.append).run()
+    assert all("skipped" in line for line in again)  # a finished run has nothing left to do
+
+
+def test_a_stage_killed_with_sigkill_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    raw = yaml.safe_load(MICRO.read_text())
+    raw["output"] = str(tmp_path / "run")
+    raw["stages"] = {"sft": {"max_steps": 60, "learning_rate": 3.0e-3, "save_steps": 4}}
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-m", "sketchmind.cli", "train", str(recipe_file)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sft = tmp_path / "run" / "sft"
+    deadline = time.monotonic() + 300
+    while not (sft / "checkpoint-8").is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (sft / "checkpoint-8").is_dir() and not (sft / "done.json").exists(), "the run was not killed mid-stage"
+
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "synth: done earlier, skipped" in finished.stdout and "base: done earlier, skipped" in finished.stdout
+    steps = [m["step"] for m in _metrics(sft / "metrics.jsonl") if "loss" in m]
+    assert steps == list(range(1, 61))  # resumed: every step once, none redone from scratch
+    state = json.loads((sft / "done.json").read_text())
+    assert state["final"].endswith("sft/final")
+
+
+def test_recipe_errors_name_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\noutput: y\nmodel: {tiny: {family: qwen2.5-vl}}\nstages: {sft: {max_stpes: 3}}\n")
+    with pytest.raises(RecipeError, match=r"stages\.sft\.max_stpes"):
+        load_recipe(bad)
+    bad.write_text("name: x\noutput: y\nmodel: {}\n")
+    with pytest.raises(RecipeError, match="exactly one of 'base'"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match="no such recipe"):
+        load_recipe(tmp_path / "missing.yaml")
