@@ -87,3 +87,10 @@ def test_recipe_errors_name_the_field(tmp_path: Path) -> None:
         load_recipe(bad)
     with pytest.raises(RecipeError, match="no such recipe"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "policies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_recipes_are_valid(recipe: Path) -> None:
+    loaded = load_recipe(recipe)
+    assert loaded.name.startswith("sketchmind-")
+    assert Pipeline(loaded).enabled()[0] == "synth"

@@ -146,7 +146,7 @@ class Pipeline:
 
         spec = self.recipe.stages.rejection
         assert spec is not None
-        policy = HFPolicy(self.model_after(self.previous("rejection")))
+        policy = HFPolicy(self.model_after(self.previous("rejection")), dtype=self.recipe.model.dtype)
         sampling = Sampling(temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens)
         result = None
         for family in self.recipe.data.families:
