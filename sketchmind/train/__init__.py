@@ -1,4 +1,15 @@
-"""Training: SFT data synthesised from expert drawing trajectories (``synth``) and its exporters (``export``).
+"""Training a drawing policy on TRL, in three stages driven by one recipe file.
 
-Submodules import ``datasets`` and friends lazily, so ``import sketchmind.train`` stays light.
+| module | one idea |
+|---|---|
+| ``synth`` | cold-start data: expert trajectories through the real agent, filtered as ViLaSR does |
+| ``export`` | the same data as LLaMA-Factory ShareGPT, for users who train elsewhere |
+| ``collator`` | SFT batches whose labels cover assistant turns only, across multi-image turns |
+| ``sft`` | stage 1 (and the SFT after stage 2): TRL ``SFTTrainer``, optional LoRA, true resume |
+| ``rejection`` | stage 2: sample k trajectories per puzzle, keep the correct reflective ones |
+| ``environment``, ``rewards``, ``grpo`` | stage 3: TRL ``GRPOTrainer`` with a drawing environment |
+| ``templates`` | tool-capable chat templates and response schemas TRL needs (Qwen2.5-VL) |
+| ``recipe``, ``pipeline`` | ``policies/NAME.yaml`` and the resumable stage runner (``sketchmind train``) |
+
+Submodules import ``datasets``, ``trl`` and friends lazily, so ``import sketchmind.train`` stays light.
 """
