@@ -357,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=48, help="tokens decoded per turn")
     parser.add_argument("--repeats", type=int, default=3, help="trajectories per mode in (a) (medians)")
     parser.add_argument("--batch-repeats", type=int, default=2, help="runs of (b) (fastest kept)")
+    parser.add_argument("--size", type=int, default=224, help="view side in pixels (448: ViLaSR-sized views)")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
@@ -368,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     if console.width < 150:
         console = Console(width=150)
-    size = 224
+    size = options.size
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sketchmind-bench-hf-") as root:
         with console.status("building the tiny checkpoint..."):
