@@ -301,9 +301,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     stages = [s.strip() for s in args.stage.split(",")] if args.stage else None
     if stages and set(stages) - set(STAGES):
         raise UsageError(f"--stage: unknown {', '.join(sorted(set(stages) - set(STAGES)))}; use {', '.join(STAGES)}")
-    pipeline = Pipeline(recipe, report=lambda line: out.print(escape(line), soft_wrap=True))
+    pipeline = Pipeline(recipe, report=lambda line: out.print(escape(line), soft_wrap=True), rich_progress=True)
     pipeline.run(stages)
-    out.print(f"{recipe.name}: model at {pipeline.model_after(pipeline.enabled()[-1])}")
+    out.print(f"{recipe.name}: model at {pipeline.latest_model()}")
     return EXIT_OK
 
 

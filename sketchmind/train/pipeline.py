@@ -24,10 +24,11 @@ Report = Callable[[str], None]
 class Pipeline:
     """The stages of one recipe, each skipped when already done."""
 
-    def __init__(self, recipe: Recipe, report: Report = print) -> None:
+    def __init__(self, recipe: Recipe, report: Report = print, *, rich_progress: bool = False) -> None:
         self.recipe = recipe
         self.out = Path(recipe.output)
         self.report = report
+        self.rich_progress = rich_progress  # trainer progress as a rich bar (the CLI) instead of tqdm
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -61,6 +62,11 @@ class Pipeline:
             return str(self.folder("base") / "model")
         assert self.recipe.model.base is not None
         return self.recipe.model.base
+
+    def latest_model(self) -> str:
+        """The checkpoint of the furthest finished stage (the base model if none has finished)."""
+        finished = [s for s in self.enabled() if self.done(s) is not None]
+        return self.model_after(finished[-1]) if finished else self.model_after(self.enabled()[0])
 
     def run(self, only: Sequence[str] | None = None) -> dict[str, Any]:
         """Run every enabled stage not yet done (or just ``only``); return each stage's summary."""
@@ -241,6 +247,7 @@ class Pipeline:
             max_length=spec.max_length,
             save_steps=spec.save_steps,
             seed=self.recipe.seed,
+            rich_progress=self.rich_progress,
         )
         return {"rows": len(dataset), "final": str(self.folder(stage) / "final"), **_scalars(metrics)}
 

@@ -118,6 +118,7 @@ def run_sft(
     lora: Mapping[str, Any] | None = None,
     resume: bool = True,
     callbacks: Sequence[TrainerCallback] | None = None,
+    rich_progress: bool = False,
     max_length: int | None = None,
     save_steps: int = 50,
     save_total_limit: int | None = 2,
@@ -137,7 +138,8 @@ def run_sft(
     ``max_length`` drops the tail turns of longer rows. The weights load in ``dtype`` (float32 master
     weights by default; ``"bfloat16"`` halves the memory of large models). On CUDA the forward runs in
     bf16 mixed precision with gradient checkpointing; on CPU in float32 without it. A run that does not
-    resume starts ``metrics.jsonl`` afresh.
+    resume starts ``metrics.jsonl`` afresh. ``rich_progress`` shows a rich bar with the latest logs
+    instead of tqdm (the CLI's choice).
 
     Returns ``global_step``, ``train_loss`` (this run's mean), ``resumed_from`` (checkpoint path or
     None), ``history`` (every logged step in ``metrics.jsonl``, earlier runs included), ``final`` (the
@@ -182,6 +184,7 @@ def run_sft(
         max_length=None,
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
+        disable_tqdm=rich_progress,
     )
     trainer = _trainer_class()(
         model=model,
@@ -192,6 +195,8 @@ def run_sft(
         peft_config=_lora_config(lora) if lora is not None else None,
         callbacks=[_metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
     )
+    if rich_progress:
+        use_rich_progress(trainer)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = _save_final(trainer, processor, out, lora is not None)
     return {
@@ -202,6 +207,15 @@ def run_sft(
         "final": str(final),
         **{k: v for k, v in result.metrics.items() if k != "train_loss"},
     }
+
+
+def use_rich_progress(trainer: Any) -> None:
+    """Show a rich progress bar with the latest logs instead of tqdm and printed dicts (main process only)."""
+    from transformers.trainer_callback import PrinterCallback
+    from trl.trainer.callbacks import RichProgressCallback
+
+    trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the bar for raw dict printing
+    trainer.add_callback(RichProgressCallback())  # type: ignore[no-untyped-call]
 
 
 def _trainer_class() -> type[Any]:
