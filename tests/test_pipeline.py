@@ -31,7 +31,7 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
     lines: list[str] = []
     pipeline = Pipeline(recipe, report=lines.append)
     summaries = pipeline.run()
-    assert list(summaries) == [s for s in STAGES if s != "eval"]
+    assert list(summaries) == list(STAGES)
     assert summaries["synth"]["rows"] == 12 and summaries["base"]["parameters"] > 100_000
 
     sft = [m for m in _metrics(tmp_path / "run" / "sft" / "metrics.jsonl") if "loss" in m]
@@ -41,6 +41,9 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
     assert [m["step"] for m in grpo] == [1, 2] and all(m["reward"] >= 0 for m in grpo)
     assert (tmp_path / "run" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert "| maze |" in "\n".join(lines)  # the rejection keep rates are reported
+    held_out = _metrics(tmp_path / "run" / "eval" / "metrics.jsonl")
+    assert [(m["mode"], m["n"]) for m in held_out] == [("draw", 2), ("text", 2)]
+    assert all(0.0 <= m["low"] <= m["accuracy"] <= m["high"] <= 1.0 for m in held_out)
 
     policy = HFPolicy(pipeline.model_after("grpo"))
     user = {"role": "user", "content": [{"type": "text", "text": "hi"}]}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sketchmind.bench.report import plot, read_results, summarise
-from sketchmind.models.base import Policy
+from sketchmind.models.base import Policy, Sampling
 from sketchmind.tasks import Puzzle, TaskFamily, get_family, make_dataset
 from sketchmind.trace import Trace
 
@@ -25,7 +25,7 @@ RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "run.json"
 DEFAULT_VSP_DATA = "data/vsp-maze-examples"
 # Changing any of these changes what the numbers mean, so a run directory refuses them.
-_IDENTITY = ("target", "model", "mode", "protocol", "seed", "samples", "data", "max_turns")
+_IDENTITY = ("target", "model", "mode", "protocol", "seed", "samples", "data", "max_turns", "max_new_tokens")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class BenchConfig:
     samples: int = 1
     data: str | None = None  # VSP folder (the one holding maps/)
     max_turns: int = 10
+    max_new_tokens: int = 512  # per model turn
     batch_size: int = 8
     base_url: str | None = None
 
@@ -157,7 +158,8 @@ def run_bench(
     done = {r["id"] for r in read_results(results)}
     todo = [p for p in puzzles if p.id not in done]
     policy = policy or _make_policy(config)
-    agent = Agent(policy, config.protocol, Budgets(max_turns=config.max_turns), mode=config.mode)  # type: ignore[arg-type]
+    budgets, sampling = Budgets(max_turns=config.max_turns), Sampling(max_new_tokens=config.max_new_tokens)
+    agent = Agent(policy, config.protocol, budgets, mode=config.mode, sampling=sampling)  # type: ignore[arg-type]
     run = BenchRun(out, [])
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start : start + config.batch_size]

@@ -218,17 +218,34 @@ class Pipeline:
 
     def _eval(self) -> dict[str, Any]:
         from sketchmind.bench import BenchConfig, run_bench
+        from sketchmind.bench.report import summarise
 
         spec = self.recipe.eval
         assert spec is not None
         model = self.model_after(self.previous("eval"))
         results: dict[str, Any] = {}
+        lines: list[dict[str, Any]] = []
         for family in spec.families:
+            levels = spec.levels.get(family)
             for mode in spec.modes:
-                config = BenchConfig(target=family, model=model, mode=mode, n=spec.n, seed=spec.seed)
+                config = BenchConfig(
+                    target=family,
+                    model=model,
+                    mode=mode,
+                    levels=tuple(levels) if levels else None,
+                    n=spec.n,
+                    seed=spec.seed,
+                    max_turns=spec.max_turns,
+                    max_new_tokens=spec.max_new_tokens,
+                )
                 run = run_bench(config, self.folder("eval") / f"{family}-{mode}")
-                correct = sum(1 for r in run.records if r["correct"])
-                results[f"{family}/{mode}"] = {"n": len(run.records), "correct": correct}
+                overall = summarise(run.records)[-1]
+                row = {"family": family, "mode": mode, "n": overall.n, "accuracy": overall.accuracy}
+                lines.append({**row, "low": overall.low, "high": overall.high, "tokens": overall.tokens})
+                results[f"{family}/{mode}"] = row
+        metrics = self.folder("eval") / "metrics.jsonl"
+        metrics.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+        self.report(" · ".join(f"{k}: {v['accuracy']:.0%} of {v['n']}" for k, v in results.items()))
         return results
 
     def _fine_tune(self, stage: str, dataset: Any, spec: Any) -> dict[str, Any]:

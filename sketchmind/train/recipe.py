@@ -95,6 +95,9 @@ class EvalSpec(Strict):
     n: int = 10
     seed: int = 99  # held out: never a training seed
     modes: list[str] = Field(default_factory=lambda: ["draw"])
+    levels: dict[str, list[int]] = Field(default_factory=dict)  # family -> levels (default: all)
+    max_turns: int = 10
+    max_new_tokens: int = 512
 
 
 class Stages(Strict):
