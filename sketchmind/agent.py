@@ -31,7 +31,7 @@ from sketchmind.canvas import Canvas, View
 from sketchmind.images import ImageSource, load_image, smart_resize
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols import Protocol, ToolCall, ToolResult, get_protocol
-from sketchmind.protocols.base import Message, text_part
+from sketchmind.protocols.base import Message, image_budget_error, text_part
 from sketchmind.selection import Select, select
 from sketchmind.tools import specs
 from sketchmind.trace import Step, Trace
@@ -387,7 +387,7 @@ class Agent:
         shown = state["images_shown"]
         for group in state["pending"]:
             if shown >= self.budgets.max_images:
-                error = f"image budget spent ({self.budgets.max_images} images): answer now"
+                error = image_budget_error(self.budgets.max_images)
                 results.append({"calls": group, "view": None, "error": error})
                 continue
             outcome = _execute(canvas, group)

@@ -169,3 +169,17 @@ def smart_resize(pixels: np.ndarray, *, max_pixels: int, factor: int = 28, min_p
         return pixels
     resized = Image.fromarray(pixels, "RGB").resize((target[1], target[0]), Image.Resampling.BICUBIC)
     return np.ascontiguousarray(np.asarray(resized))
+
+
+def fit_pixels(image: Image.Image | np.ndarray, max_pixels: int | None) -> Image.Image:
+    """``image`` as RGB PIL, downscaled (aspect kept, bicubic) to at most ``max_pixels`` pixels.
+
+    The one downscale every model input goes through: inference (``HFPolicy``), SFT batches and GRPO
+    rollouts, so a model is trained on the pixels it later sees.
+    """
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
+    pil = pil if pil.mode == "RGB" else pil.convert("RGB")
+    if max_pixels and pil.width * pil.height > max_pixels:
+        scale = math.sqrt(max_pixels / (pil.width * pil.height))
+        pil = pil.resize((max(1, int(pil.width * scale)), max(1, int(pil.height * scale))), Image.Resampling.BICUBIC)
+    return pil

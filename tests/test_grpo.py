@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from sketchmind.models.tiny import build_tiny
+from sketchmind.protocols import get_protocol
 from sketchmind.protocols.sketchmind import format_call
+from sketchmind.tools import specs
 from sketchmind.train.environment import DrawingEnvironment, is_error
 from sketchmind.train.grpo import grpo_dataset, run_grpo
 from sketchmind.train.rewards import accuracy_reward, final_answer, format_ok, format_reward, reward_functions
@@ -27,7 +29,7 @@ pytestmark = [
     ),
     pytest.mark.filterwarnings("ignore:You are using 'environment_factory'"),  # TRL marks it experimental
 ]
-TOOLS = ["box", "crop", "grid", "line", "path", "point", "text", "zoom"]
+TOOLS = ["answer", "box", "crop", "grid", "line", "path", "point", "text", "zoom"]  # the protocol's tools
 PIXELS = 112 * 112  # maze level 1 is 312x312; 112x112 is 16 Qwen2.5-VL image tokens
 
 
@@ -85,6 +87,7 @@ def test_dataset_rows_are_trl_conversational_vlm_prompts(row: dict[str, Any]) ->
     assert user["content"][1]["text"] == row["question"]
     (image,) = row["images"]
     assert isinstance(image, Image.Image) and image.width * image.height <= PIXELS
+    assert system["content"][0]["text"] == get_protocol("sketchmind").system_prompt(specs(), image.size)  # the agent's
     assert (row["family"], row["level"], row["index"], row["seed"]) == ("maze", 1, 0, 0)
     assert json.loads(row["truth"])["kind"] in ("moves", "turns")
 
@@ -127,18 +130,19 @@ def test_tools_are_the_public_methods_with_json_schemas() -> None:
         ("zoom", {"factor": 2, "bbox": [0, 0, 56, 56], "resample": "nearest"}),
     ],
 )
-def test_a_call_returns_the_new_view_and_a_line(row: dict[str, Any], tool: str, arguments: dict[str, Any]) -> None:
+def test_a_call_returns_its_observation_and_the_new_view(
+    row: dict[str, Any], tool: str, arguments: dict[str, Any]
+) -> None:
     env = DrawingEnvironment()
     env.reset(**row)
-    output = getattr(env, tool)(**arguments)
-    assert isinstance(output, list)
-    image, text = output
+    text, image = getattr(env, tool)(**arguments)  # the sketchmind protocol's order: the line, then the view
+    assert text == {"type": "text", "text": f"<observation>{env.canvas.latest.describe()}</observation>"}
+    assert text["text"].startswith("<observation>view 2: ")
     assert image["type"] == "image" and image["image"].size == env.canvas.latest.size
-    assert text == {"type": "text", "text": env.canvas.latest.describe()} and text["text"].startswith("view 2: ")
     assert len(env.canvas) == 2 and env.calls[0].view == 2 and not env.errors
 
 
-def test_model_mistakes_come_back_as_error_lines(row: dict[str, Any]) -> None:
+def test_model_mistakes_come_back_as_error_observations(row: dict[str, Any]) -> None:
     env = DrawingEnvironment()
     env.reset(**row)
     outputs = [
@@ -148,19 +152,23 @@ def test_model_mistakes_come_back_as_error_lines(row: dict[str, Any]) -> None:
         env.zoom(factor="huge"),  # a wrong type
         env.crop(bbox=[10, 10, 20, 20], view=7),  # a view that does not exist
     ]
-    assert all(isinstance(o, str) and is_error(o) for o in outputs)
-    assert "outside view 1" in outputs[0] and "unexpected argument 'xy'" in outputs[1]
+    assert all(is_error(o) and len(o) == 1 for o in outputs)
+    texts = [o[0]["text"] for o in outputs]
+    assert all(t.startswith("<observation>error: ") and t.endswith("</observation>") for t in texts)
+    assert "outside view 1" in texts[0] and "unexpected argument 'xy'" in texts[1]
     assert len(env.errors) == 5 and len(env.canvas) == 1  # no view was made
 
 
-def test_image_budget_switches_to_text(row: dict[str, Any]) -> None:
-    env = DrawingEnvironment(max_images=1, max_pixels=32 * 32)
+def test_image_budget_counts_the_puzzle_and_refuses_as_the_agent_does(row: dict[str, Any]) -> None:
+    env = DrawingEnvironment(max_images=2, max_pixels=32 * 32)
     env.reset(**row)
-    first = env.grid(rows=2, cols=2)
-    assert isinstance(first, list) and first[0]["image"].width * first[0]["image"].height <= 32 * 32
+    assert env.images_shown == 1  # the puzzle image in the prompt
+    _, image = env.grid(rows=2, cols=2)
+    assert image["image"].width * image["image"].height <= 32 * 32
     second = env.point(point=[5, 5])
-    assert isinstance(second, str) and second.startswith("view 3: ") and "budget" in second
-    assert env.images_shown == 1 and len(env.canvas) == 3 and not env.errors
+    expected = "<observation>error: image budget spent (2 images): answer now</observation>"
+    assert second == [{"type": "text", "text": expected}] and is_error(second)
+    assert env.images_shown == 2 and len(env.canvas) == 2 and len(env.errors) == 1  # nothing drawn
 
 
 # --------------------------------------------------------------------------------------------- rewards
@@ -169,7 +177,10 @@ def test_image_budget_switches_to_text(row: dict[str, Any]) -> None:
 def rollout(answer: str, *, think: str = "<think>the goal is below</think>") -> list[dict[str, Any]]:
     """A completion as TRL hands it to the rewards: a call, its tool message, the final turn."""
     call = {"type": "function", "function": {"name": "box", "arguments": {"bbox": [1, 1, 9, 9]}}}
-    view = [{"type": "image", "image": Image.new("RGB", (8, 8))}, {"type": "text", "text": "view 2: box"}]
+    view = [
+        {"type": "text", "text": "<observation>view 2: box on view 1 (8x8)</observation>"},
+        {"type": "image", "image": Image.new("RGB", (8, 8))},
+    ]
     return [
         {"role": "assistant", "content": think, "tool_calls": [call]},
         {"role": "tool", "name": "box", "content": view},
@@ -203,7 +214,8 @@ def test_malformed_rollouts_fail_the_format(row: dict[str, Any]) -> None:
     no_think = rollout(ref, think="")
     unparsed = [{"role": "assistant", "content": '<think>x</think><tool_call>{"name": "box", "argu'}]
     failed = rollout(ref)
-    failed[1] = {"role": "tool", "name": "box", "content": "error: box bbox: x=500 is outside view 1"}
+    error = "<observation>error: box bbox: x=500 is outside view 1 (8x8)</observation>"
+    failed[1] = {"role": "tool", "name": "box", "content": [{"type": "text", "text": error}]}
     trl_failed = rollout(ref)
     trl_failed[1] = {"role": "tool", "name": "boxx", "content": "{'error': 'Tool boxx not found.'}"}
     trailing = [{"role": "assistant", "content": f"<think>x</think><answer>{ref}</answer> and more"}]

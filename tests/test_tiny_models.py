@@ -83,7 +83,7 @@ def test_chat_template_two_images_and_generate(built: tuple[str, Path]) -> None:
     text = processor.apply_chat_template(two_turns(), add_generation_prompt=True)
     placeholder = "<image>" if family == "idefics3" else "<|vision_start|><|image_pad|><|vision_end|>"
     assert text.count(placeholder) == 2
-    assert TAGS in text and "<tool_response>" in text
+    assert TAGS in text and "view 2 (64x64)" in text and "<tool_response>" not in text  # a tool result is a user turn
     assert text.endswith("Assistant:" if family == "idefics3" else "<|im_start|>assistant\n")
 
     inputs = processor(text=[text], images=images(), return_tensors="pt")
@@ -129,8 +129,13 @@ def test_template_renders_tools_and_masks_assistant_turns(built: tuple[str, Path
     out = tok.apply_chat_template(messages, tools=tools, return_dict=True, return_assistant_tokens_mask=True)
     text = tok.decode(out["input_ids"])
     assert '<tools>\n{"type": "function", "function": {"name": "box"' in text
-    assert '<tool_call>\n{"name": "box", "arguments": {"bbox": [1, 2, 3, 4]}}\n</tool_call>' in text
-    assert "<tool_response>\nview 2\n</tool_response>" in text
+    # Calls in the sketchmind protocol's own text; tool results as the content of a user turn, no wrapper.
+    assert '<tool_call>{"name": "box", "arguments": {"bbox": [1, 2, 3, 4]}}</tool_call>' in text
+    as_user = [*messages[:2], {"role": "user", "content": "view 2"}, messages[3]]
+    assert text == tok.apply_chat_template(as_user, tools=tools, tokenize=False)
+    # A system prompt of ours lists the tools itself: the template adds no tool list beside it.
+    with_system = tok.apply_chat_template([{"role": "system", "content": "S"}, *messages], tools=tools, tokenize=False)
+    assert "<tools>" not in with_system
     assistant = tok.decode([i for i, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m])
     assert assistant.startswith("<tool_call>") and "<answer>R,D</answer>" in assistant
     assert "Draw." not in assistant and "view 2" not in assistant

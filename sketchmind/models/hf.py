@@ -35,7 +35,6 @@ so ``import sketchmind`` stays light.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -313,16 +312,9 @@ class HFPolicy(Policy):
         return text, arrays
 
     def _pil(self, array: np.ndarray) -> Image.Image:
-        from PIL import Image
+        from sketchmind.images import fit_pixels
 
-        image = Image.fromarray(np.ascontiguousarray(array))
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        if self.max_pixels and image.width * image.height > self.max_pixels:
-            scale = math.sqrt(self.max_pixels / (image.width * image.height))
-            size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-            image = image.resize(size, Image.Resampling.BICUBIC)
-        return image
+        return fit_pixels(array, self.max_pixels)
 
     def _plan(self, conversation: Conversation) -> _Plan:
         """Render the conversation, find what the cache already holds, and encode only the rest."""

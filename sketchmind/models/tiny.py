@@ -194,10 +194,17 @@ def train_tokenizer(corpus: Iterable[str], family: str, vocab_size: int = 2000) 
 # -------------------------------------------------------------------------------------- chat template
 
 # One template, specialised per family by plain string substitution of @NAME@ markers. It renders
-# system/user/assistant/tool roles, string or list content, image/video parts as the family's
-# placeholder, OpenAI-style ``tool_calls`` as <tool_call> JSON, a ``tools`` list in the system turn (as
-# Qwen2.5's tool template does), and wraps assistant turns in {% generation %} so
-# ``return_assistant_tokens_mask=True`` works for training.
+# system/user/assistant/tool roles, string or list content, image/video parts as the family's placeholder,
+# and wraps assistant turns in {% generation %} so ``return_assistant_tokens_mask=True`` works for training.
+# Tool calling is rendered in our ``sketchmind`` protocol's own text, so that TRL's GRPO tool loop (which
+# passes ``tools``, structured ``tool_calls`` and one ``tool`` message per call) reads byte for byte like the
+# agent's conversations the policy is fine-tuned on:
+# - ``tool_calls`` become ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` right after the content,
+#   exactly as ``protocols.sketchmind.format_call`` writes them;
+# - consecutive ``tool`` messages become ONE user turn holding their contents back to back, no wrapper (the
+#   agent puts all of a turn's ``<observation>`` parts in one user message);
+# - a ``tools`` list is rendered (Hermes style, as Qwen2.5's tool template) only when there is no system
+#   message: a system prompt of ours already lists the tools in the protocol's words.
 _TEMPLATE = """\
 {%- macro render(content) -%}
 {%- if content is string -%}{{- content -}}
@@ -211,21 +218,19 @@ _TEMPLATE = """\
 {%- macro start(role) -%}@START@{%- endmacro -%}
 {{- '@BOS@' -}}
 {%- set has_system = messages and messages[0].role == 'system' -%}
-{%- if tools -%}
+{%- if tools and not has_system -%}
 {{- start('system') -}}
-{%- if has_system -%}{{- render(messages[0].content) + '\\n\\n' -}}{%- endif -%}
 {{- '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n'
     + 'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' -}}
 {%- for tool in tools -%}{{- '\\n' + (tool | tojson) -}}{%- endfor -%}
 {{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments '
-    + 'within <tool_call></tool_call> XML tags:\\n<tool_call>\\n'
-    + '{"name": <function-name>, "arguments": <args-json-object>}\\n</tool_call>@END@\\n' -}}
+    + 'within <tool_call></tool_call> XML tags:\\n'
+    + '<tool_call>{"name": <function-name>, "arguments": <args-json-object>}</tool_call>@END@\\n' -}}
 {%- endif -%}
 {%- for message in messages -%}
-{%- if message.role == 'system' and loop.first and tools -%}
-{%- elif message.role == 'tool' -%}
-{%- if loop.first or loop.previtem.role != 'tool' -%}{{- start('user') -}}{%- else -%}{{- '\\n' -}}{%- endif -%}
-{{- '<tool_response>\\n' + render(message.content) + '\\n</tool_response>' -}}
+{%- if message.role == 'tool' -%}
+{%- if loop.first or loop.previtem.role != 'tool' -%}{{- start('user') -}}{%- endif -%}
+{{- render(message.content) -}}
 {%- if loop.last or loop.nextitem.role != 'tool' -%}{{- '@END@\\n' -}}{%- endif -%}
 {%- elif message.role == 'assistant' -%}
 {{- start('assistant') -}}
@@ -233,10 +238,9 @@ _TEMPLATE = """\
 {{- render(message.content) -}}
 {%- for call in message.tool_calls or [] -%}
 {%- set fn = call.function if call.function is defined else call -%}
-{%- if message.content or not loop.first -%}{{- '\\n' -}}{%- endif -%}
-{{- '<tool_call>\\n{"name": ' + (fn.name | tojson) + ', "arguments": ' -}}
+{{- '<tool_call>{"name": ' + (fn.name | tojson) + ', "arguments": ' -}}
 {%- if fn.arguments is string -%}{{- fn.arguments -}}{%- else -%}{{- fn.arguments | tojson -}}{%- endif -%}
-{{- '}\\n</tool_call>' -}}
+{{- '}</tool_call>' -}}
 {%- endfor -%}
 {{- '@END@' -}}
 {%- endgeneration -%}

@@ -66,6 +66,11 @@ def image_part(view: int) -> dict[str, Any]:
     return {"type": "image", "view": view}
 
 
+def image_budget_error(max_images: int) -> str:
+    """What a call past the image budget gets back (the agent and the GRPO environment say the same)."""
+    return f"image budget spent ({max_images} images): answer now"
+
+
 def outcome_text(result: ToolResult) -> str:
     """The default one-line wording of a tool result."""
     if isinstance(result.outcome, View):

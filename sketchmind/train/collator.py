@@ -37,12 +37,9 @@ from __future__ import annotations
 
 import bisect
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from sketchmind.models.chat import template_messages
 from sketchmind.models.hf import END_OF_TURN
@@ -237,17 +234,10 @@ class AssistantOnlyCollator:
         return i + len(marker)
 
     def _pil(self, image: Any) -> Image.Image:
-        """An RGB PIL image, downscaled to ``max_pixels`` exactly as ``HFPolicy._pil`` does."""
-        from PIL import Image
+        """An RGB PIL image, downscaled to ``max_pixels`` exactly as ``HFPolicy`` does."""
+        from sketchmind.images import fit_pixels
 
-        pil = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
-        if pil.mode != "RGB":
-            pil = pil.convert("RGB")
-        if self.max_pixels and pil.width * pil.height > self.max_pixels:
-            scale = math.sqrt(self.max_pixels / (pil.width * pil.height))
-            size = (max(1, int(pil.width * scale)), max(1, int(pil.height * scale)))
-            pil = pil.resize(size, Image.Resampling.BICUBIC)
-        return pil
+        return fit_pixels(image, self.max_pixels)
 
     # ----------------------------------------------------------------------------------------- encoding
 

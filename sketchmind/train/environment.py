@@ -1,47 +1,41 @@
 """The drawing environment for GRPO rollouts: our canvas behind TRL's ``environment_factory``.
 
 TRL makes one ``DrawingEnvironment`` per rollout and calls ``reset(**row)`` with every column of the
-dataset row before generating. Each public method is a tool the model can call; TRL builds the tool list
-in the prompt from their type hints and Google-style docstrings (``transformers.get_json_schema``). A call
-draws on a ``Canvas`` and returns a multimodal tool response, the new view and one line about it::
+dataset row before generating. Each public method is a tool the model can call (the tools the ``sketchmind``
+protocol's system prompt lists, ``answer`` included); TRL calls ``tool(**arguments)`` with the arguments the
+model wrote and puts what it returns in a ``tool`` message. The call runs on a ``Canvas`` exactly as the
+agent runs it (same arguments, same validation, same image budget), and the return value is the
+``sketchmind`` protocol's observation of that one call, worded by ``SketchMindProtocol.observation``::
 
-    [{"type": "image", "image": <PIL view>}, {"type": "text", "text": "view 2: box 'S' on view 1 (112x112)"}]
+    [{"type": "text", "text": "<observation>view 2: box 'S' on view 1 (112x112)</observation>"},
+     {"type": "image", "image": <PIL view>}]
 
-which TRL puts in a ``tool`` message and feeds back to the model mid-rollout. A model's mistake (bad
-arguments, a point off the view, an unknown argument name) comes back as an ``error: ...`` line and is
-recorded in ``calls``; nothing a model writes makes a tool raise. After ``max_images`` images the tools
-answer in text only, so a rollout's image tokens stay bounded.
+or ``[{"type": "text", "text": "<observation>error: box: missing argument 'bbox'</observation>"}]``. With our tiny
+models' chat template (consecutive tool messages are one user turn, no wrapper) a rollout then reads byte for
+byte like the agent's conversation (see ``tests/test_grpo_format.py``). A model's mistake never makes a tool
+raise; it is an error observation, recorded in ``calls``.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from sketchmind.actions import Resample
+from sketchmind.actions import ActionError, Resample
 from sketchmind.canvas import Canvas, View
 from sketchmind.coords import Convention
+from sketchmind.images import fit_pixels
+from sketchmind.protocols import ToolCall, ToolResult
+from sketchmind.protocols.base import image_budget_error
+from sketchmind.protocols.sketchmind import SketchMindProtocol
 from sketchmind.tasks import get_family, puzzle_rng
 
-ToolOutput = list[dict[str, Any]] | str
-ERROR_PREFIX = "error: "
-
-
-def fit_pixels(image: Image.Image | np.ndarray, max_pixels: int | None) -> Image.Image:
-    """``image`` as RGB PIL, downscaled (aspect kept, bicubic) to at most ``max_pixels`` pixels."""
-    pil = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
-    pil = pil if pil.mode == "RGB" else pil.convert("RGB")
-    if max_pixels and pil.width * pil.height > max_pixels:
-        scale = math.sqrt(max_pixels / (pil.width * pil.height))
-        pil = pil.resize((max(1, int(pil.width * scale)), max(1, int(pil.height * scale))), Image.Resampling.BICUBIC)
-    return pil
+ToolOutput = list[dict[str, Any]]
+_PROTOCOL = SketchMindProtocol()  # observations do not depend on the coordinate convention
+# The opening of every error observation, derived from the protocol so the check cannot drift from its wording.
+ERROR_PREFIX = _PROTOCOL.observation([ToolResult((), "")])[0]["content"][0]["text"].removesuffix("</observation>")
 
 
 @dataclass(frozen=True)
@@ -54,26 +48,21 @@ class CallRecord:
     error: str | None = None
 
 
-def _tool(method: Callable[..., ToolOutput]) -> Callable[..., ToolOutput]:
-    """Turn wrong argument names or counts into a recorded error line instead of a ``TypeError``.
+def _tool(declaration: Callable[..., None]) -> Callable[..., ToolOutput]:
+    """Make a tool from a declaration: its signature and docstring are the schema TRL builds
+    (``transformers.get_json_schema``), and a call runs on the canvas as the agent would run it.
 
-    TRL calls ``tool(**arguments)`` with whatever the model wrote. The return annotation is dropped from
-    the wrapper because ``get_json_schema`` would otherwise put it in the tool list the model reads.
+    The arguments go to the canvas exactly as the model wrote them (no defaults filled in, nothing
+    checked here), so a wrong argument name, a missing one or a bad value gets the canvas's own error
+    line, as at inference. TRL passes keyword arguments only.
     """
-    signature = inspect.signature(method)
 
-    @functools.wraps(method)
-    def wrapper(self: DrawingEnvironment, *args: Any, **kwargs: Any) -> ToolOutput:
-        try:
-            signature.bind(self, *args, **kwargs)
-        except TypeError as exc:
-            unknown = [k for k in kwargs if k not in signature.parameters]
-            allowed = ", ".join(p for p in signature.parameters if p != "self")
-            reason = f"unexpected argument {unknown[0]!r} (arguments: {allowed})" if unknown else str(exc)
-            return self._record(method.__name__, kwargs, f"{method.__name__}: {reason}")
-        return method(self, *args, **kwargs)
+    @functools.wraps(declaration)
+    def wrapper(self: DrawingEnvironment, **arguments: Any) -> ToolOutput:
+        return self._call(declaration.__name__, arguments)
 
-    wrapper.__annotations__ = {k: v for k, v in method.__annotations__.items() if k != "return"}
+    # The declared return type would otherwise appear in the tool schema.
+    wrapper.__annotations__ = {k: v for k, v in declaration.__annotations__.items() if k != "return"}
     return wrapper
 
 
@@ -82,8 +71,10 @@ class DrawingEnvironment:
     """One rollout's canvas, with the drawing tools as methods (TRL ``environment_factory``).
 
     Args:
-        max_images: images the tools may return per rollout; later calls still draw but answer in text.
-        max_pixels: tool images (and a puzzle regenerated from its row) are downscaled to this many pixels.
+        max_images: views the model may see per rollout, the puzzle image included (the agent's
+            ``Budgets.max_images``); a call past it draws nothing and gets the agent's budget error.
+        max_pixels: tool images (and a puzzle regenerated from its row) are downscaled to this many pixels,
+            as ``HFPolicy(max_pixels=...)`` downscales the views it shows.
         coords: the coordinate convention the model writes (``pixels``, ``norm1000`` or ``unit``).
         style: the canvas rendering style.
 
@@ -105,9 +96,10 @@ class DrawingEnvironment:
     def reset(self, **row: Any) -> None:
         """Start a rollout on the row's puzzle: its first ``images`` entry, or the puzzle regenerated from
         ``family``, ``level``, ``index`` and ``seed``, or a blank whiteboard. Adds nothing to the prompt."""
-        self.canvas = Canvas(self._first_image(row), coords=self.coords, style=self.style)
+        image = self._first_image(row)
+        self.canvas = Canvas(image, coords=self.coords, style=self.style)
         self.calls = []
-        self.images_shown = 0
+        self.images_shown = 0 if image is None else 1  # the prompt shows the puzzle image (Agent._start)
         self.puzzle_id = row.get("id")
 
     def _first_image(self, row: Mapping[str, Any]) -> Any:
@@ -129,9 +121,10 @@ class DrawingEnvironment:
         return [c.error for c in self.calls if c.error is not None]
 
     # ------------------------------------------------------------------------------------------- the tools
+    # Declarations only: ``_tool`` runs each call on the canvas. Their docstrings are what TRL's schema says.
 
     @_tool
-    def box(self, bbox: list[float], label: str | None = None, view: int | None = None) -> ToolOutput:
+    def box(self, bbox: list[float], label: str | None = None, view: int | None = None) -> None:
         """Draw a rectangle around a region, e.g. an object or a cell.
 
         Args:
@@ -139,7 +132,6 @@ class DrawingEnvironment:
             label: Short name for the mark; drawing again with the same label replaces the old mark.
             view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
         """
-        return self._apply("box", bbox=bbox, label=label, view=view)
 
     @_tool
     def line(
@@ -149,7 +141,7 @@ class DrawingEnvironment:
         arrow: bool = False,
         label: str | None = None,
         view: int | None = None,
-    ) -> ToolOutput:
+    ) -> None:
         """Draw a straight auxiliary line, optionally with an arrowhead at the end.
 
         Args:
@@ -159,10 +151,9 @@ class DrawingEnvironment:
             label: Short name for the mark; drawing again with the same label replaces the old mark.
             view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
         """
-        return self._apply("line", start=start, end=end, arrow=arrow, label=label, view=view)
 
     @_tool
-    def point(self, point: list[float], label: str | None = None, view: int | None = None) -> ToolOutput:
+    def point(self, point: list[float], label: str | None = None, view: int | None = None) -> None:
         """Mark a single point, e.g. a position or a landmark.
 
         Args:
@@ -170,12 +161,11 @@ class DrawingEnvironment:
             label: Short name for the mark; drawing again with the same label replaces the old mark.
             view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
         """
-        return self._apply("point", point=point, label=label, view=view)
 
     @_tool
     def path(
         self, points: list[list[float]], arrow: bool = False, label: str | None = None, view: int | None = None
-    ) -> ToolOutput:
+    ) -> None:
         """Draw a polyline through the points in order, e.g. a route through a maze.
 
         Args:
@@ -184,7 +174,6 @@ class DrawingEnvironment:
             label: Short name for the mark; drawing again with the same label replaces the old mark.
             view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
         """
-        return self._apply("path", points=points, arrow=arrow, label=label, view=view)
 
     @_tool
     def grid(
@@ -195,7 +184,7 @@ class DrawingEnvironment:
         numbered: bool = True,
         label: str | None = None,
         view: int | None = None,
-    ) -> ToolOutput:
+    ) -> None:
         """Overlay a rows x cols grid, numbered from 1, on the view or on a region of it.
 
         Args:
@@ -206,10 +195,9 @@ class DrawingEnvironment:
             label: Short name for the mark; drawing again with the same label replaces the old mark.
             view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
         """
-        return self._apply("grid", rows=rows, cols=cols, bbox=bbox, numbered=numbered, label=label, view=view)
 
     @_tool
-    def text(self, point: list[float], text: str, label: str | None = None, view: int | None = None) -> ToolOutput:
+    def text(self, point: list[float], text: str, label: str | None = None, view: int | None = None) -> None:
         """Write a short note at a point.
 
         Args:
@@ -218,22 +206,20 @@ class DrawingEnvironment:
             label: Short name for the mark; drawing again with the same label replaces the old mark.
             view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
         """
-        return self._apply("text", point=point, text=text, label=label, view=view)
 
     @_tool
-    def crop(self, bbox: list[float], view: int | None = None) -> ToolOutput:
+    def crop(self, bbox: list[float], view: int | None = None) -> None:
         """Cut out a region of a view as a new view.
 
         Args:
             bbox: [x1, y1, x2, y2]: top-left and bottom-right corners of the region.
             view: Index of the view to crop (1 is the original image). Defaults to the latest view.
         """
-        return self._apply("crop", bbox=bbox, view=view)
 
     @_tool
     def zoom(
         self, factor: float, bbox: list[float] | None = None, resample: Resample = "bicubic", view: int | None = None
-    ) -> ToolOutput:
+    ) -> None:
         """Enlarge a view (or a region of it) by a factor to see details.
 
         Args:
@@ -242,30 +228,53 @@ class DrawingEnvironment:
             resample: Resampling filter; 'nearest' keeps hard pixel edges.
             view: Index of the view to zoom (1 is the original image). Defaults to the latest view.
         """
-        return self._apply("zoom", factor=factor, bbox=bbox, resample=resample, view=view)
+
+    # The prompt lists ``answer`` as a tool, so a call to it gets the canvas's answer ("answer does not draw"),
+    # as in the agent, rather than TRL's own "Tool answer not found.".
+    @_tool
+    def answer(self, answer: str) -> None:
+        """Give the final answer and stop.
+
+        Args:
+            answer: The final answer.
+        """
 
     # ------------------------------------------------------------------------------------------- helpers
 
-    def _apply(self, name: str, **arguments: Any) -> ToolOutput:
-        given = {k: v for k, v in arguments.items() if v is not None}
-        try:
-            outcome = self.canvas.apply(name, given)
-        except Exception as exc:  # the canvas should never raise for model input; if it does, the rollout goes on
-            return self._record(name, given, f"{name}: {type(exc).__name__}: {exc}")
-        if not isinstance(outcome, View):
-            return self._record(name, given, str(outcome))
-        self.calls.append(CallRecord(name, given, view=outcome.index))
+    def _call(self, name: str, arguments: dict[str, Any]) -> ToolOutput:
+        """Run one call as ``Agent._act`` does and word the result as ``SketchMindProtocol.observation``."""
+        outcome: View | ActionError | str
         if self.images_shown >= self.max_images:
-            return f"{outcome.describe()} (not shown: the budget of {self.max_images} images is spent)"
-        self.images_shown += 1
-        image = fit_pixels(outcome.pil(), self.max_pixels)
-        return [{"type": "image", "image": image}, {"type": "text", "text": outcome.describe()}]
+            outcome = image_budget_error(self.max_images)  # checked before drawing, as the agent does
+        else:
+            try:
+                outcome = self.canvas.apply(name, arguments)
+            except Exception as exc:  # the canvas should never raise for model input; if it does, the rollout goes on
+                outcome = f"{name}: {type(exc).__name__}: {exc}"
+        if isinstance(outcome, View):
+            self.images_shown += 1
+            self.calls.append(CallRecord(name, dict(arguments), view=outcome.index))
+        else:
+            self.calls.append(CallRecord(name, dict(arguments), error=str(outcome)))
+        (message,) = _PROTOCOL.observation([ToolResult((ToolCall(name, dict(arguments)),), outcome)])
+        return [self._resolved(part) for part in message["content"]]
 
-    def _record(self, name: str, arguments: Mapping[str, Any], error: str) -> str:
-        self.calls.append(CallRecord(name, dict(arguments), error=error))
-        return ERROR_PREFIX + error
+    def _resolved(self, part: Mapping[str, Any]) -> dict[str, Any]:
+        """A protocol message part with its view reference replaced by the image TRL feeds the model."""
+        if part.get("type") == "image":
+            return {"type": "image", "image": fit_pixels(self.canvas[int(part["view"])].pil(), self.max_pixels)}
+        return dict(part)
 
 
 def is_error(content: str | Sequence[Any] | None) -> bool:
-    """Whether a tool message's content is an error: ours (``error: ...``) or TRL's (``{'error': ...}``)."""
-    return isinstance(content, str) and (content.startswith(ERROR_PREFIX) or content.startswith("{'error'"))
+    """Whether a tool message's content is an error: our error observation, or TRL's ``{'error': ...}``
+    (an unknown tool name, arguments that are not an object)."""
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, Sequence):
+        text = next(
+            (str(p.get("text") or "") for p in content if isinstance(p, Mapping) and p.get("type") == "text"), ""
+        )
+    else:
+        return False
+    return text.startswith(ERROR_PREFIX) or text.startswith("{'error'")

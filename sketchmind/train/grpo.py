@@ -2,9 +2,9 @@
 
 ``run_grpo(model_path, output_dir, families=..., n=...)`` samples ``num_generations`` rollouts per puzzle.
 In a rollout the model thinks, calls drawing tools as ``<tool_call>{json}</tool_call>`` (TRL parses them
-with our response template), sees each new view as an image in a ``tool`` message (``DrawingEnvironment``),
-and ends with ``<answer>``. Rewards are ``accuracy_reward`` plus ``format_reward``, the format gated on a
-right answer by default (ViLaSR). The run leaves, as ``run_sft`` does:
+with our response template), sees each call's ``<observation>`` and new view in a ``tool`` message
+(``DrawingEnvironment``), and ends with ``<answer>``. Rewards are ``accuracy_reward`` plus ``format_reward``,
+the format gated on a right answer by default (ViLaSR). The run leaves, as ``run_sft`` does:
 
 - ``output_dir/checkpoint-N/``: checkpoints every ``save_steps``; a rerun resumes from the latest;
 - ``output_dir/metrics.jsonl``: one line per step (``step``, ``loss``, ``reward``, ``reward_std``,
@@ -12,10 +12,23 @@ right answer by default (ViLaSR). The run leaves, as ``run_sft`` does:
   ``tools/call_frequency``, ``tools/failure_frequency``...);
 - ``output_dir/final/``: the model (LoRA merged in) and the processor, whose chat template is tool-capable.
 
-Dataset rows (``grpo_dataset``) are TRL's conversational VLM format: a ``prompt`` of a short system text
-and the user's image placeholder plus question, the puzzle image in ``images``, and the columns the rewards
-and the environment read (``family``, ``level``, ``index``, ``seed``, ``truth`` as JSON). Tool descriptions
-are not in the system text: TRL renders them from the environment's methods through the chat template.
+Rollouts speak the ``sketchmind`` protocol, as the SFT data and the agent at inference do. Dataset rows
+(``grpo_dataset``) are TRL's conversational VLM format: a ``prompt`` that is the agent's opening (the
+protocol's system prompt, which lists the tools, then the puzzle image and the question), the image in
+``images``, and the columns the rewards and the environment read (``family``, ``level``, ``index``, ``seed``,
+``truth`` as JSON). With our tiny models' chat template (``models.tiny``) a rollout's tokens are those
+``Agent`` + ``HFPolicy`` would feed for the same turns, except where TRL's loop itself decides:
+
+- the agent adds ``FINAL_NOTE`` ("No more tool calls are allowed...") to the observation after turn
+  ``max_turns - 1`` or once the image budget is spent; TRL cannot know a turn is the last, so rollouts never
+  carry it. With the defaults (``Budgets.max_turns=10``, ``max_tool_calling_iterations=8``) the turn case never
+  comes up: TRL's last tool results follow turn 8, the note would follow turn 9;
+- a tool call that TRL's parser cannot read (malformed JSON) or dispatch (an unknown tool name, arguments
+  that are not an object) gets no ``<observation>``: an unreadable call ends the rollout, an unknown name gets
+  TRL's ``{'error': 'Tool x not found.'}``; the agent's tolerant parser would repair or word these itself.
+
+Other chat templates (stock Qwen2.5/3-VL) render tools and tool results their own way (Hermes
+``<tool_response>`` blocks), so there GRPO rollouts and SFT text differ in those places.
 
 TRL, transformers, peft and datasets are imported inside the functions: ``import sketchmind.train`` stays light.
 """
@@ -28,10 +41,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sketchmind.coords import Convention
-from sketchmind.protocols.sketchmind import COORD_WORDING
+from sketchmind.canvas import WHITEBOARD_SIZE
+from sketchmind.images import fit_pixels
+from sketchmind.models.chat import template_messages
+from sketchmind.protocols import get_protocol
+from sketchmind.protocols.base import text_part
 from sketchmind.tasks import Puzzle, get_family, make_dataset
-from sketchmind.train.environment import DrawingEnvironment, fit_pixels
+from sketchmind.tools import specs
+from sketchmind.train.environment import DrawingEnvironment
 from sketchmind.train.rewards import reward_functions
 from sketchmind.train.sft import (
     FINAL_DIR,
@@ -48,25 +65,28 @@ if TYPE_CHECKING:
     from datasets import Dataset  # type: ignore[import-untyped]
     from transformers import TrainerCallback
 
-SYSTEM_TEMPLATE = (
-    "You are a visual reasoner who thinks by drawing. Images are numbered views: view 1 is the input image, and "
-    "every tool call draws a new view that you see next. Coordinates are {coords}; points are [x, y], boxes "
-    "[x1, y1, x2, y2]. At each turn, think inside <think> </think>, then call tools or give the final answer "
-    "as <answer> ... </answer>."
-)
+PROTOCOL = "sketchmind"
+"""The protocol GRPO rollouts speak: the SFT data's and the agent's default."""
 
 
-def system_prompt(coords: str = "pixels") -> str:
-    """The short system text of a GRPO prompt (the tool list comes from the chat template)."""
-    return SYSTEM_TEMPLATE.format(coords=COORD_WORDING[Convention.parse(coords).value])
+def system_prompt(coords: str = "pixels", image_size: tuple[int, int] | None = None) -> str:
+    """The system prompt of a GRPO prompt: the ``sketchmind`` protocol's, tool list included (as ``Agent``)."""
+    return get_protocol(PROTOCOL, coords).system_prompt(specs(), image_size)
 
 
-def puzzle_row(
-    puzzle: Puzzle, *, seed: int, max_pixels: int | None = None, system: str | None = None
-) -> dict[str, Any]:
-    """One GRPO dataset row for ``puzzle``; its image is downscaled to ``max_pixels`` (view 1 of the rollout)."""
+def puzzle_row(puzzle: Puzzle, *, seed: int, max_pixels: int | None = None, coords: str = "pixels") -> dict[str, Any]:
+    """One GRPO dataset row for ``puzzle``; its image is downscaled to ``max_pixels`` (view 1 of the rollout).
+
+    The prompt is the agent's opening conversation for this image and question (``Agent._start``), converted
+    as ``HFPolicy`` converts it (``models.chat.template_messages``): TRL fills the image placeholder from ``images``.
+    """
     image = fit_pixels(puzzle.image, max_pixels) if puzzle.image is not None else None
-    user = [{"type": "image"}] if image is not None else []
+    size = WHITEBOARD_SIZE if image is None else image.size
+    opening = [
+        {"role": "system", "content": [text_part(system_prompt(coords, size))]},
+        get_protocol(PROTOCOL, coords).first_message(puzzle.question, has_image=image is not None),
+    ]
+    prompt, _ = template_messages(opening)
     return {
         "id": puzzle.id,
         "family": puzzle.family,
@@ -76,10 +96,7 @@ def puzzle_row(
         "question": puzzle.question,
         "reference": puzzle.answer,
         "truth": json.dumps(dict(puzzle.truth)),
-        "prompt": [
-            {"role": "system", "content": [{"type": "text", "text": system or system_prompt()}]},
-            {"role": "user", "content": [*user, {"type": "text", "text": puzzle.question}]},
-        ],
+        "prompt": prompt,
         "images": [image] if image is not None else [],
     }
 
@@ -96,12 +113,11 @@ def grpo_dataset(
     """``n`` puzzles per family and level (every level of each family if ``levels`` is None) as a Dataset."""
     from datasets import Dataset
 
-    system = system_prompt(coords)
     rows = []
     for name in families:
         family = get_family(name)
         for puzzle in make_dataset(family, levels if levels is not None else family.levels, n, seed):
-            rows.append(puzzle_row(puzzle, seed=seed, max_pixels=max_pixels, system=system))
+            rows.append(puzzle_row(puzzle, seed=seed, max_pixels=max_pixels, coords=coords))
     return Dataset.from_list(rows)
 
 
@@ -135,12 +151,13 @@ def run_grpo(
 
     Each step samples ``num_generations`` rollouts for each of ``prompts_per_step`` puzzles (``n`` per
     family and level of ``grpo_dataset``). A rollout may call tools for ``max_tool_calling_iterations``
-    turns and see ``max_images`` tool images; all its turns, tool results (masked out of the loss)
-    included, fit in ``max_completion_length`` tokens. Puzzle and tool images are downscaled to
-    ``max_pixels``. ``coords`` is the convention the model draws in (``pixels``; ``norm1000`` suits
-    Qwen3-VL's grounding). ``gated`` pays the format reward only with a right answer. ``lora`` is None (full
-    fine-tuning) or ``{"r", "alpha", "dropout", "target_modules"}`` as in ``run_sft``. With ``resume``
-    and a checkpoint in ``output_dir``, training continues from it (``max_steps`` is the total).
+    turns and see ``max_images`` images, the puzzle's included (as ``Budgets.max_images``); all its turns,
+    tool results (masked out of the loss) included, fit in ``max_completion_length`` tokens. Puzzle and tool
+    images are downscaled to ``max_pixels``. ``coords`` is the convention the model draws in (``pixels``;
+    ``norm1000`` suits Qwen3-VL's grounding). ``gated`` pays the format reward only with a right answer.
+    ``lora`` is None (full fine-tuning) or ``{"r", "alpha", "dropout", "target_modules"}`` as in
+    ``run_sft``. With ``resume`` and a checkpoint in ``output_dir``, training continues from it
+    (``max_steps`` is the total).
     ``extra_args`` override any ``GRPOConfig`` field (e.g. ``vllm_mode``, ``beta``, ``temperature``). On
     CUDA the weights train in bf16 mixed precision with gradient checkpointing; on CPU in float32 without.
 

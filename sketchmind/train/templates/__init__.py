@@ -4,9 +4,11 @@ TRL's GRPO tool loop needs two things from the processor: a chat template that r
 assistant ``tool_calls`` and ``tool`` messages (and is prefix-preserving), and a *response template* on the
 tokenizer so ``parse_response`` can turn generated text back into ``{"content", "tool_calls"}``.
 
-- Qwen3-VL's stock template and our tiny models' template (``sketchmind.models.tiny``) already render
-  tools Hermes-style; Qwen2.5-VL's stock template does not, so ``prepare_processor`` installs
-  ``QWEN2_5_VL_TOOL_TEMPLATE``.
+- Qwen3-VL's stock template already renders tools Hermes-style; Qwen2.5-VL's stock template does not, so
+  ``prepare_processor`` installs ``QWEN2_5_VL_TOOL_TEMPLATE``. Our tiny models' template
+  (``sketchmind.models.tiny``) renders them in the ``sketchmind`` protocol's own text (tool results as the
+  agent's ``<observation>`` user turn, no tool list beside a system prompt), so GRPO rollouts read like the
+  SFT data; it is left as it is.
 - The response template is ours for every family: ``<tool_call>{json}</tool_call>`` blocks become
   ``tool_calls`` (the same calls our ``sketchmind`` protocol writes, so SFT data and GRPO rollouts agree),
   and everything else, ``<think>`` and ``<answer>`` included, stays verbatim in ``content`` (TRL's own
