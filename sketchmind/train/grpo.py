@@ -53,11 +53,12 @@ from sketchmind.train.rewards import reward_functions
 from sketchmind.train.sft import (
     FINAL_DIR,
     METRICS_FILE,
-    _lora_config,
-    _metrics_logger,
-    _save_final,
     last_checkpoint,
+    lora_config,
+    metrics_logger,
     read_metrics,
+    save_final,
+    use_rich_progress,
 )
 from sketchmind.train.templates import family_of, prepare_processor
 
@@ -145,6 +146,7 @@ def run_grpo(
     save_steps: int = 50,
     save_total_limit: int | None = 2,
     callbacks: Sequence[TrainerCallback] | None = None,
+    rich_progress: bool = False,
     extra_args: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model_path`` with GRPO on puzzles drawn by a ``DrawingEnvironment``; return the run's metrics.
@@ -202,21 +204,23 @@ def run_grpo(
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": cuda,
     }
-    config = GRPOConfig(**(settings | dict(extra_args or {})))
+    config = GRPOConfig(**(settings | {"disable_tqdm": rich_progress} | dict(extra_args or {})))
     trainer = _trainer_class(weights_loaded=weights != model_path)(
         model=model,
         reward_funcs=reward_functions(gated),
         args=config,
         train_dataset=grpo_dataset(families, n, levels, seed, max_pixels=max_pixels, coords=coords),
         processing_class=processor,
-        peft_config=_lora_config(lora) if lora is not None else None,
+        peft_config=lora_config(lora) if lora is not None else None,
         environment_factory=functools.partial(
             DrawingEnvironment, max_images=max_images, max_pixels=max_pixels, coords=coords
         ),
-        callbacks=[_metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
+        callbacks=[metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
     )
+    if rich_progress:
+        use_rich_progress(trainer)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    final = _save_final(trainer, processor, out, lora is not None)
+    final = save_final(trainer, processor, out, lora is not None)
     return {
         "global_step": result.global_step,
         "train_loss": result.training_loss,

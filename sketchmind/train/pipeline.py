@@ -213,6 +213,7 @@ class Pipeline:
             lora=spec.lora,
             use_vllm=spec.use_vllm,
             extra_args=spec.extra,
+            rich_progress=self.rich_progress,
         )
         return {"final": str(self.folder("grpo") / "final"), **_scalars(metrics)}
 

@@ -60,7 +60,7 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _metrics_logger(path: Path, resumed_step: int) -> TrainerCallback:
+def metrics_logger(path: Path, resumed_step: int) -> TrainerCallback:
     """A callback appending each training log with a loss to ``path`` as one JSON line.
 
     Lines after ``resumed_step`` come from a run that died after its last checkpoint; the resumed run
@@ -92,7 +92,7 @@ def _as_dataset(dataset: Dataset | Sequence[Mapping[str, Any]]) -> Dataset:
     return Dataset.from_list([dict(row) for row in dataset])
 
 
-def _lora_config(lora: Mapping[str, Any]) -> Any:
+def lora_config(lora: Mapping[str, Any]) -> Any:
     """A peft ``LoraConfig``: any of its arguments, with ``alpha`` / ``dropout`` as short names and our defaults."""
     from peft import LoraConfig
 
@@ -192,13 +192,13 @@ def run_sft(
         data_collator=AssistantOnlyCollator(processor, max_length=max_length),
         train_dataset=_as_dataset(dataset),
         processing_class=processor,
-        peft_config=_lora_config(lora) if lora is not None else None,
-        callbacks=[_metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
+        peft_config=lora_config(lora) if lora is not None else None,
+        callbacks=[metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
     )
     if rich_progress:
         use_rich_progress(trainer)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    final = _save_final(trainer, processor, out, lora is not None)
+    final = save_final(trainer, processor, out, lora is not None)
     return {
         "global_step": result.global_step,
         "train_loss": result.training_loss,
@@ -239,7 +239,7 @@ def _trainer_class() -> type[Any]:
     return _Trainer
 
 
-def _save_final(trainer: Any, processor: Any, out: Path, lora: bool) -> Path:
+def save_final(trainer: Any, processor: Any, out: Path, lora: bool) -> Path:
     """Save a plain checkpoint ``HFPolicy`` loads: with LoRA, the adapter apart and the merged model."""
     final = out / FINAL_DIR
     if lora:
