@@ -1,0 +1,217 @@
+"""Latent (Mirage-style) training: tokens, latent rows, vision targets, both stages, the checkpoint contract."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="transformers is not installed (the train extra)"
+)
+
+K = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models on shared cores run far faster single-threaded."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sketchmind.models.tiny import build_tiny
+
+    return build_tiny("qwen2.5-vl", tmp_path_factory.mktemp("tiny"), hidden_size=64, layers=2)
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, Any]]:
+    from sketchmind.train.synth import synthesize
+
+    kept, _ = synthesize(["maze"], 2, levels=[1])
+    assert len(kept) == 2
+    return kept
+
+
+@pytest.fixture(scope="module")
+def stage1(tiny: Path, rows: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from sketchmind.latent.train import run_latent_stage
+
+    out = tmp_path_factory.mktemp("stage1")
+    return run_latent_stage(tiny, rows, out, stage=1, k=K, max_steps=10, lr=3e-3, save_steps=5, device="cpu")
+
+
+def loaded(path: Path) -> tuple[Any, Any, Any, Any]:
+    from sketchmind.latent.train import load_latent_model
+
+    return load_latent_model(path, K, "cpu")
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+
+
+def test_tokens_added_and_round_trip(tiny: Path, tmp_path: Path) -> None:
+    from sketchmind.latent.tokens import LATENT_TOKENS, load_projection, read_spec, save_latent
+    from sketchmind.latent.train import save_checkpoint
+
+    model, processor, spec, projection = loaded(tiny)
+    tok = processor.tokenizer
+    assert tok.convert_tokens_to_ids(list(LATENT_TOKENS)) == [spec.start_id, spec.pad_id, spec.end_id]
+    assert model.get_input_embeddings().weight.shape[0] > spec.end_id
+    ids = tok(spec.block(), add_special_tokens=False)["input_ids"]
+    assert ids == [spec.start_id, *[spec.pad_id] * K, spec.end_id]  # one token each
+    assert tok.decode(ids, skip_special_tokens=True) == ""
+
+    save_checkpoint(model, processor, spec, projection, tmp_path)
+    assert read_spec(tmp_path) == spec
+    again = load_projection(tmp_path)
+    for name, tensor in projection.state_dict().items():
+        assert again.state_dict()[name].equal(tensor)
+    # a second load of the saved directory keeps the ids (no duplicate tokens)
+    _, processor2, spec2, _ = loaded(tmp_path)
+    assert spec2 == spec and len(processor2.tokenizer) == len(tok)
+    save_latent(spec, projection, tmp_path)  # idempotent
+
+
+def test_projection_starts_at_embedding_scale(tiny: Path) -> None:
+    import torch
+
+    from sketchmind.latent.tokens import embedding_rms
+
+    model, _, spec, projection = loaded(tiny)
+    h = torch.randn(5, spec.hidden_size) * 30  # hidden states far off the embedding scale
+    out = projection(h)
+    rms = out.pow(2).mean(dim=-1).sqrt()
+    assert torch.allclose(rms, torch.full_like(rms, embedding_rms(model)), rtol=1e-3)
+    assert torch.allclose(torch.nn.functional.cosine_similarity(out, h), torch.ones(5), atol=1e-5)
+
+
+# -------------------------------------------------------------------------------------------------- data
+
+
+def test_latent_rows_one_assistant_turn(rows: list[dict[str, Any]]) -> None:
+    from sketchmind.latent.data import latent_block, latent_rows
+    from sketchmind.latent.tokens import LATENT_PAD, LATENT_START
+
+    for row, latent in zip(rows, latent_rows(rows, k=K), strict=True):
+        assert [m["role"] for m in latent["messages"]] == ["system", "user", "assistant"]
+        assert latent["messages"][:2] == row["messages"][:2]
+        assert len(latent["images"]) == 1 and latent["images"][0] is row["images"][0]
+        text = latent["messages"][2]["content"][0]["text"]
+        views = len(row["images"]) - 1
+        assert text.count(LATENT_START) == views == len(latent["latent_images"])
+        assert text.count(LATENT_PAD) == K * views
+        assert text.count(latent_block(K)) == views
+        assert latent["latent_images"] == row["images"][1:]
+        assert "<observation>" not in text and text.endswith("</answer>")
+        # every tool call precedes the blocks of its turn: as many calls as views, here
+        assert text.count("<tool_call>") == views
+
+
+# ----------------------------------------------------------------------------------------------- targets
+
+
+def test_targets_shape_and_differ(tiny: Path, rows: list[dict[str, Any]]) -> None:
+    from sketchmind.latent.targets import view_targets
+
+    model, processor, spec, _ = loaded(tiny)
+    views = rows[0]["images"][1:3]
+    targets = view_targets(model, processor, views, K)
+    assert targets.shape == (2, K, spec.hidden_size)
+    assert not targets.requires_grad
+    assert (targets[0] - targets[1]).abs().max() > 1e-4  # different drawings, different targets
+    assert (targets[0, 0] - targets[0, -1]).abs().max() > 1e-4  # chunks are different regions
+
+
+def test_chain_forward_matches_teacher_forcing(tiny: Path, rows: list[dict[str, Any]]) -> None:
+    """The KV-cached chain is the same computation as one pass with its slot inputs filled in."""
+    import torch
+
+    from sketchmind.latent.forward import base_inputs, chain_forward, teacher_forward
+    from sketchmind.latent.train import _Data
+
+    model, processor, spec, projection = loaded(tiny)
+    data = _Data(rows[:1], model, processor, spec, None)
+    inputs = base_inputs(model, data.batch(0), spec)
+    assert len(inputs.slots) == K * len(data.rows[0]["latent_images"])
+    with torch.no_grad():
+        hidden, slot_inputs = chain_forward(model, inputs, projection)
+        again = teacher_forward(model, inputs, slot_inputs)
+    assert slot_inputs.shape == (len(inputs.slots), spec.hidden_size)
+    assert torch.allclose(hidden, again, atol=1e-4)
+    # slot j's input is P of the hidden state just before it
+    assert torch.allclose(slot_inputs, projection(hidden[0, inputs.slots - 1]), atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def test_stage1_lowers_loss_and_raises_cos(stage1: dict[str, Any]) -> None:
+    from sketchmind.latent.train import read_metrics
+
+    out = Path(stage1["final_dir"]).parent
+    steps = read_metrics(out)
+    assert [s["step"] for s in steps] == list(range(1, 11))
+    # rows alternate, so compare the same row early and late
+    assert steps[8]["loss"] < steps[0]["loss"] and steps[9]["loss"] < steps[1]["loss"]
+    assert steps[8]["cos"] > steps[0]["cos"] + 0.2
+    assert steps[8]["ce"] < steps[0]["ce"]
+    assert (out / "checkpoint-5" / "train_state.pt").is_file()
+
+
+def test_stage2_runs_and_lowers_ce(stage1: dict[str, Any], rows: list[dict[str, Any]], tmp_path: Path) -> None:
+    from sketchmind.latent.train import read_metrics, run_latent_stage
+
+    summary = run_latent_stage(stage1["final_dir"], rows, tmp_path, stage=2, k=K, max_steps=4, lr=3e-3, device="cpu")
+    steps = read_metrics(tmp_path)
+    assert len(steps) == 4 and all(s["loss"] == s["ce"] for s in steps)
+    assert steps[2]["ce"] < steps[0]["ce"] and steps[3]["ce"] < steps[1]["ce"]
+    assert summary["stage"] == 2 and Path(summary["final_dir"]).is_dir()
+
+
+def test_resume_from_last_checkpoint(tiny: Path, rows: list[dict[str, Any]], tmp_path: Path) -> None:
+    from sketchmind.latent.train import last_checkpoint, read_metrics, run_latent_stage
+
+    run_latent_stage(tiny, rows, tmp_path, stage=1, k=K, max_steps=2, lr=1e-3, save_steps=2, device="cpu")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    (tmp_path / "metrics.jsonl").open("a").write(json.dumps({"step": 3, "loss": 0.0}) + "\n")  # a died step
+    summary = run_latent_stage(tiny, rows, tmp_path, stage=1, k=K, max_steps=3, lr=1e-3, save_steps=2, device="cpu")
+    steps = read_metrics(tmp_path)
+    assert [s["step"] for s in steps] == [1, 2, 3] and steps[2]["loss"] > 0
+    assert summary["steps"] == 3
+
+
+# ---------------------------------------------------------------------------------------------- contract
+
+
+def test_checkpoint_contract_loads(stage1: dict[str, Any]) -> None:
+    from sketchmind.latent.tokens import LATENT_FILE, PROJECTION_FILE, load_projection, read_spec
+    from sketchmind.models.base import Conversation, Sampling
+    from sketchmind.models.hf import HFPolicy
+
+    final = Path(stage1["final_dir"])
+    data = json.loads((final / LATENT_FILE).read_text())
+    assert set(data) == {"k", "start_id", "pad_id", "end_id", "hidden_size"} and data["k"] == K
+    assert (final / PROJECTION_FILE).is_file()
+    spec = read_spec(final)
+    assert load_projection(final).state_dict()["linear.weight"].shape == (spec.hidden_size, spec.hidden_size)
+
+    conversation = Conversation(
+        id="c",
+        messages=[{"role": "user", "content": [{"type": "image", "view": 1}, {"type": "text", "text": "Maze?"}]}],
+        images={1: np.zeros((56, 56, 3), dtype=np.uint8)},
+    )
+    generation = HFPolicy(str(final), device="cpu").generate(conversation, Sampling(max_new_tokens=4))
+    assert generation.tokens_out
