@@ -73,6 +73,7 @@ class AgentState(TypedDict, total=False):
     answer: str | None
     status: str
     error: str | None
+    imagining: bool  # latent blocks allowed: the next turn is the last, and its calls are not drawn
 
 
 def _call_record(call: ToolCall, group: int) -> dict[str, Any]:
@@ -86,7 +87,10 @@ class Agent:
         policy: the model backend.
         protocol: prompt format name (``sketchmind``, ``vilasr``, ``openai-tools``) or a ``Protocol``.
         budgets: turn, image, context and timeout limits.
-        mode: ``draw`` renders tool calls; ``text`` is the chain-of-thought baseline with no tools.
+        mode: ``draw`` renders tool calls; ``text`` is the chain-of-thought baseline with no tools;
+            ``latent`` renders nothing: the policy (a ``LatentPolicy``) imagines in latent blocks, and its one
+            turn holds the whole trajectory (calls recorded, never drawn, then the answer); ``auto`` draws
+            while it can and switches to ``latent`` once the image budget is spent or a tool fails.
         sampling: decoding settings for every turn.
         checkpoint: path of a SQLite file to checkpoint runs into (resume with ``resume``).
         interrupt_before_act: pause before drawing so a person can edit the calls (``edit``, ``resume``).
@@ -106,10 +110,13 @@ class Agent:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         if mode in ("latent", "auto"):
-            raise ValueError(
-                f"mode {mode!r} needs a latent-token policy, which this version does not ship yet; "
-                "use mode 'draw' or 'text'"
-            )
+            from sketchmind.models.latent import LatentPolicy  # no torch at import: the check stays cheap
+
+            if not isinstance(policy, LatentPolicy):
+                raise ValueError(
+                    f"mode {mode!r} needs a latent-token policy (sketchmind.models.latent.LatentPolicy on a "
+                    f"latent checkpoint), got {type(policy).__name__}; use mode 'draw' or 'text'"
+                )
         self.policy = policy
         self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
         self.budgets = budgets
@@ -270,6 +277,7 @@ class Agent:
         if pixels is not None and self.protocol.image_max_pixels is not None:
             pixels = smart_resize(pixels, max_pixels=self.protocol.image_max_pixels)
         run_id = run_id or uuid.uuid4().hex[:12]
+        self._allow_latent(run_id, self.mode == "latent")
         canvas = Canvas(pixels, coords=self.protocol.convention, style=self.protocol.style)
         self._keep_canvas(run_id, canvas)
         if self.mode == "text":
@@ -294,7 +302,13 @@ class Agent:
             "answer": None,
             "status": "running",
             "error": None,
+            "imagining": self.mode == "latent",
         }
+
+    def _allow_latent(self, run_id: str, allowed: bool) -> None:
+        """Tell a latent policy whether this run may imagine (only ``latent``/``auto`` have such a policy)."""
+        if self.mode in ("latent", "auto"):
+            self.policy.set_latent(run_id, allowed)  # type: ignore[attr-defined]
 
     def _canvas(self, state: AgentState) -> Canvas:
         """The run's canvas; rebuilt by replaying the recorded calls after a resume."""
@@ -305,6 +319,8 @@ class Agent:
             if state.get("pending"):
                 steps = steps[:-1]  # the last turn's calls wait for `act`: not drawn yet
             for step in steps:
+                if step.get("imagined"):
+                    continue  # calls made while imagining were never drawn
                 for group in _groups(step.get("calls", [])):
                     _execute(canvas, group)
             self._keep_canvas(run_id, canvas)
@@ -355,6 +371,9 @@ class Agent:
         if generation.message and generation.message.get("tool_calls"):
             assistant["tool_calls"] = generation.message["tool_calls"]
         calls, errors = parsed.calls, list(parsed.errors)
+        imagining = bool(state.get("imagining"))
+        if imagining and parsed.answer is not None:
+            calls, errors = self._calls_before_answer(generation.text)
         if self.mode == "text" and calls:
             calls, errors = [], [*errors, TEXT_MODE_ERROR]
         groups = self.protocol.group(calls)
@@ -378,7 +397,20 @@ class Agent:
         }
         if parsed.answer is not None:
             update.update(answer=parsed.answer, status="answered", pending=[])
+        elif imagining:  # the latent turn was the whole trajectory: nothing to draw, no next turn
+            update.update(status="no_answer", pending=[], error="the latent turn ended without an answer")
+        if imagining:
+            update["steps"][-1]["imagined"] = True
         return update
+
+    def _calls_before_answer(self, text: str) -> tuple[list[ToolCall], list[str]]:
+        """The calls of a latent turn that also answers (``parse`` drops calls beside an answer)."""
+        cut = text.lower().find("<answer>")
+        if cut < 0:
+            return [], []
+        before = self.protocol.parse(text[:cut])
+        # Without calls, the prefix's only error is "no call or answer found": not the model's mistake.
+        return list(before.calls), list(before.errors) if before.calls else []
 
     def _act(self, state: AgentState) -> dict[str, Any]:
         canvas = self._canvas(state)
@@ -396,6 +428,11 @@ class Agent:
                 results.append({"calls": group, "view": outcome.index, "error": None})
             else:
                 results.append({"calls": group, "view": None, "error": str(outcome)})
+        update: dict[str, Any] = {}
+        if self.mode == "auto" and any(r["error"] for r in results):
+            # Drawing is no longer possible (budget spent) or went wrong: the next turn imagines instead.
+            self._allow_latent(state["run_id"], True)
+            update["imagining"] = True
         steps = list(state["steps"])
         last = dict(steps[-1])
         executed = [call for group in state["pending"] for call in group]
@@ -406,7 +443,7 @@ class Agent:
             render_seconds=time.perf_counter() - started,
         )
         steps[-1] = last
-        return {"results": results, "pending": [], "images_shown": shown, "steps": steps}
+        return {**update, "results": results, "pending": [], "images_shown": shown, "steps": steps}
 
     def _observe(self, state: AgentState) -> dict[str, Any]:
         canvas = self._canvas(state)
@@ -419,6 +456,7 @@ class Agent:
         ]
         turn = state["turn"] + 1
         final = turn >= self.budgets.max_turns - 1 or state["images_shown"] >= self.budgets.max_images
+        final = final and not state.get("imagining")  # an imagining model may still "draw", in latents
         observation = self.protocol.observation(results, state.get("errors", []), final=final)
         update: dict[str, Any] = {"messages": [*state["messages"], *observation], "turn": turn, "results": []}
         if turn >= self.budgets.max_turns:

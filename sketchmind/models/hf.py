@@ -473,7 +473,7 @@ class HFPolicy(Policy):
         import torch
 
         started = time.perf_counter()
-        rows = [_Row(plan, self._generator(sampling, i)) for i, plan in enumerate(plans)]
+        rows = [self._new_row(plan, self._generator(sampling, i)) for i, plan in enumerate(plans)]
         kwargs, cached, new = self._inputs(plans, sampling.max_new_tokens)
         mask = kwargs["attention_mask"]
         out = self._model(**kwargs, use_cache=True, logits_to_keep=1)
@@ -483,6 +483,7 @@ class HFPolicy(Policy):
         active = list(range(len(rows)))
         results: list[Generation | None] = [None] * len(rows)
         steps = 0  # tokens decoded (forwarded) so far by every active row
+        hidden: torch.Tensor | None = None  # the last decode step's final hidden states (none after the prefill)
         while True:
             tokens, logprobs = self._choose(logits, [rows[r] for r in active], sampling)
             finished: list[int] = []
@@ -504,13 +505,14 @@ class HFPolicy(Policy):
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
                 mask, next_position, tokens = mask[index], next_position[index], tokens[index]
+                hidden = hidden[index] if hidden is not None else None
                 active = [active[b] for b in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             positions = next_position.view(-1, 1)
             if self._rope_index is not None:
                 positions = positions.unsqueeze(0).expand(3, -1, -1)
             hidden = self._decoder(
-                inputs_embeds=self._embed(tokens.view(-1, 1)),
+                inputs_embeds=self._next_embeds(tokens, hidden, [rows[r] for r in active]),
                 attention_mask=mask,
                 position_ids=positions,
                 past_key_values=cache,
@@ -520,6 +522,19 @@ class HFPolicy(Policy):
             next_position = next_position + 1
             steps += 1
         return [r for r in results if r is not None]
+
+    def _new_row(self, plan: _Plan, generator: torch.Generator | None) -> _Row:
+        """A row's decoding state; subclasses return a ``_Row`` subclass to keep per-row state of their own."""
+        return _Row(plan, generator)
+
+    def _next_embeds(self, tokens: torch.Tensor, hidden: torch.Tensor | None, rows: Sequence[_Row]) -> torch.Tensor:
+        """The decode step's input embeddings, ``(rows, 1, hidden)``: the embeddings of the chosen ``tokens``.
+
+        ``hidden`` is the previous decode step's ``last_hidden_state`` (``None`` right after the prefill), so a
+        subclass can feed a row a function of its own last hidden state instead of a token (latent reasoning).
+        """
+        embeds: torch.Tensor = self._embed(tokens.view(-1, 1))
+        return embeds
 
     def _generator(self, sampling: Sampling, row: int) -> torch.Generator | None:
         import torch

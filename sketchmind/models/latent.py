@@ -1,0 +1,279 @@
+"""Latent reasoning: a ``HFPolicy`` that imagines in hidden states instead of rendering a drawing.
+
+The model generates text as usual. When it samples ``<|latent_start|>``, the next ``K`` positions are
+*latent slots*: the input embedding of each slot is ``P(h)``, where ``h`` is the decoder's final hidden
+state (after the final norm) at the previous position and ``P`` is the checkpoint's projection
+(``RMSNorm(H)`` then ``Linear(H, H)``). After the ``K`` slots ``<|latent_end|>`` is fed as an ordinary
+token and sampling resumes. In the returned text each block reads
+``<|latent_start|>`` + ``<|latent_pad|>`` x K + ``<|latent_end|>``, so parsers and traces see where the
+model imagined.
+
+Checkpoint contract: an ordinary HF model directory (``HFPolicy`` loads it) whose tokenizer has the three
+tokens above, plus ``latent.json`` (``{"k", "start_id", "pad_id", "end_id", "hidden_size"}``, optionally
+``"eps"``) and ``latent_projection.safetensors`` (``norm.weight``, ``linear.weight``, ``linear.bias``).
+
+The hidden-state feedback rides on ``HFPolicy``'s own decode loop through two hooks: ``_choose`` (which
+token each row gets: sampled, or forced inside a block) and ``_next_embeds`` (what each row is fed:
+a token embedding, or ``P(h)`` in a slot). So KV reuse, lockstep batches with per-row latent state,
+sampling, EOS and stop strings all behave as in ``HFPolicy``. The KV of a latent slot is kept in the
+conversation's cache like any other position; a later full re-prefill (edited history) would see the
+pad token's embedding there instead, since the text only records where the block was.
+
+torch is imported inside functions: importing this module stays as light as ``sketchmind.models.hf``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sketchmind.models.base import BackendError
+from sketchmind.models.hf import HFPolicy, _Plan, _Row
+
+if TYPE_CHECKING:
+    import torch
+
+    from sketchmind.models.base import Sampling
+
+LATENT_START = "<|latent_start|>"
+LATENT_PAD = "<|latent_pad|>"
+LATENT_END = "<|latent_end|>"
+LATENT_TOKENS = (LATENT_START, LATENT_PAD, LATENT_END)
+SPEC_FILE = "latent.json"
+PROJECTION_FILE = "latent_projection.safetensors"
+DEFAULT_EPS = 1e-6  # the RMSNorm epsilon when latent.json does not name one (Qwen's own norms use 1e-6)
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    """What ``latent.json`` says: block length ``k``, the three token ids, and the hidden size."""
+
+    k: int
+    start_id: int
+    pad_id: int
+    end_id: int
+    hidden_size: int
+    eps: float = DEFAULT_EPS
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LatentSpec:
+        """Read ``latent.json`` from a checkpoint directory (unknown keys are ignored)."""
+        raw = json.loads((Path(directory) / SPEC_FILE).read_text())
+        spec = cls(**{key: raw[key] for key in cls.__dataclass_fields__ if key in raw})
+        if spec.k < 1:
+            raise ValueError(f"latent block length k must be at least 1, got {spec.k}")
+        return spec
+
+    def save(self, directory: str | Path) -> None:
+        (Path(directory) / SPEC_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class Projection:
+    """``P(h) = Linear(RMSNorm(h))``, applied with plain tensors (no ``nn.Module``, so no import-time torch)."""
+
+    norm_weight: torch.Tensor  # (H,)
+    weight: torch.Tensor  # (H, H), as nn.Linear stores it: out x in
+    bias: torch.Tensor  # (H,)
+    eps: float = DEFAULT_EPS
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        # The norm in float32, as the decoder's own RMSNorm does, so bf16 checkpoints match training.
+        x = hidden.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        x = (x.to(hidden.dtype) * self.norm_weight).to(self.weight.dtype)
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"norm.weight": self.norm_weight, "linear.weight": self.weight, "linear.bias": self.bias}
+
+
+def load_projection(
+    directory: str | Path, spec: LatentSpec, *, device: Any = "cpu", dtype: torch.dtype | None = None
+) -> Projection:
+    """Read ``latent_projection.safetensors`` and check its shapes against ``spec.hidden_size``."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(directory) / PROJECTION_FILE))
+    h = spec.hidden_size
+    expected = {"norm.weight": (h,), "linear.weight": (h, h), "linear.bias": (h,)}
+    for key, shape in expected.items():
+        if key not in tensors or tuple(tensors[key].shape) != shape:
+            got = tuple(tensors[key].shape) if key in tensors else "missing"
+            raise ValueError(f"{PROJECTION_FILE}: {key} should be {shape}, got {got}")
+    moved = {k: tensors[k].to(device=device, dtype=dtype) for k in expected}
+    return Projection(moved["norm.weight"], moved["linear.weight"], moved["linear.bias"], spec.eps)
+
+
+def save_projection(directory: str | Path, projection: Projection) -> None:
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v.contiguous().cpu() for k, v in projection.state_dict().items()}, str(Path(directory) / PROJECTION_FILE)
+    )
+
+
+def build_tiny_latent(family: str, out_dir: str | Path, *, k: int = 4, seed: int = 0, **tiny: Any) -> Path:
+    """A tiny random latent checkpoint: ``build_tiny`` plus the three latent tokens and a random projection.
+
+    The tokens are added as special tokens and the embeddings resized (new rows random, not the mean,
+    so the tokens are distinguishable); ``tiny`` goes to ``build_tiny``. For tests and smoke runs.
+    """
+    import torch
+    from tokenizers import AddedToken
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from sketchmind.models.tiny import build_tiny
+
+    out = build_tiny(family, out_dir, seed=seed, **tiny)
+    processor: Any = AutoProcessor.from_pretrained(out)  # type: ignore[no-untyped-call]
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in LATENT_TOKENS], special_tokens=True)
+    processor.save_pretrained(out)
+    model: Any = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32)
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    generator = torch.Generator().manual_seed(seed + 1)
+    embed = model.get_input_embeddings().weight
+    with torch.no_grad():
+        std = float(embed[:old].std())
+        embed[old:] = torch.randn(embed.shape[0] - old, embed.shape[1], generator=generator) * std
+    model.save_pretrained(out)
+    h = int(embed.shape[1])
+    ids = [int(tokenizer.convert_tokens_to_ids(t)) for t in LATENT_TOKENS]
+    spec = LatentSpec(k=k, start_id=ids[0], pad_id=ids[1], end_id=ids[2], hidden_size=h)
+    spec.save(out)
+    projection = Projection(
+        norm_weight=1 + 0.1 * torch.randn(h, generator=generator),
+        weight=torch.randn(h, h, generator=generator) / h**0.5,
+        bias=0.02 * torch.randn(h, generator=generator),
+    )
+    save_projection(out, projection)
+    return out
+
+
+@dataclass
+class _LatentRow(_Row):
+    """A row's latent state for one turn: blocks opened so far, slots still to feed, and the pending end."""
+
+    blocks: int = 0
+    slots_left: int = 0
+    closing: bool = False
+    allowed: bool = True  # whether this row may open a block at all (the agent's per-conversation switch)
+
+
+class LatentPolicy(HFPolicy):
+    """``HFPolicy`` over a latent checkpoint: ``<|latent_start|>`` opens ``K`` slots fed with ``P(h_prev)``.
+
+    ``max_latent_blocks`` caps the blocks per row per turn: past it, ``<|latent_start|>`` is masked out.
+    ``<|latent_pad|>`` and ``<|latent_end|>`` are always masked when sampling text (only the loop writes
+    them). ``set_latent(conversation_id, False)`` forbids blocks for one conversation (the agent's
+    ``auto`` mode renders first and only lets the model imagine once drawing is no longer possible).
+    Log-probabilities are of the sampled tokens under the raw model distribution; the forced pads and
+    end tokens add nothing to them but count in ``tokens_out`` and ``max_new_tokens``.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_pixels: int | None = None,
+        max_latent_blocks: int = 16,
+    ) -> None:
+        super().__init__(model, device=device, dtype=dtype, max_pixels=max_pixels)
+        directory = Path(model).expanduser()
+        if not (directory / SPEC_FILE).is_file():
+            raise BackendError(f"{str(model)!r} is not a latent checkpoint: no {SPEC_FILE}")
+        try:
+            self.spec = LatentSpec.load(directory)
+            self._projection = load_projection(directory, self.spec, device=self.device, dtype=self.dtype)
+        except (ValueError, KeyError, OSError) as error:
+            raise BackendError(f"cannot load the latent head of {str(model)!r}: {error}") from None
+        vocab = self._tok.get_vocab()
+        named = {LATENT_START: self.spec.start_id, LATENT_PAD: self.spec.pad_id, LATENT_END: self.spec.end_id}
+        for token, token_id in named.items():
+            if vocab.get(token) != token_id:
+                raise BackendError(f"{SPEC_FILE} says {token} is {token_id}; the tokenizer says {vocab.get(token)}")
+        self._latent_text = {token_id: token for token, token_id in named.items()}
+        self.max_latent_blocks = max_latent_blocks
+        self._forbidden: set[str] = set()
+        self.name = self.name.replace("hf:", "latent:", 1)
+
+    def set_latent(self, conversation_id: str, allowed: bool) -> None:
+        """Allow or forbid latent blocks in a conversation's next turns (allowed unless told otherwise)."""
+        if allowed:
+            self._forbidden.discard(conversation_id)
+        else:
+            self._forbidden.add(conversation_id)
+
+    def release(self, conversation_id: str) -> None:
+        super().release(conversation_id)
+        self._forbidden.discard(conversation_id)
+
+    # ------------------------------------------------------------------------------ decode hooks
+
+    def _new_row(self, plan: _Plan, generator: torch.Generator | None) -> _Row:
+        return _LatentRow(plan, generator, allowed=plan.conversation.id not in self._forbidden)
+
+    def _choose(self, logits: torch.Tensor, rows: Sequence[_Row], sampling: Sampling) -> tuple[torch.Tensor, ...]:
+        """Sample text rows with the latent tokens masked as needed; force pads and the end inside blocks."""
+        import torch
+
+        spec = self.spec
+        raw = logits.float()
+        masked = raw.clone()
+        masked[:, [spec.pad_id, spec.end_id]] = -torch.inf
+        for b, row in enumerate(rows):
+            assert isinstance(row, _LatentRow)
+            if not row.allowed or row.blocks >= self.max_latent_blocks:
+                masked[b, spec.start_id] = -torch.inf
+        tokens, _ = super()._choose(masked, rows, sampling)
+        # As HFPolicy: the log-probability under the raw distribution, not the masked one.
+        logprobs = torch.log_softmax(raw, dim=-1).gather(-1, tokens.view(-1, 1)).view(-1)
+        for b, row in enumerate(rows):
+            assert isinstance(row, _LatentRow)
+            forced = None
+            if row.slots_left:
+                forced, row.slots_left = spec.pad_id, row.slots_left - 1
+                row.closing = row.slots_left == 0
+            elif row.closing:
+                forced, row.closing = spec.end_id, False
+            elif int(tokens[b]) == spec.start_id:
+                row.blocks += 1
+                row.slots_left = spec.k
+            if forced is not None:
+                tokens[b], logprobs[b] = forced, 0.0
+        return tokens, logprobs
+
+    def _next_embeds(self, tokens: torch.Tensor, hidden: torch.Tensor | None, rows: Sequence[_Row]) -> torch.Tensor:
+        """Token embeddings, except that a latent slot (a pad) gets ``P`` of its row's previous hidden state."""
+        embeds = super()._next_embeds(tokens, hidden, rows)
+        slots = (tokens == self.spec.pad_id).nonzero().view(-1)
+        if len(slots):
+            # A pad is only ever forced after latent_start or another pad, both decoded: hidden exists.
+            assert hidden is not None
+            embeds = embeds.clone()
+            embeds[slots] = self._projection(hidden[slots]).to(embeds.dtype)
+        return embeds
+
+    def _decode(self, ids: Sequence[int], *, skip_special: bool) -> str:
+        """As ``HFPolicy``, but the latent tokens stay in the text even when other special tokens are skipped."""
+        if not skip_special:
+            return super()._decode(ids, skip_special=False)
+        parts: list[str] = []
+        run: list[int] = []
+        for token in ids:
+            if token in self._latent_text:
+                parts += [super()._decode(run, skip_special=True), self._latent_text[token]]
+                run = []
+            else:
+                run.append(token)
+        parts.append(super()._decode(run, skip_special=True))
+        return "".join(parts)
