@@ -256,3 +256,15 @@ def test_auto_mode_draws_until_the_budget_is_spent_then_imagines(path: Path) -> 
     assert "<|latent" not in trace.steps[1].raw and trace.steps[1].view_ids == [] and trace.steps[1].errors
     assert block() in trace.steps[2].raw and trace.steps[2].calls and trace.steps[2].view_ids == []
     assert len(trace.views) == 2  # the input and the one drawing
+
+
+def test_cli_solves_in_latent_and_auto_mode_with_a_latent_checkpoint(path: Path) -> None:
+    from sketchmind.cli import main
+    from sketchmind.models.latent import LatentPolicy
+    from sketchmind.models.loading import load_policy
+
+    assert isinstance(load_policy(str(path)), LatentPolicy)
+    for mode in ("latent", "auto"):
+        argv = ["solve", "--blank", "Draw the goal.", "--model", str(path), "--mode", mode]
+        # A random model rarely answers: 0 (answered) or 1 (no answer) are both a clean run; 2/3 are not.
+        assert main([*argv, "--max-new-tokens", "8", "--max-turns", "2"]) in (0, 1)

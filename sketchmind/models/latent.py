@@ -24,12 +24,22 @@ torch is imported inside functions: importing this module stays as light as ``sk
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sketchmind.latent.tokens import (
+    LATENT_END,
+    LATENT_FILE,
+    LATENT_PAD,
+    LATENT_START,
+    LATENT_TOKENS,
+    PROJECTION_FILE,
+    LatentSpec,
+    read_spec,
+    write_spec,
+)
 from sketchmind.models.base import BackendError
 from sketchmind.models.hf import HFPolicy, _Plan, _Row
 
@@ -38,37 +48,7 @@ if TYPE_CHECKING:
 
     from sketchmind.models.base import Sampling
 
-LATENT_START = "<|latent_start|>"
-LATENT_PAD = "<|latent_pad|>"
-LATENT_END = "<|latent_end|>"
-LATENT_TOKENS = (LATENT_START, LATENT_PAD, LATENT_END)
-SPEC_FILE = "latent.json"
-PROJECTION_FILE = "latent_projection.safetensors"
-DEFAULT_EPS = 1e-6  # the RMSNorm epsilon when latent.json does not name one (Qwen's own norms use 1e-6)
-
-
-@dataclass(frozen=True)
-class LatentSpec:
-    """What ``latent.json`` says: block length ``k``, the three token ids, and the hidden size."""
-
-    k: int
-    start_id: int
-    pad_id: int
-    end_id: int
-    hidden_size: int
-    eps: float = DEFAULT_EPS
-
-    @classmethod
-    def load(cls, directory: str | Path) -> LatentSpec:
-        """Read ``latent.json`` from a checkpoint directory (unknown keys are ignored)."""
-        raw = json.loads((Path(directory) / SPEC_FILE).read_text())
-        spec = cls(**{key: raw[key] for key in cls.__dataclass_fields__ if key in raw})
-        if spec.k < 1:
-            raise ValueError(f"latent block length k must be at least 1, got {spec.k}")
-        return spec
-
-    def save(self, directory: str | Path) -> None:
-        (Path(directory) / SPEC_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+PROJECTION_EPS = 1e-6  # P's RMSNorm epsilon, as the trainer's nn.RMSNorm (latent/tokens.py) uses
 
 
 @dataclass(frozen=True)
@@ -78,7 +58,7 @@ class Projection:
     norm_weight: torch.Tensor  # (H,)
     weight: torch.Tensor  # (H, H), as nn.Linear stores it: out x in
     bias: torch.Tensor  # (H,)
-    eps: float = DEFAULT_EPS
+    eps: float = PROJECTION_EPS
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         import torch
@@ -93,7 +73,7 @@ class Projection:
         return {"norm.weight": self.norm_weight, "linear.weight": self.weight, "linear.bias": self.bias}
 
 
-def load_projection(
+def projection_for_inference(
     directory: str | Path, spec: LatentSpec, *, device: Any = "cpu", dtype: torch.dtype | None = None
 ) -> Projection:
     """Read ``latent_projection.safetensors`` and check its shapes against ``spec.hidden_size``."""
@@ -107,10 +87,10 @@ def load_projection(
             got = tuple(tensors[key].shape) if key in tensors else "missing"
             raise ValueError(f"{PROJECTION_FILE}: {key} should be {shape}, got {got}")
     moved = {k: tensors[k].to(device=device, dtype=dtype) for k in expected}
-    return Projection(moved["norm.weight"], moved["linear.weight"], moved["linear.bias"], spec.eps)
+    return Projection(moved["norm.weight"], moved["linear.weight"], moved["linear.bias"])
 
 
-def save_projection(directory: str | Path, projection: Projection) -> None:
+def _save_projection(directory: str | Path, projection: Projection) -> None:
     from safetensors.torch import save_file
 
     save_file(
@@ -147,13 +127,13 @@ def build_tiny_latent(family: str, out_dir: str | Path, *, k: int = 4, seed: int
     h = int(embed.shape[1])
     ids = [int(tokenizer.convert_tokens_to_ids(t)) for t in LATENT_TOKENS]
     spec = LatentSpec(k=k, start_id=ids[0], pad_id=ids[1], end_id=ids[2], hidden_size=h)
-    spec.save(out)
+    write_spec(spec, out)
     projection = Projection(
         norm_weight=1 + 0.1 * torch.randn(h, generator=generator),
         weight=torch.randn(h, h, generator=generator) / h**0.5,
         bias=0.02 * torch.randn(h, generator=generator),
     )
-    save_projection(out, projection)
+    _save_projection(out, projection)
     return out
 
 
@@ -189,18 +169,18 @@ class LatentPolicy(HFPolicy):
     ) -> None:
         super().__init__(model, device=device, dtype=dtype, max_pixels=max_pixels)
         directory = Path(model).expanduser()
-        if not (directory / SPEC_FILE).is_file():
-            raise BackendError(f"{str(model)!r} is not a latent checkpoint: no {SPEC_FILE}")
+        if not (directory / LATENT_FILE).is_file():
+            raise BackendError(f"{str(model)!r} is not a latent checkpoint: no {LATENT_FILE}")
         try:
-            self.spec = LatentSpec.load(directory)
-            self._projection = load_projection(directory, self.spec, device=self.device, dtype=self.dtype)
+            self.spec = read_spec(directory)
+            self._projection = projection_for_inference(directory, self.spec, device=self.device, dtype=self.dtype)
         except (ValueError, KeyError, OSError) as error:
             raise BackendError(f"cannot load the latent head of {str(model)!r}: {error}") from None
         vocab = self._tok.get_vocab()
         named = {LATENT_START: self.spec.start_id, LATENT_PAD: self.spec.pad_id, LATENT_END: self.spec.end_id}
         for token, token_id in named.items():
             if vocab.get(token) != token_id:
-                raise BackendError(f"{SPEC_FILE} says {token} is {token_id}; the tokenizer says {vocab.get(token)}")
+                raise BackendError(f"{LATENT_FILE} says {token} is {token_id}; the tokenizer says {vocab.get(token)}")
         self._latent_text = {token_id: token for token, token_id in named.items()}
         self.max_latent_blocks = max_latent_blocks
         self._forbidden: set[str] = set()
