@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,21 @@ if "torch" in sys.modules:  # pragma: no cover - only when a plugin imported tor
 ROOT = Path(__file__).resolve().parents[1]
 MAZE = ROOT / "data" / "vsp-maze-examples" / "maps" / "level4" / "img" / "0.png"
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A tiny offline checkpoint per family (``build_tiny`` defaults), built once per test process. Read-only."""
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            from sketchmind.models.tiny import build_tiny
+
+            built[family] = build_tiny(family, tmp_path_factory.mktemp(family.replace(".", "")))
+        return built[family]
+
+    return get
 
 
 def photo(width: int, height: int, seed: int = 0) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sketchmind.models.tiny import FAMILIES, build_tiny
+from sketchmind.models.tiny import FAMILIES
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None, reason="transformers is not installed (the train extra)"
@@ -30,28 +30,10 @@ END = {"qwen2.5-vl": "<|im_end|>", "qwen3-vl": "<|im_end|>", "idefics3": "<end_o
 IMAGE_TOKEN = {"qwen2.5-vl": "<|image_pad|>", "qwen3-vl": "<|image_pad|>", "idefics3": "<image>"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on shared cores run far faster single-threaded (no OpenMP oversubscription)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+def tiny(tiny_checkpoint: Callable[[str], Path]) -> Callable[[str], Path]:
     """Each family's tiny checkpoint, built on first use."""
-    built: dict[str, Path] = {}
-
-    def get(family: str) -> Path:
-        if family not in built:
-            built[family] = build_tiny(family, tmp_path_factory.mktemp(family.replace(".", "")))
-        return built[family]
-
-    return get
+    return tiny_checkpoint
 
 
 def processor(path: Path) -> Any:

@@ -6,7 +6,7 @@ import importlib.util
 import inspect
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sketchmind.models.tiny import build_tiny
 from sketchmind.protocols import get_protocol
 from sketchmind.protocols.sketchmind import format_call
 from sketchmind.tools import specs
@@ -33,17 +32,6 @@ TOOLS = ["answer", "box", "crop", "grid", "line", "path", "point", "text", "zoom
 PIXELS = 112 * 112  # maze level 1 is 312x312; 112x112 is 16 Qwen2.5-VL image tokens
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on shared cores run far faster single-threaded (no OpenMP oversubscription)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def row() -> dict[str, Any]:
     """The one maze puzzle of level 1 the run tests train on, as its dataset row."""
@@ -51,8 +39,8 @@ def row() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def qwen25(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny("qwen2.5-vl", tmp_path_factory.mktemp("qwen25"))
+def qwen25(tiny_checkpoint: Callable[[str], Path]) -> Path:
+    return tiny_checkpoint("qwen2.5-vl")
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +55,8 @@ def qwen25_stock(qwen25: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="module")
-def qwen3(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny("qwen3-vl", tmp_path_factory.mktemp("qwen3"))
+def qwen3(tiny_checkpoint: Callable[[str], Path]) -> Path:
+    return tiny_checkpoint("qwen3-vl")
 
 
 def processor(path: Path) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from sketchmind.agent import Agent, Budgets
 from sketchmind.models.base import Conversation, Generation, Policy, Sampling
 from sketchmind.models.expert import ExpertPolicy
 from sketchmind.models.replay import ReplayPolicy
-from sketchmind.models.tiny import build_tiny
 from sketchmind.protocols.base import ToolCall, image_budget_error
 from sketchmind.protocols.sketchmind import FINAL_NOTE, SketchMindProtocol
 from sketchmind.tasks import get_family, make_dataset
@@ -70,21 +69,10 @@ def hand_written(reference: str) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on shared cores run far faster single-threaded (no OpenMP oversubscription)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=["qwen2.5-vl", "qwen3-vl"])
-def tiny(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny(request: pytest.FixtureRequest, tiny_checkpoint: Callable[[str], Path]) -> Path:
     family: str = request.param
-    return build_tiny(family, tmp_path_factory.mktemp(family.replace(".", "")))
+    return tiny_checkpoint(family)
 
 
 @pytest.fixture(scope="module")

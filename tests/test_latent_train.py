@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +18,9 @@ pytestmark = pytest.mark.skipif(
 K = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on shared cores run far faster single-threaded."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sketchmind.models.tiny import build_tiny
-
-    return build_tiny("qwen2.5-vl", tmp_path_factory.mktemp("tiny"), hidden_size=64, layers=2)
+def tiny(tiny_checkpoint: Callable[[str], Path]) -> Path:
+    return tiny_checkpoint("qwen2.5-vl")  # build_tiny's defaults: hidden 64, 2 layers
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
-
-from sketchmind.models.tiny import build_tiny
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("transformers", "trl", "peft", "datasets")),
@@ -21,20 +19,9 @@ pytestmark = pytest.mark.skipif(
 ANSWER = '<think>the goal is at the bottom</think><tool_call>{"name": "box", "arguments": {"view": 1}}</tool_call>'
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on shared cores run far faster single-threaded (no OpenMP oversubscription)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny("qwen2.5-vl", tmp_path_factory.mktemp("qwen25"))
+def tiny(tiny_checkpoint: Callable[[str], Path]) -> Path:
+    return tiny_checkpoint("qwen2.5-vl")
 
 
 def rows(n: int = 6) -> list[dict[str, Any]]:
