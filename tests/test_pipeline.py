@@ -1,4 +1,5 @@
-"""The whole training pipeline at micro scale: synth -> base -> SFT -> rejection -> SFT -> GRPO, and resume."""
+"""The whole training pipeline at micro scale: synth -> base -> SFT -> rejection -> SFT -> GRPO -> latent 1, 2 -> eval,
+and resume."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sketchmind.latent.tokens import is_latent_checkpoint
 from sketchmind.models.base import Conversation, Sampling
 from sketchmind.models.hf import HFPolicy
 from sketchmind.train.pipeline import STAGES, Pipeline
@@ -42,8 +44,21 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert "| maze |" in "\n".join(lines)  # the rejection keep rates are reported
     held_out = _metrics(tmp_path / "run" / "eval" / "metrics.jsonl")
-    assert [(m["mode"], m["n"]) for m in held_out] == [("draw", 2), ("text", 2)]
+    assert [(m["mode"], m["n"]) for m in held_out] == [("draw", 2), ("text", 2), ("latent", 2)]
     assert all(0.0 <= m["low"] <= m["accuracy"] <= m["high"] <= 1.0 for m in held_out)
+
+    # The latent stages branch off sft2: latent1 (grounded) then latent2 (free); the draw policy stays grpo's.
+    assert summaries["latent1"]["start"] == pipeline.model_after("sft2")
+    assert summaries["latent2"]["start"] == str(tmp_path / "run" / "latent1" / "final")
+    for stage, steps in (("latent1", 6), ("latent2", 3)):
+        latent = _metrics(tmp_path / "run" / stage / "metrics.jsonl")
+        assert [m["step"] for m in latent] == list(range(1, steps + 1)) and all(m["loss"] > 0 for m in latent)
+    gathered = _metrics(tmp_path / "run" / "metrics.jsonl")
+    assert {m["stage"] for m in gathered if "loss" in m} >= {"sft", "sft2", "latent1", "latent2"}
+    latent_model = pipeline.latent_model()
+    assert latent_model == str(tmp_path / "run" / "latent2" / "final") and is_latent_checkpoint(latent_model)
+    assert pipeline.model_after("latent2") == pipeline.model_after("grpo") == str(tmp_path / "run" / "grpo" / "final")
+    assert [m["model"] for m in held_out] == [pipeline.model_after("grpo")] * 2 + [latent_model]
 
     policy = HFPolicy(pipeline.model_after("grpo"))
     user = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
@@ -58,6 +73,7 @@ def test_a_stage_killed_with_sigkill_resumes_from_its_checkpoint(tmp_path: Path)
     raw = yaml.safe_load(MICRO.read_text())
     raw["output"] = str(tmp_path / "run")
     raw["stages"] = {"sft": {"max_steps": 60, "learning_rate": 3.0e-3, "save_steps": 4}}
+    raw["eval"]["modes"] = ["draw", "text"]  # no latent stages, so no latent policy to bench
     recipe_file = tmp_path / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(raw))
     command = [sys.executable, "-m", "sketchmind.cli", "train", str(recipe_file)]
@@ -87,6 +103,12 @@ def test_recipe_errors_name_the_field(tmp_path: Path) -> None:
         load_recipe(bad)
     bad.write_text("name: x\noutput: y\nmodel: {}\n")
     with pytest.raises(RecipeError, match="exactly one of 'base'"):
+        load_recipe(bad)
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {latent: {source: sft2}}\n")
+    with pytest.raises(RecipeError, match=r"stages: .*source 'sft2' needs a stages\.rejection"):
+        load_recipe(bad)
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\neval: {modes: [draw, latent]}\n")
+    with pytest.raises(RecipeError, match="eval mode 'latent' needs a latent policy"):
         load_recipe(bad)
     with pytest.raises(RecipeError, match="no such recipe"):
         load_recipe(tmp_path / "missing.yaml")

@@ -1,9 +1,15 @@
-"""Run a recipe's stages in order: synth -> base -> sft -> rejection -> sft2 -> grpo -> eval.
+"""Run a recipe's stages in order: synth -> base -> sft -> rejection -> sft2 -> grpo -> latent1 -> latent2 -> eval.
 
 Each stage writes into its own folder under the recipe's ``output`` and ends by writing ``done.json``
 there. A re-run skips finished stages, and the trainer stages resume from their last checkpoint, so a
 run killed at any point (even SIGKILL) continues where it stopped. Every stage's metrics are gathered
 into ``output/metrics.jsonl`` and plotted in ``output/metrics.png``.
+
+Two models come out of a run. The *draw policy* is the chain sft -> sft2 -> grpo (``model_after``). The
+latent stages (``stages.latent`` in the recipe) branch off it: ``latent1`` starts from the SFT'd draw
+policy (``latent.source``: sft2 if there is one, else sft) and ``latent2`` from ``latent1``'s final; the
+*latent policy* is ``latent2``'s final (``latent_model``), a latent checkpoint (``latent.json`` + P).
+``eval`` benches the latent policy in the ``latent`` and ``auto`` modes and the draw policy in the others.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sketchmind.train.recipe import Recipe
 
-STAGES: tuple[str, ...] = ("synth", "base", "sft", "rejection", "sft2", "grpo", "eval")
+STAGES: tuple[str, ...] = ("synth", "base", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "eval")
+DRAW_TRAINERS: tuple[str, ...] = ("sft", "sft2", "grpo")  # the stages that train the draw policy
+LATENT_MODES: tuple[str, ...] = ("latent", "auto")  # eval modes that need the latent policy
 DONE_FILE = "done.json"
 Report = Callable[[str], None]
 
@@ -29,6 +37,7 @@ class Pipeline:
         self.out = Path(recipe.output)
         self.report = report
         self.rich_progress = rich_progress  # trainer progress as a rich bar (the CLI) instead of tqdm
+        self._latent_cache: tuple[list[dict[str, Any]], int] | None = None  # see _latent_rows
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -48,14 +57,20 @@ class Pipeline:
             "rejection": stages.rejection is None,
             "sft2": stages.rejection is None,
             "grpo": stages.grpo is None,
+            "latent1": stages.latent is None,
+            "latent2": stages.latent is None,
             "eval": self.recipe.eval is None,
         }
         return [s for s in STAGES if not skip.get(s, False)]
 
     def model_after(self, stage: str) -> str:
-        """The checkpoint the stages up to ``stage`` produced (the input of the next one)."""
+        """The draw policy the stages up to ``stage`` produced (the input of the next draw stage).
+
+        Only sft, sft2 and grpo change it: the latent stages branch off and leave it as it was, so
+        ``model_after("latent2")`` is still grpo's final (the latent policy is ``latent_model()``).
+        """
         order = self.enabled()
-        trained = [s for s in order[: order.index(stage) + 1] if s in ("sft", "sft2", "grpo")]
+        trained = [s for s in order[: order.index(stage) + 1] if s in DRAW_TRAINERS]
         if trained:
             return str(self.folder(trained[-1]) / "final")
         if self.recipe.model.tiny is not None:
@@ -63,8 +78,12 @@ class Pipeline:
         assert self.recipe.model.base is not None
         return self.recipe.model.base
 
+    def latent_model(self) -> str | None:
+        """The latent policy: ``latent2``'s final checkpoint (None when the recipe has no latent stages)."""
+        return str(self.folder("latent2") / "final") if "latent2" in self.enabled() else None
+
     def latest_model(self) -> str:
-        """The checkpoint of the furthest finished stage (the base model if none has finished)."""
+        """The draw policy of the furthest finished stage (the base model if none has finished)."""
         finished = [s for s in self.enabled() if self.done(s) is not None]
         return self.model_after(finished[-1]) if finished else self.model_after(self.enabled()[0])
 
@@ -217,18 +236,97 @@ class Pipeline:
         )
         return {"final": str(self.folder("grpo") / "final"), **_scalars(metrics)}
 
+    def _latent1(self) -> dict[str, Any]:
+        source = self.recipe.stages.latent_source()
+        assert source is not None
+        return self._latent_stage("latent1", 1, self.model_after(source))
+
+    def _latent2(self) -> dict[str, Any]:
+        return self._latent_stage("latent2", 2, str(self.folder("latent1") / "final"))
+
+    def _latent_stage(self, stage: str, number: Literal[1, 2], start: str) -> dict[str, Any]:
+        from sketchmind.latent.train import run_latent_stage
+
+        spec = self.recipe.stages.latent
+        assert spec is not None
+        loop = spec.stage1 if number == 1 else spec.stage2
+        rows, skipped = self._latent_rows()
+        summary = run_latent_stage(
+            start,
+            rows,
+            self.folder(stage),
+            stage=number,
+            k=spec.k,
+            gamma=spec.gamma,
+            max_steps=loop.max_steps,
+            lr=loop.learning_rate,
+            weight_decay=loop.weight_decay,
+            max_grad_norm=loop.max_grad_norm,
+            save_steps=loop.save_steps,
+            max_pixels=loop.max_pixels,
+            seed=self.recipe.seed,
+        )
+        summary.pop("final_dir", None)
+        final = str(self.folder(stage) / "final")
+        return {"rows": len(rows), "skipped": skipped, "start": start, "final": final, **_scalars(summary)}
+
+    def _latent_rows(self) -> tuple[list[dict[str, Any]], int]:
+        """The latent stages' rows (the synth rows, or fresh puzzles with ``latent.n``) and how many were unusable.
+
+        A row whose observation shows no view has nothing to imagine and is skipped. Fresh puzzles are
+        generated once per run (both stages see the same rows: the seed is fixed).
+        """
+        if self._latent_cache is not None:
+            return self._latent_cache
+        from sketchmind.latent.data import latent_row
+        from sketchmind.train.synth import load_dataset, synthesize
+
+        spec = self.recipe.stages.latent
+        assert spec is not None
+        data = self.recipe.data
+        source: list[Any] = []
+        if spec.n is None:
+            source = list(load_dataset(self.folder("synth")))
+        else:
+            for family in data.families:
+                got, _ = synthesize(
+                    [family],
+                    spec.n,
+                    levels=data.levels.get(family),
+                    seed=spec.seed,
+                    reflective_fraction=data.reflective_fraction,
+                    min_rounds=data.min_rounds,
+                )
+                source.extend(got)
+        rows: list[dict[str, Any]] = []
+        for row in source:
+            try:
+                rows.append(latent_row(row, spec.k))
+            except ValueError:
+                continue
+        if not rows:
+            raise ValueError(f"none of the {len(source)} rows can become a latent row (no rendered views)")
+        self._latent_cache = (rows, len(source) - len(rows))
+        return self._latent_cache
+
     def _eval(self) -> dict[str, Any]:
         from sketchmind.bench import BenchConfig, run_bench
         from sketchmind.bench.report import summarise
 
         spec = self.recipe.eval
         assert spec is not None
-        model = self.model_after(self.previous("eval"))
+        draw = self.model_after(self.previous("eval"))
+        latent = self.latent_model()
         results: dict[str, Any] = {}
         lines: list[dict[str, Any]] = []
         for family in spec.families:
             levels = spec.levels.get(family)
             for mode in spec.modes:
+                model = draw
+                if mode in LATENT_MODES:
+                    if latent is None:
+                        raise ValueError(f"eval mode {mode!r} needs the latent stages (stages.latent in the recipe)")
+                    model = latent
                 config = BenchConfig(
                     target=family,
                     model=model,
@@ -241,7 +339,7 @@ class Pipeline:
                 )
                 run = run_bench(config, self.folder("eval") / f"{family}-{mode}")
                 overall = summarise(run.records)[-1]
-                row = {"family": family, "mode": mode, "n": overall.n, "accuracy": overall.accuracy}
+                row = {"family": family, "mode": mode, "model": model, "n": overall.n, "accuracy": overall.accuracy}
                 lines.append({**row, "low": overall.low, "high": overall.high, "tokens": overall.tokens})
                 results[f"{family}/{mode}"] = row
         metrics = self.folder("eval") / "metrics.jsonl"

@@ -100,10 +100,54 @@ class EvalSpec(Strict):
     max_new_tokens: int = 512
 
 
+class LatentStageSpec(Strict):
+    """One latent stage's loop (``sketchmind.latent.train.run_latent_stage``)."""
+
+    max_steps: int = 100  # one latent row per step, rows visited in order, cyclically
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    save_steps: int = 50
+    max_pixels: int | None = None  # the views' (and the input image's) pixel budget; default: the processor's
+
+
+class LatentTrainSpec(Strict):
+    """Mirage-style latent visual reasoning: two stages that branch off an SFT'd draw policy.
+
+    ``latent1`` (grounded) trains K latent slots per rendered view towards the view's vision-encoder
+    features (cosine, plus gamma x the text CE); ``latent2`` (free) trains the text CE through the model's
+    own hidden-state chain P(h). The draw policy (``grpo``'s, or the last SFT's) is left as it is.
+    """
+
+    k: int = Field(4, ge=1)  # latent slots per view
+    gamma: float = 0.1  # stage 1: loss = cosine + gamma * CE
+    source: Literal["sft", "sft2", "grpo"] | None = None  # the model latent1 starts from; default: sft2, else sft
+    n: int | None = None  # puzzles per level and family; None: the synth stage's rows (the cold-start data)
+    seed: int = 3000  # only with n: fresh puzzles, never a cold-start, rejection or GRPO seed
+    stage1: LatentStageSpec = LatentStageSpec()
+    stage2: LatentStageSpec = LatentStageSpec()
+
+
 class Stages(Strict):
     sft: SFTSpec = SFTSpec()
     rejection: RejectionSpec | None = None
     grpo: GRPOSpec | None = None
+    latent: LatentTrainSpec | None = None
+
+    @model_validator(mode="after")
+    def latent_source_runs(self) -> Stages:
+        if self.latent is None or self.latent.source in (None, "sft"):
+            return self
+        needs = {"sft2": ("rejection", self.rejection), "grpo": ("grpo", self.grpo)}[self.latent.source]
+        if needs[1] is None:
+            raise ValueError(f"latent.source {self.latent.source!r} needs a stages.{needs[0]} section")
+        return self
+
+    def latent_source(self) -> str | None:
+        """The stage whose final model ``latent1`` starts from (None when no latent stages are asked for)."""
+        if self.latent is None:
+            return None
+        return self.latent.source or ("sft2" if self.rejection is not None else "sft")
 
 
 class Recipe(Strict):
@@ -116,6 +160,13 @@ class Recipe(Strict):
     data: DataSpec = DataSpec()
     stages: Stages = Stages()
     eval: EvalSpec | None = None
+
+    @model_validator(mode="after")
+    def latent_modes_need_latent_stages(self) -> Recipe:
+        imagining = [m for m in (self.eval.modes if self.eval else []) if m in ("latent", "auto")]
+        if imagining and self.stages.latent is None:
+            raise ValueError(f"eval mode {imagining[0]!r} needs a latent policy: add a stages.latent section")
+        return self
 
 
 class RecipeError(ValueError):
