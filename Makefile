@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python tools/bench.py
 	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench_hf.py
 	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench_agent.py
+	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench_latent.py
 
 golden: $(STAMP)
 	$(BIN)/python tests/golden/regenerate.py
