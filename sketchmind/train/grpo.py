@@ -56,9 +56,7 @@ from sketchmind.train.sft import (
     last_checkpoint,
     lora_config,
     metrics_logger,
-    read_metrics,
-    save_final,
-    use_rich_progress,
+    train_and_save,
 )
 from sketchmind.train.templates import family_of, prepare_processor
 
@@ -217,18 +215,7 @@ def run_grpo(
         ),
         callbacks=[metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
     )
-    if rich_progress:
-        use_rich_progress(trainer)
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    final = save_final(trainer, processor, out, lora is not None)
-    return {
-        "global_step": result.global_step,
-        "train_loss": result.training_loss,
-        "resumed_from": str(checkpoint) if checkpoint else None,
-        "history": read_metrics(out),
-        "final": str(final),
-        **{k: v for k, v in result.metrics.items() if k != "train_loss"},
-    }
+    return train_and_save(trainer, processor, out, checkpoint, lora=lora is not None, rich_progress=rich_progress)
 
 
 def _trainer_class(weights_loaded: bool) -> type[Any]:

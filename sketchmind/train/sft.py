@@ -195,10 +195,17 @@ def run_sft(
         peft_config=lora_config(lora) if lora is not None else None,
         callbacks=[metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
     )
+    return train_and_save(trainer, processor, out, checkpoint, lora=lora is not None, rich_progress=rich_progress)
+
+
+def train_and_save(
+    trainer: Any, processor: Any, out: Path, checkpoint: Path | None, *, lora: bool, rich_progress: bool
+) -> dict[str, Any]:
+    """Train (resuming from ``checkpoint``), save ``out/final``, and return the run's metrics (SFT and GRPO)."""
     if rich_progress:
         use_rich_progress(trainer)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    final = save_final(trainer, processor, out, lora is not None)
+    final = save_final(trainer, processor, out, lora)
     return {
         "global_step": result.global_step,
         "train_loss": result.training_loss,
