@@ -32,7 +32,7 @@ from sketchmind.actions import (
 )
 from sketchmind.coords import Affine, Convention
 from sketchmind.images import ImageSource, load_image
-from sketchmind.render import Style, draw_mark, get_style, render
+from sketchmind.render import Style, draw_mark, draw_tags, get_style, render
 
 MAX_VIEW_PIXELS = 16_777_216  # 4096 x 4096: the largest view a zoom may create
 WHITEBOARD_SIZE = (1024, 1024)
@@ -228,7 +228,8 @@ class Canvas:
             # Common case: one copy of the parent plus the new marks; earlier marks are not redrawn.
             image = parent.image.copy()
             for i in range(len(parent.marks), len(marks)):
-                draw_mark(image, marks[i], self.style, i)
+                draw_mark(image, marks[i], self.style, i, tag=False)
+            draw_tags(image, marks, self.style)  # tags are small: redraw all, so none sits under a new stroke
         return View(
             index=len(self.views) + 1,
             image=_frozen(image),

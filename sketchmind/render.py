@@ -134,8 +134,12 @@ def _polyline(image: np.ndarray, pts: np.ndarray, color: RGB, t: int, arrow: boo
             )
 
 
-def draw_mark(image: np.ndarray, mark: Mark, style: Style, ordinal: int = 0) -> None:
-    """Draw one mark (in view pixels) onto ``image`` in place; ``ordinal`` colours unlabelled marks."""
+def draw_mark(image: np.ndarray, mark: Mark, style: Style, ordinal: int = 0, *, tag: bool = True) -> None:
+    """Draw one mark (in view pixels) onto ``image`` in place; ``ordinal`` colours unlabelled marks.
+
+    With ``tag=False`` the label tag (and a ``text`` mark, which is all tag) is left for ``draw_tags``,
+    so tags can go on top of every stroke.
+    """
     h, w = image.shape[:2]
     t = style.stroke(h, w)
     color = color_for(mark.label, ordinal)
@@ -143,25 +147,48 @@ def draw_mark(image: np.ndarray, mark: Mark, style: Style, ordinal: int = 0) -> 
         x1, y1, x2, y2 = mark.bbox
         corners = _fixed([(x1 + 0.5, y1 + 0.5), (x2 - 0.5, y2 - 0.5)])
         cv2.rectangle(image, tuple(map(int, corners[0])), tuple(map(int, corners[1])), color, t, cv2.LINE_AA, _SHIFT)
-        anchor = (x1, y1)
     elif isinstance(mark, Line | Path):
         points = [mark.start, mark.end] if isinstance(mark, Line) else mark.points
         _polyline(image, _fixed(points), color, t, mark.arrow)
-        anchor = (points[0][0], points[0][1])
     elif isinstance(mark, Dot):
         x, y = mark.point
         _dot(image, x, y, 2 * t, color, ring=WHITE)
-        anchor = (x + 2 * t, y - 2 * t)
     elif isinstance(mark, Grid):
         _grid(image, mark, color, t)
-        anchor = (mark.bbox[0], mark.bbox[1]) if mark.bbox else (0.0, 0.0)
-    elif isinstance(mark, Text):
+    elif not isinstance(mark, Text):  # pragma: no cover - the type system keeps this unreachable
+        raise TypeError(f"cannot draw {type(mark).__name__}")
+    if tag:
+        _draw_tag(image, mark, style, ordinal)
+
+
+def _draw_tag(image: np.ndarray, mark: Mark, style: Style, ordinal: int) -> None:
+    """A mark's label tag (a text mark's text) at its anchor: a box's corner, a path's start, beside a dot."""
+    color = color_for(mark.label, ordinal)
+    if isinstance(mark, Text):
         _tag(image, mark.text, mark.point[0], mark.point[1], color)
         return
-    else:  # pragma: no cover - the type system keeps this unreachable
-        raise TypeError(f"cannot draw {type(mark).__name__}")
-    if mark.label:
-        _tag(image, mark.label, anchor[0], anchor[1], color)
+    if not mark.label:
+        return
+    if isinstance(mark, Box):
+        anchor = (mark.bbox[0], mark.bbox[1])
+    elif isinstance(mark, Line):
+        anchor = (mark.start[0], mark.start[1])
+    elif isinstance(mark, Path):
+        anchor = (mark.points[0][0], mark.points[0][1])
+    elif isinstance(mark, Dot):
+        t = style.stroke(*image.shape[:2])
+        anchor = (mark.point[0] + 2 * t, mark.point[1] - 2 * t)
+    elif isinstance(mark, Grid):
+        anchor = (mark.bbox[0], mark.bbox[1]) if mark.bbox else (0.0, 0.0)
+    else:  # pragma: no cover
+        return
+    _tag(image, mark.label, anchor[0], anchor[1], color)
+
+
+def draw_tags(image: np.ndarray, marks: Sequence[Mark], style: Style) -> None:
+    """Every mark's tag, in mark order, over all strokes: a later line never hides an earlier label."""
+    for ordinal, mark in enumerate(marks):
+        _draw_tag(image, mark, style, ordinal)
 
 
 def _grid(image: np.ndarray, mark: Grid, color: RGB, t: int) -> None:
@@ -199,5 +226,6 @@ def render(base: np.ndarray, marks: Sequence[Mark], style: Style) -> np.ndarray:
         return render_vilasr(base, marks, lambda image, mark, ordinal: draw_mark(image, mark, style, ordinal))
     image = base.copy()
     for ordinal, mark in enumerate(marks):
-        draw_mark(image, mark, style, ordinal)
+        draw_mark(image, mark, style, ordinal, tag=False)
+    draw_tags(image, marks, style)
     return image

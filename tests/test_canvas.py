@@ -147,3 +147,21 @@ def test_canvas_does_not_alias_the_callers_array() -> None:
     canvas = Canvas(pixels)
     pixels[0, 0] = 255  # the caller's array stays writable and view 1 stays as it was
     assert canvas.source.image[0, 0, 0] == 0
+
+
+def test_a_later_stroke_never_hides_an_earlier_label() -> None:
+    canvas = Canvas(np.full((256, 256, 3), 255, np.uint8))
+    labelled = canvas.apply("box", {"bbox": [40, 100, 120, 180], "label": "player"})
+    crossed = canvas.apply("line", {"start": [0, 90], "end": [255, 90]})  # straight through the tag
+    assert isinstance(labelled, View) and isinstance(crossed, View)
+    tag = (labelled.image[:96] != 255).any(axis=2)  # the tag is the only ink well above the box
+    rows, cols = np.flatnonzero(tag.any(axis=1)), np.flatnonzero(tag.any(axis=0))
+    region = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    assert rows.min() < 90 < rows.max()  # the line really crosses it
+    assert np.array_equal(crossed.image[region], labelled.image[region])
+    # ... and the incremental view equals a full re-render of the same marks
+    again = Canvas(np.full((256, 256, 3), 255, np.uint8))
+    again.apply_group(
+        [("box", {"bbox": [40, 100, 120, 180], "label": "player"}), ("line", {"start": [0, 90], "end": [255, 90]})]
+    )
+    assert np.array_equal(again.latest.image, crossed.image)
