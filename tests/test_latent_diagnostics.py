@@ -58,6 +58,10 @@ def test_cosine_is_finite_and_counts_every_slot(checkpoint: Path, held_out: list
     values = (stats.mean, stats.min, stats.max, stats.shuffled_mean)
     assert all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in values)
     assert stats.min <= stats.mean <= stats.max
+    centered = (stats.centered_mean, stats.centered_shuffled_mean)
+    assert all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in centered)
+    assert stats.n_retrieval_slots > 0 and 0.0 < stats.chance <= 0.5  # sequences with two blocks or more
+    assert 0.0 <= stats.retrieval <= 1.0 and 0.0 <= stats.retrieval_raw <= 1.0
 
 
 def test_ablation_modes_are_finite_and_relative_to_the_model(checkpoint: Path, held_out: list[dict[str, Any]]) -> None:
@@ -150,3 +154,17 @@ def test_bench_latent_quick_prints_the_ratio_tables(tmp_path: Path, capsys: pyte
             assert solve["turns"] >= 2 and solve["image_tokens"] > 0
         else:
             assert solve["turns"] == 1
+
+
+def test_retrieval_counts_by_hand() -> None:
+    import torch
+
+    from sketchmind.latent.diagnostics import retrieval_counts
+
+    k, blocks = 2, 3
+    targets = torch.randn(blocks * k, 16, generator=torch.Generator().manual_seed(0))
+    predicted = targets.clone()
+    predicted[4:] = targets[:2]  # block 2 predicts block 0's view: its 2 slots are wrong
+    assert retrieval_counts(predicted, targets, k) == (4, 6, 2.0)  # chance: 6 slots x 1/3
+    assert retrieval_counts(targets[:1].repeat(6, 1), targets, k)[0] <= 2  # a constant wins at most by luck
+    assert retrieval_counts(targets[:k], targets[:k], k) == (0, 0, 0.0)  # one block: nothing to retrieve

@@ -202,3 +202,53 @@ def test_checkpoint_contract_loads(stage1: dict[str, Any]) -> None:
     )
     generation = HFPolicy(str(final), device="cpu").generate(conversation, Sampling(max_new_tokens=4))
     assert generation.tokens_out
+
+
+# ---------------------------------------------------------------------------------------------- grounding
+
+
+def shared_direction_case() -> tuple[Any, Any, Any, Any]:
+    """Targets of 3 blocks x K=2 sharing one dominant direction (e0, weight 10) plus a per-view one.
+
+    Returns the targets, the center, a constant prediction (the shared direction) and a view-specific
+    but imperfect prediction (the right view's direction, the shared one under-weighted).
+    """
+    import torch
+
+    from sketchmind.latent.losses import center_targets
+
+    h, k, blocks = 8, 2, 3
+    eye = torch.eye(h)
+    targets = torch.stack([10 * eye[0] + eye[1 + b] + 0.5 * eye[5 + j] for b in range(blocks) for j in range(k)])
+    constant = eye[0].repeat(len(targets), 1)
+    specific = torch.stack([eye[0] + eye[1 + b] for b in range(blocks) for _ in range(k)])
+    return targets, center_targets(targets, k), constant, specific
+
+
+def test_plain_cosine_prefers_the_shared_direction() -> None:
+    from sketchmind.latent.losses import grounding_loss
+
+    targets, _, constant, specific = shared_direction_case()
+    assert float(grounding_loss(constant, targets, "cosine", None)) < 0.01  # the constant is nearly optimal
+    assert grounding_loss(constant, targets, "cosine", None) < grounding_loss(specific, targets, "cosine", None)
+
+
+@pytest.mark.parametrize("grounding", ["centered", "contrastive"])
+def test_centered_groundings_reward_the_view(grounding: Any) -> None:
+    import torch
+
+    from sketchmind.latent.losses import grounding_loss
+
+    targets, center, constant, specific = shared_direction_case()
+    exact = float(grounding_loss(targets * 3, targets, grounding, center))  # scale does not matter
+    worse = float(grounding_loss(constant, targets, grounding, center))
+    assert exact < float(grounding_loss(specific, targets, grounding, center)) < worse
+    assert worse > 0.9  # no credit for the shared direction
+    if grounding == "centered":
+        assert exact == pytest.approx(0.0, abs=1e-5)
+    # another block's targets (a right-looking latent of the wrong view) are penalised too
+    wrong = targets.view(3, 2, -1).roll(1, dims=0).reshape(6, -1)
+    assert float(grounding_loss(wrong, targets, grounding, center)) > worse
+    with pytest.raises(ValueError, match="needs the mean target"):
+        grounding_loss(targets, targets, grounding, None)
+    assert torch.isfinite(grounding_loss(center.repeat(3, 1), targets, grounding, center))  # zero vectors

@@ -7,8 +7,13 @@ another seed); synth rows are converted with ``data.latent_row``, latent rows ar
 - ``latent_cosine``: cosine between each slot input P(h_prev_j) and its vision target t_j (the view the
   expert actually rendered there, pooled as in training), with a shuffled baseline: the same slot inputs
   against the targets of another block (the next one in the held-out set, cyclically). Targets of
-  different views share a large common component, so only ``mean - shuffled_mean`` says the latents are
-  specific to their view.
+  different views share a large common component (cos ~0.97 between views), so only ``mean -
+  shuffled_mean`` says the latents are specific to their view; the same two numbers are also given
+  centered (unit vectors minus the held-out mean unit target of their slot index, ``losses.centered``),
+  which removes that component. And the discrimination: ``retrieval``, the fraction of slots (in
+  sequences with two blocks or more) whose latent is closer to its own block's target than to every
+  other block's of the same sequence at the same slot index, centered and raw, against ``chance`` (the
+  mean of 1 / blocks over those slots).
 - ``latent_ablation``: the cross-entropy of the text that follows the latent blocks (every labelled
   token after the first pad, except the forced pads and ``<|latent_end|>``) with three kinds of slot
   inputs: ``model`` (the policy's own chain), ``mean`` (each slot index's mean over the held-out set: the
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sketchmind.latent.forward import Inputs, base_inputs, chain_forward, teacher_forward
-from sketchmind.latent.losses import IGNORE_INDEX
+from sketchmind.latent.losses import IGNORE_INDEX, block_cosines, center_targets, centered
 from sketchmind.latent.tokens import LatentSpec, read_spec
 from sketchmind.latent.train import _Data, load_latent_model
 
@@ -48,6 +53,28 @@ class CosineStats:
     shuffled_mean: float  # the same slot inputs against another block's targets (the chance level)
     n_slots: int
     n_rows: int
+    centered_mean: float = float("nan")  # mean and shuffled_mean with the shared direction removed
+    centered_shuffled_mean: float = float("nan")
+    retrieval: float = float("nan")  # own block's target the closest (centered cosines), fraction of slots
+    retrieval_raw: float = float("nan")  # the same with plain cosines
+    chance: float = float("nan")  # the retrieval of a guess: mean of 1 / blocks over the slots counted
+    n_retrieval_slots: int = 0  # slots in sequences with two blocks or more
+
+
+def retrieval_counts(predicted: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[int, int, float]:
+    """One sequence's ``(correct, slots, chance sum)``: slot j of block b is correct when its cosine to
+    target (b, j) is strictly above its cosine to every other block's target j. Both ``(n_blocks * k, H)``;
+    center them first (``losses.centered``) for the centered metric. A single block counts nothing.
+    """
+    import torch
+
+    blocks = len(targets) // k
+    if blocks < 2:
+        return 0, 0, 0.0
+    cos = block_cosines(predicted, targets, k)  # (k, B, B)
+    own = cos.diagonal(dim1=1, dim2=2)  # (k, B)
+    others = cos.masked_fill(torch.eye(blocks, dtype=torch.bool, device=cos.device), float("-inf")).amax(dim=2)
+    return int((own > others).sum()), blocks * k, float(k)  # k slots of chance 1 / blocks each per block
 
 
 @dataclass
@@ -103,6 +130,23 @@ def latent_cosine(
     cos = F.cosine_similarity(slots, targets, dim=-1)
     # Another block's targets, slot index kept: roll by one block (itself when there is only one).
     shuffled = F.cosine_similarity(slots, targets.roll(spec.k, dims=0), dim=-1)
+    center = center_targets(targets, spec.k)
+    c_slots, c_targets = centered(slots, center), centered(targets, center)
+    c_cos = F.cosine_similarity(c_slots, c_targets, dim=-1, eps=1e-6)
+    c_shuffled = F.cosine_similarity(c_slots, c_targets.roll(spec.k, dims=0), dim=-1, eps=1e-6)
+    hits = [0, 0]
+    counted, chance = 0, 0.0
+    for h in held:
+        for index, center_it in enumerate((True, False)):
+            p, t = (
+                (centered(h.slot_inputs, center), centered(h.targets, center))
+                if center_it
+                else (h.slot_inputs, h.targets)
+            )
+            correct, n, chance_sum = retrieval_counts(p, t, spec.k)
+            hits[index] += correct
+        counted += n
+        chance += chance_sum
     return CosineStats(
         mean=float(cos.mean()),
         min=float(cos.min()),
@@ -110,6 +154,12 @@ def latent_cosine(
         shuffled_mean=float(shuffled.mean()),
         n_slots=len(cos),
         n_rows=len(held),
+        centered_mean=float(c_cos.mean()),
+        centered_shuffled_mean=float(c_shuffled.mean()),
+        retrieval=hits[0] / counted if counted else float("nan"),
+        retrieval_raw=hits[1] / counted if counted else float("nan"),
+        chance=chance / counted if counted else float("nan"),
+        n_retrieval_slots=counted,
     )
 
 

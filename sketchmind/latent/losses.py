@@ -2,11 +2,29 @@
 
 - Stage 1 (grounded): the pads' inputs are the targets, rescaled to the token embeddings' RMS (the
   targets come out of the vision merger at whatever norm it has; the language model expects token-scale
-  inputs). Loss = gamma * CE + mean over slots of (1 - cos(P(h_prev_j), t_j)), h_prev_j being the final
-  hidden state at the position before slot j (``<|latent_start|>`` for the first).
-  The cosine is taken after P (DESIGN.md writes cos(h_prev, t)): at P's initialisation (a uniform rescale)
-  the two are equal, but only this way does P get a training signal in stage 1, and P(h_prev) is exactly
-  what replaces t_j as the slot input in stage 2 and at decoding.
+  inputs). Loss = gamma * CE + a grounding term between p_j = P(h_prev_j) and t_j, h_prev_j being the
+  final hidden state at the position before slot j (``<|latent_start|>`` for the first). The term is
+  taken after P (DESIGN.md writes cos(h_prev, t)): at P's initialisation (a uniform rescale) the two are
+  equal, but only this way does P get a training signal in stage 1, and P(h_prev) is exactly what
+  replaces t_j as the slot input in stage 2 and at decoding. ``grounding`` picks the term:
+
+  - ``"cosine"``: mean(1 - cos(p_j, t_j)), Mirage's. The targets of all views share one dominant
+    direction (the pooled features of a mostly unchanged board: cos ~0.97 between different views), so
+    predicting that constant direction already scores ~0.97; at micro scale the latents collapse to it
+    (one vector per slot index, no view information: CapImagine's critique of Mirage).
+  - ``"centered"``: the plain term plus mean(1 - cos(u(p_j) - m_j, u(t_j) - m_j)), u = unit vector and
+    m_j the mean unit target of slot index j over the training rows (``center_targets``). The shared
+    direction is removed from both sides, so only what differs between views is scored: a constant
+    prediction gets ~0 centered cosine on average, the view's own target 1. Unit vectors before
+    centering keep P's output scale free (as with the plain cosine); the plain term keeps P(h) on the
+    targets' manifold, since P(h) is what the slots are fed in stage 2 (without it the micro run drifted
+    to plain cos ~0.45 and the chain left what stage 1 trained on).
+  - ``"contrastive"`` (default): the centered loss plus an InfoNCE term across the latent blocks of the
+    sequence: for slot j of block b, softmax over blocks b' of centered cos(p_bj, t_b'j) / ``TAU``,
+    cross-entropy to b (sequences with one block add nothing). Centering alone still let the micro run
+    settle on one vector per slot index; the contrastive term is what rewards telling this sequence's
+    views apart (held-out retrieval above chance after stage 1, README "Latent mode").
+
 - Stage 2 (free): the pads' inputs are the P(h_prev) chain; loss = CE only. The cosine to the targets is
   still reported (without gradient) to watch the latents drift.
 
@@ -17,7 +35,7 @@ never a prediction). ``<|latent_start|>`` stays a target (the model decides when
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sketchmind.latent.forward import Inputs, chain_forward, teacher_forward
 
@@ -25,6 +43,9 @@ if TYPE_CHECKING:
     import torch
 
 IGNORE_INDEX = -100
+Grounding = Literal["centered", "contrastive", "cosine"]
+GROUNDINGS: tuple[Grounding, ...] = ("centered", "contrastive", "cosine")
+TAU = 0.1  # the contrastive term's temperature (on centered cosines, which span [-1, 1])
 
 
 def masked_labels(labels: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -47,11 +68,60 @@ def to_scale(vectors: torch.Tensor, rms: float) -> torch.Tensor:
     return vectors * (rms / vectors.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-6))
 
 
-def _cos(projection: Any, hidden: torch.Tensor, slots: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def center_targets(targets: torch.Tensor, k: int) -> torch.Tensor:
+    """``(k, H)``: the mean unit target of each slot index over ``targets`` ``(n_blocks * k, H)``, blocks in order."""
     import torch.nn.functional as F
 
-    predicted = projection(hidden[0, slots - 1].float())
-    return F.cosine_similarity(predicted, targets.to(predicted.device), dim=-1)
+    if len(targets) == 0 or len(targets) % k:
+        raise ValueError(f"{len(targets)} targets do not form blocks of {k}")
+    mean: torch.Tensor = F.normalize(targets.float(), dim=-1).view(-1, k, targets.shape[-1]).mean(dim=0)
+    return mean
+
+
+def centered(vectors: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+    """``vectors`` ``(n_blocks * K, H)`` as unit vectors minus ``center`` ``(K, H)`` (slot index = row mod K)."""
+    import torch.nn.functional as F
+
+    k = center.shape[0]
+    unit = F.normalize(vectors.float(), dim=-1).view(-1, k, vectors.shape[-1])
+    out: torch.Tensor = (unit - center.to(unit.device)).view(-1, vectors.shape[-1])
+    return out
+
+
+def block_cosines(predicted: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    """``(K, B, B)``: for slot index j, cos(predicted of block b, target of block b') at ``[j, b, b']``."""
+    import torch.nn.functional as F
+
+    p = F.normalize(predicted.float(), dim=-1).view(-1, k, predicted.shape[-1]).transpose(0, 1)
+    t = F.normalize(targets.float(), dim=-1).view(-1, k, targets.shape[-1]).transpose(0, 1)
+    return p @ t.transpose(1, 2)
+
+
+def grounding_loss(
+    predicted: torch.Tensor, targets: torch.Tensor, grounding: Grounding, center: torch.Tensor | None
+) -> torch.Tensor:
+    """The stage-1 grounding term between slot predictions and targets, both ``(n_blocks * K, H)``.
+
+    ``center`` ``(K, H)`` (``center_targets`` of the training rows) is needed by all but ``"cosine"``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if grounding == "cosine":
+        return 1 - F.cosine_similarity(predicted.float(), targets.float(), dim=-1).mean()
+    if grounding not in GROUNDINGS:
+        raise ValueError(f"grounding must be one of {GROUNDINGS}, not {grounding!r}")
+    if center is None:
+        raise ValueError(f"grounding {grounding!r} needs the mean target per slot index (center)")
+    p, t = centered(predicted, center), centered(targets, center)
+    plain = 1 - F.cosine_similarity(predicted.float(), targets.float(), dim=-1).mean()
+    loss = plain + 1 - F.cosine_similarity(p, t, dim=-1, eps=1e-6).mean()
+    k = center.shape[0]
+    if grounding == "contrastive" and len(targets) > k:
+        logits = block_cosines(p, t, k) / TAU  # (K, B, B)
+        own = torch.arange(logits.shape[1], device=logits.device).repeat(k)
+        loss = loss + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), own)
+    return loss
 
 
 def stage1_loss(
@@ -63,12 +133,20 @@ def stage1_loss(
     *,
     gamma: float,
     rms: float,
+    grounding: Grounding = "cosine",
+    center: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Grounded stage: targets in the slots, gamma * CE + mean(1 - cos)."""
+    """Grounded stage: targets in the slots, gamma * CE + the grounding term; the cos returned is the plain one."""
+    import torch
+    import torch.nn.functional as F
+
     hidden = teacher_forward(model, inputs, to_scale(targets, rms))
     ce = text_ce(model, hidden, masked_labels(labels, inputs.slots))
-    cos = _cos(projection, hidden, inputs.slots, targets).mean()
-    return gamma * ce + (1 - cos), ce, cos
+    predicted = projection(hidden[0, inputs.slots - 1].float())
+    targets = targets.to(predicted.device)
+    with torch.no_grad():
+        cos = F.cosine_similarity(predicted, targets, dim=-1).mean()
+    return gamma * ce + grounding_loss(predicted, targets, grounding, center), ce, cos
 
 
 def stage2_loss(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sketchmind.latent.data import latent_row
 from sketchmind.latent.forward import base_inputs, check_supported
-from sketchmind.latent.losses import stage1_loss, stage2_loss
+from sketchmind.latent.losses import GROUNDINGS, Grounding, center_targets, stage1_loss, stage2_loss
 from sketchmind.latent.targets import view_targets
 from sketchmind.latent.tokens import (
     LatentSpec,
@@ -121,6 +121,12 @@ class _Data:
             self._targets[i] = t.reshape(-1, t.shape[-1])
         return self._targets[i]
 
+    def center(self) -> torch.Tensor:
+        """``(K, H)``: the mean unit target of each slot index over every row (``losses.center_targets``)."""
+        import torch
+
+        return center_targets(torch.cat([self.targets(i) for i in range(len(self))]), self.spec.k)
+
 
 def run_latent_stage(
     model_path: str | Path,
@@ -130,6 +136,7 @@ def run_latent_stage(
     stage: Literal[1, 2],
     k: int = 4,
     gamma: float = 0.1,
+    grounding: Grounding = "contrastive",
     max_steps: int = 100,
     lr: float = 1e-5,
     weight_decay: float = 0.0,
@@ -140,11 +147,17 @@ def run_latent_stage(
     seed: int = 0,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Train one latent stage; return a summary (first/last loss, ce, cos, steps, final_dir)."""
+    """Train one latent stage; return a summary (first/last loss, ce, cos, steps, final_dir).
+
+    ``grounding`` is stage 1's grounding term (``losses``): ``"contrastive"`` and ``"centered"`` also score
+    the targets minus their mean per slot index over all ``rows`` (computed once, the targets are fixed).
+    """
     import torch
 
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, not {stage!r}")
+    if grounding not in GROUNDINGS:
+        raise ValueError(f"grounding must be one of {GROUNDINGS}, not {grounding!r}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -156,6 +169,7 @@ def run_latent_stage(
     # Stage 1 brings the targets to the token embeddings' scale as it was when this run started.
     rms = embedding_rms(model)
     data = _Data(rows, model, processor, spec, max_pixels)
+    center = data.center().to(device) if stage == 1 and grounding != "cosine" else None
     params = [p for p in model.parameters() if p.requires_grad] + list(projection.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     start = 0
@@ -176,7 +190,17 @@ def run_latent_stage(
         if len(targets) != len(inputs.slots):
             raise ValueError(f"row {i}: {len(inputs.slots)} latent slots but {len(targets)} targets (truncated?)")
         if stage == 1:
-            loss, ce, cos = stage1_loss(model, projection, inputs, batch["labels"], targets, gamma=gamma, rms=rms)
+            loss, ce, cos = stage1_loss(
+                model,
+                projection,
+                inputs,
+                batch["labels"],
+                targets,
+                gamma=gamma,
+                rms=rms,
+                grounding=grounding,
+                center=center,
+            )
         else:
             loss, ce, cos = stage2_loss(model, projection, inputs, batch["labels"], targets)
         optimizer.zero_grad(set_to_none=True)

@@ -258,6 +258,7 @@ class Pipeline:
             stage=number,
             k=spec.k,
             gamma=spec.gamma,
+            grounding=spec.grounding,
             max_steps=loop.max_steps,
             lr=loop.learning_rate,
             weight_decay=loop.weight_decay,

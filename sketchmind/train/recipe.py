@@ -115,12 +115,16 @@ class LatentTrainSpec(Strict):
     """Mirage-style latent visual reasoning: two stages that branch off an SFT'd draw policy.
 
     ``latent1`` (grounded) trains K latent slots per rendered view towards the view's vision-encoder
-    features (cosine, plus gamma x the text CE); ``latent2`` (free) trains the text CE through the model's
-    own hidden-state chain P(h). The draw policy (``grpo``'s, or the last SFT's) is left as it is.
+    features (a cosine that rewards the view-specific part, plus gamma x the text CE); ``latent2`` (free)
+    trains the text CE through the model's own hidden-state chain P(h). The draw policy (``grpo``'s, or the
+    last SFT's) is left as it is.
     """
 
     k: int = Field(4, ge=1)  # latent slots per view
-    gamma: float = 0.1  # stage 1: loss = cosine + gamma * CE
+    gamma: float = 0.1  # stage 1: loss = grounding + gamma * CE
+    # stage 1's grounding term (sketchmind.latent.losses): "cosine" is Mirage's plain cosine, which the
+    # targets' shared direction lets a constant latent satisfy; the others also score the view-specific part
+    grounding: Literal["contrastive", "centered", "cosine"] = "contrastive"
     source: Literal["sft", "sft2", "grpo"] | None = None  # the model latent1 starts from; default: sft2, else sft
     n: int | None = None  # puzzles per level and family; None: the synth stage's rows (the cold-start data)
     seed: int = 3000  # only with n: fresh puzzles, never a cold-start, rejection or GRPO seed
