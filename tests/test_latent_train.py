@@ -252,3 +252,61 @@ def test_centered_groundings_reward_the_view(grounding: Any) -> None:
     with pytest.raises(ValueError, match="needs the mean target"):
         grounding_loss(targets, targets, grounding, None)
     assert torch.isfinite(grounding_loss(center.repeat(3, 1), targets, grounding, center))  # zero vectors
+
+
+# ------------------------------------------------------------------------------------- stage-2 grounding
+
+
+def test_stage2_grounding_weight_adds_the_term(tiny: Path, rows: list[dict[str, Any]]) -> None:
+    """λ > 0 adds λ x the grounding term on the chain's own P(h_prev); its gradient reaches P."""
+    import torch
+
+    from sketchmind.latent.forward import base_inputs, chain_forward
+    from sketchmind.latent.losses import grounding_loss, stage2_loss
+    from sketchmind.latent.train import _Data
+
+    model, processor, spec, projection = loaded(tiny)
+    data = _Data(rows[:1], model, processor, spec, None)
+    batch = data.batch(0)
+    targets, center = data.targets(0), data.center()
+
+    def loss_and_grad(weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        projection.zero_grad(set_to_none=True)
+        inputs = base_inputs(model, batch, spec)  # a fresh graph (the token embeddings are trained)
+        loss, ce, _ = stage2_loss(
+            model, projection, inputs, batch["labels"], targets, grounding_weight=weight, center=center
+        )
+        loss.backward()
+        grad = projection.linear.weight.grad
+        assert grad is not None
+        return loss.detach(), ce.detach(), grad.clone()
+
+    loss0, ce0, grad0 = loss_and_grad(0.0)
+    loss1, ce1, grad1 = loss_and_grad(0.5)
+    assert loss0 == ce0 and torch.allclose(ce1, ce0)  # λ = 0 is CE only; the CE itself is unchanged
+    inputs = base_inputs(model, batch, spec)
+    with torch.no_grad():
+        _, slot_inputs = chain_forward(model, inputs, projection)
+        term = grounding_loss(slot_inputs, targets, "contrastive", center)
+    assert float(term) > 0
+    assert float(loss1 - ce1) == pytest.approx(0.5 * float(term), rel=1e-4)
+    assert not torch.allclose(grad1, grad0)  # the term's gradient reaches P
+    with pytest.raises(ValueError, match="needs the targets"):
+        stage2_loss(model, projection, inputs, batch["labels"], None, grounding_weight=0.5, center=center)
+
+
+def test_stage2_grounding_weight_options(tiny: Path, rows: list[dict[str, Any]], tmp_path: Path) -> None:
+    import pydantic
+
+    from sketchmind.latent.train import run_latent_stage
+    from sketchmind.train.recipe import LatentTrainSpec
+
+    with pytest.raises(ValueError, match="stage 2 only"):
+        run_latent_stage(tiny, rows, tmp_path, stage=1, k=K, stage2_grounding_weight=0.5, max_steps=1, device="cpu")
+    assert LatentTrainSpec().stage2.grounding_weight == 0.0  # the default stays CE only
+    assert LatentTrainSpec.model_validate({"stage2": {"grounding_weight": 0.5}}).stage2.grounding_weight == 0.5
+    with pytest.raises(pydantic.ValidationError):
+        LatentTrainSpec.model_validate({"stage1": {"grounding_weight": 0.5}})
+    with pytest.raises(pydantic.ValidationError):
+        LatentTrainSpec.model_validate({"stage2": {"grounding_weight": -1}})

@@ -13,7 +13,11 @@ synth rows (maze + frozenlake, ``--n`` puzzles per level, ``--seed``) and runs t
 - after stage 2, the following-text CE increase when the latents are replaced by the per-slot mean
   (``mean``) or by noise.
 
-It prints one Markdown table; ``--json PATH`` also writes the numbers.
+``--stage2-grounding 0,0.5`` runs stage 2 once per weight λ from the same stage-1 checkpoint (stage 2's
+loss = CE + λ x the grounding term on the chain's own latents, ``run_latent_stage``'s
+``stage2_grounding_weight``), one stage-2 row per λ, with the stage-2 training CE (mean over the last pass
+over the rows) next to the held-out numbers. It prints one Markdown table; ``--json PATH`` also writes the
+numbers.
 """
 
 from __future__ import annotations
@@ -31,12 +35,18 @@ from typing import Any
 
 from sketchmind.latent.diagnostics import latent_ablation, latent_cosine
 from sketchmind.latent.losses import GROUNDINGS
-from sketchmind.latent.train import run_latent_stage
+from sketchmind.latent.train import read_metrics, run_latent_stage
 from sketchmind.models.tiny import build_tiny
 from sketchmind.train.synth import synthesize
 
 FAMILIES = ("maze", "frozenlake")
 K = 4
+
+
+def stage2_train_ce(stage_dir: Path, n_rows: int) -> float:
+    """Stage 2's training CE: the mean over its last ``n_rows`` steps (one pass over the rows)."""
+    steps = read_metrics(stage_dir)[-n_rows:]
+    return sum(s["ce"] for s in steps) / len(steps) if steps else float("nan")
 
 
 def run(
@@ -47,43 +57,67 @@ def run(
     out: Path,
     options: argparse.Namespace,
 ) -> dict[str, Any]:
-    """Both stages with one grounding term, then the diagnostics after each."""
+    """Stage 1 with one grounding term, then stage 2 once per λ from it, and the diagnostics after each."""
     s1 = run_latent_stage(
         tiny, rows, out / "stage1", stage=1, k=K, grounding=grounding, max_steps=options.stage1_steps,
         lr=options.lr, save_steps=10**9, resume=False, seed=options.seed, device="cpu",
     )  # fmt: skip
     cos1 = latent_cosine(s1["final_dir"], held)
-    s2 = run_latent_stage(
-        s1["final_dir"], rows, out / "stage2", stage=2, k=K, max_steps=options.stage2_steps,
-        lr=options.lr, save_steps=10**9, resume=False, seed=options.seed, device="cpu",
-    )  # fmt: skip
-    cos2 = latent_cosine(s2["final_dir"], held)
-    ablation = latent_ablation(s2["final_dir"], held, seed=options.seed)
-    return {"grounding": grounding, "stage1": asdict(cos1), "stage2": asdict(cos2), "ablation": ablation}
+    stage2 = []
+    for weight in options.stage2_grounding:
+        folder = out / f"stage2-{weight:g}"
+        s2 = run_latent_stage(
+            s1["final_dir"], rows, folder, stage=2, k=K, grounding=grounding, stage2_grounding_weight=weight,
+            max_steps=options.stage2_steps, lr=options.lr, save_steps=10**9, resume=False, seed=options.seed,
+            device="cpu",
+        )  # fmt: skip
+        stage2.append(
+            {
+                "weight": weight,
+                "cosine": asdict(latent_cosine(s2["final_dir"], held)),
+                "ablation": latent_ablation(s2["final_dir"], held, seed=options.seed),
+                "train_ce": stage2_train_ce(folder, len(rows)),
+            }
+        )
+    return {"grounding": grounding, "stage1": asdict(cos1), "stage2": stage2}
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
     head = (
         "| Grounding | After | cos own / other | centered own / other | retrieval (centered / raw) "
-        "| chance | ΔCE mean | ΔCE noise |"
+        "| chance | ΔCE mean | ΔCE noise | CE train / held-out |"
     )
-    lines = [head, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [head, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def line(grounding: str, after: str, c: dict[str, Any], cells: tuple[str, str, str]) -> str:
+        return (
+            f"| {grounding} | {after} | {c['mean']:.3f} / {c['shuffled_mean']:.3f} "
+            f"| {c['centered_mean']:.3f} / {c['centered_shuffled_mean']:.3f} "
+            f"| {c['retrieval']:.2f} / {c['retrieval_raw']:.2f} | {c['chance']:.2f} | {' | '.join(cells)} |"
+        )
+
     for r in results:
-        for stage in ("stage1", "stage2"):
-            c = r[stage]
-            ablation = r["ablation"] if stage == "stage2" else None
-            delta = (
-                (f"{ablation['mean']['increase']:+.3f}", f"{ablation['noise']['increase']:+.3f}")
-                if ablation
-                else ("", "")
+        lines.append(line(r["grounding"], "stage 1", r["stage1"], ("", "", "")))
+        for s2 in r["stage2"]:
+            ablation = s2["ablation"]
+            cells = (
+                f"{ablation['mean']['increase']:+.3f}",
+                f"{ablation['noise']['increase']:+.3f}",
+                f"{s2['train_ce']:.3f} / {ablation['model']['ce']:.3f}",
             )
-            lines.append(
-                f"| {r['grounding']} | {stage.replace('stage', 'stage ')} "
-                f"| {c['mean']:.3f} / {c['shuffled_mean']:.3f} "
-                f"| {c['centered_mean']:.3f} / {c['centered_shuffled_mean']:.3f} "
-                f"| {c['retrieval']:.2f} / {c['retrieval_raw']:.2f} | {c['chance']:.2f} | {delta[0]} | {delta[1]} |"
-            )
+            lines.append(line(r["grounding"], f"stage 2, λ={s2['weight']:g}", s2["cosine"], cells))
     return "\n".join(lines)
+
+
+def weights(text: str) -> list[float]:
+    """``"0,0.5"`` -> ``[0.0, 0.5]`` (stage 2's grounding weights, each >= 0)."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from error
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"need one or more weights >= 0: {text!r}")
+    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,6 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stage1-steps", type=int, default=120)
     parser.add_argument("--stage2-steps", type=int, default=60)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--stage2-grounding",
+        type=weights,
+        default=[0.0],
+        metavar="W[,W...]",
+        help="stage 2's grounding weights λ to compare (comma-separated; default 0: CE only)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     options = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Tiny Qwen2.5-VL (hidden 64, 2 layers), K={K}; {len(rows)} training rows ({'+'.join(FAMILIES)}, "
         f"n={options.n}/level, seed {options.seed}), {len(held)} held-out rows (seed {options.held_out_seed}); "
-        f"stage 1 {options.stage1_steps} steps, stage 2 {options.stage2_steps} steps, lr {options.lr:g}\n"
+        f"stage 1 {options.stage1_steps} steps, stage 2 {options.stage2_steps} steps, lr {options.lr:g}; "
+        f"stage-2 grounding weights {', '.join(f'{w:g}' for w in options.stage2_grounding)}\n"
     )
     print(table(results))
     if options.json:

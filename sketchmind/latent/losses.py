@@ -25,8 +25,11 @@
     settle on one vector per slot index; the contrastive term is what rewards telling this sequence's
     views apart (held-out retrieval above chance after stage 1, README "Latent mode").
 
-- Stage 2 (free): the pads' inputs are the P(h_prev) chain; loss = CE only. The cosine to the targets is
-  still reported (without gradient) to watch the latents drift.
+- Stage 2 (free): the pads' inputs are the P(h_prev) chain; loss = CE only by default. The cosine to the
+  targets is still reported (without gradient) to watch the latents drift. With ``grounding_weight`` λ > 0
+  (an option, off by default) the loss is CE + λ × the stage-1 grounding term between the chain's own
+  slot inputs P(h_prev_j) and the targets t_j, so the chain keeps predicting the view while the text
+  learns to use it (CE alone washed the view information out at micro scale, README "Latent mode").
 
 CE covers the assistant's text tokens: the collator's labels minus the pad positions (a pad is an input,
 never a prediction). ``<|latent_start|>`` stays a target (the model decides when to imagine), and so does
@@ -150,18 +153,39 @@ def stage1_loss(
 
 
 def stage2_loss(
-    model: Any, projection: Any, inputs: Inputs, labels: torch.Tensor, targets: torch.Tensor | None
+    model: Any,
+    projection: Any,
+    inputs: Inputs,
+    labels: torch.Tensor,
+    targets: torch.Tensor | None,
+    *,
+    grounding_weight: float = 0.0,
+    grounding: Grounding = "contrastive",
+    center: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Free stage: the P(h_prev) chain in the slots, CE only (cos reported without gradient)."""
+    """Free stage: the P(h_prev) chain in the slots; loss = CE (+ ``grounding_weight`` x the grounding term).
+
+    The grounding term (``grounding_loss``, ``center`` as there) scores the chain's own slot inputs against
+    ``targets``; gradients reach P and, through the chain, the model. The cos returned is the plain one,
+    without gradient.
+    """
     import torch
     import torch.nn.functional as F
 
+    if grounding_weight < 0:
+        raise ValueError(f"grounding_weight must be >= 0, not {grounding_weight}")
     hidden, slot_inputs = chain_forward(model, inputs, projection)
     ce = text_ce(model, hidden, masked_labels(labels, inputs.slots))
+    has_targets = targets is not None and len(targets) > 0
     with torch.no_grad():
         cos = (
             F.cosine_similarity(slot_inputs.float(), targets.to(slot_inputs.device), dim=-1).mean()
-            if targets is not None and len(targets)
+            if targets is not None and has_targets
             else torch.tensor(float("nan"))
         )
-    return ce, ce, cos
+    if grounding_weight == 0:
+        return ce, ce, cos
+    if targets is None or not has_targets:
+        raise ValueError("grounding_weight > 0 needs the targets of the slots")
+    term = grounding_loss(slot_inputs.float(), targets.to(slot_inputs.device), grounding, center)
+    return ce + grounding_weight * term, ce, cos

@@ -137,6 +137,7 @@ def run_latent_stage(
     k: int = 4,
     gamma: float = 0.1,
     grounding: Grounding = "contrastive",
+    stage2_grounding_weight: float = 0.0,
     max_steps: int = 100,
     lr: float = 1e-5,
     weight_decay: float = 0.0,
@@ -151,6 +152,8 @@ def run_latent_stage(
 
     ``grounding`` is stage 1's grounding term (``losses``): ``"contrastive"`` and ``"centered"`` also score
     the targets minus their mean per slot index over all ``rows`` (computed once, the targets are fixed).
+    ``stage2_grounding_weight`` λ (stage 2 only, default 0: CE only) adds λ x that same term, scored on the
+    chain's own slot inputs P(h_prev), to stage 2's loss.
     """
     import torch
 
@@ -158,6 +161,10 @@ def run_latent_stage(
         raise ValueError(f"stage must be 1 or 2, not {stage!r}")
     if grounding not in GROUNDINGS:
         raise ValueError(f"grounding must be one of {GROUNDINGS}, not {grounding!r}")
+    if stage2_grounding_weight < 0:
+        raise ValueError(f"stage2_grounding_weight must be >= 0, not {stage2_grounding_weight}")
+    if stage2_grounding_weight and stage != 2:
+        raise ValueError("stage2_grounding_weight applies to stage 2 only")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -169,7 +176,8 @@ def run_latent_stage(
     # Stage 1 brings the targets to the token embeddings' scale as it was when this run started.
     rms = embedding_rms(model)
     data = _Data(rows, model, processor, spec, max_pixels)
-    center = data.center().to(device) if stage == 1 and grounding != "cosine" else None
+    grounded = stage == 1 or stage2_grounding_weight > 0
+    center = data.center().to(device) if grounded and grounding != "cosine" else None
     params = [p for p in model.parameters() if p.requires_grad] + list(projection.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     start = 0
@@ -202,7 +210,16 @@ def run_latent_stage(
                 center=center,
             )
         else:
-            loss, ce, cos = stage2_loss(model, projection, inputs, batch["labels"], targets)
+            loss, ce, cos = stage2_loss(
+                model,
+                projection,
+                inputs,
+                batch["labels"],
+                targets,
+                grounding_weight=stage2_grounding_weight,
+                grounding=grounding,
+                center=center,
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)

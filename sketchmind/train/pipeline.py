@@ -259,6 +259,7 @@ class Pipeline:
             k=spec.k,
             gamma=spec.gamma,
             grounding=spec.grounding,
+            stage2_grounding_weight=spec.stage2.grounding_weight if number == 2 else 0.0,
             max_steps=loop.max_steps,
             lr=loop.learning_rate,
             weight_decay=loop.weight_decay,

@@ -111,12 +111,20 @@ class LatentStageSpec(Strict):
     max_pixels: int | None = None  # the views' (and the input image's) pixel budget; default: the processor's
 
 
+class LatentStage2Spec(LatentStageSpec):
+    """Stage 2's loop, plus its optional grounding term."""
+
+    # λ: stage 2's loss = CE + λ x the stage-1 grounding term on the chain's own P(h_prev) (0: CE only)
+    grounding_weight: float = Field(0.0, ge=0)
+
+
 class LatentTrainSpec(Strict):
     """Mirage-style latent visual reasoning: two stages that branch off an SFT'd draw policy.
 
     ``latent1`` (grounded) trains K latent slots per rendered view towards the view's vision-encoder
     features (a cosine that rewards the view-specific part, plus gamma x the text CE); ``latent2`` (free)
-    trains the text CE through the model's own hidden-state chain P(h). The draw policy (``grpo``'s, or the
+    trains the text CE through the model's own hidden-state chain P(h) (``stage2.grounding_weight`` > 0 also
+    keeps the grounding term on that chain). The draw policy (``grpo``'s, or the
     last SFT's) is left as it is.
     """
 
@@ -129,7 +137,7 @@ class LatentTrainSpec(Strict):
     n: int | None = None  # puzzles per level and family; None: the synth stage's rows (the cold-start data)
     seed: int = 3000  # only with n: fresh puzzles, never a cold-start, rejection or GRPO seed
     stage1: LatentStageSpec = LatentStageSpec()
-    stage2: LatentStageSpec = LatentStageSpec()
+    stage2: LatentStage2Spec = LatentStage2Spec()
 
 
 class Stages(Strict):
