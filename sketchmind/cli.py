@@ -304,6 +304,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     pipeline = Pipeline(recipe, report=lambda line: out.print(escape(line), soft_wrap=True), rich_progress=True)
     pipeline.run(stages)
     out.print(f"{recipe.name}: model at {pipeline.latest_model()}")
+    latent = pipeline.latent_model()
+    if latent is not None and Path(latent).is_dir():
+        out.print(f"{recipe.name}: latent model at {latent} (solve with --mode latent or auto)")
     return EXIT_OK
 
 

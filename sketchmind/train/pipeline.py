@@ -90,6 +90,8 @@ class Pipeline:
     def run(self, only: Sequence[str] | None = None) -> dict[str, Any]:
         """Run every enabled stage not yet done (or just ``only``); return each stage's summary."""
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.rich_progress:
+            _quiet_library_bars()
         summaries: dict[str, Any] = {}
         for stage in self.enabled():
             if only and stage not in only:
@@ -368,6 +370,16 @@ class Pipeline:
             rich_progress=self.rich_progress,
         )
         return {"rows": len(dataset), "final": str(self.folder(stage) / "final"), **_scalars(metrics)}
+
+
+def _quiet_library_bars() -> None:
+    """Silence the per-file bars transformers and datasets print (weights, shards): the trainer's rich bar
+    and our stage lines are the progress a person reads."""
+    from datasets.utils.logging import disable_progress_bar as quiet_datasets  # type: ignore[import-untyped]
+    from transformers.utils.logging import disable_progress_bar as quiet_transformers
+
+    quiet_transformers()  # type: ignore[no-untyped-call]
+    quiet_datasets()
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
