@@ -17,7 +17,6 @@ sees the same rows at the same steps.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +36,8 @@ from sketchmind.latent.tokens import (
     save_latent,
 )
 from sketchmind.train.collator import AssistantOnlyCollator
+from sketchmind.train.sft import last_checkpoint as sft_last_checkpoint
+from sketchmind.train.sft import read_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -44,26 +45,11 @@ if TYPE_CHECKING:
 METRICS_FILE = "metrics.jsonl"
 FINAL_DIR = "final"
 STATE_FILE = "train_state.pt"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
     """The highest-step complete checkpoint (one with ``train_state.pt``) in ``output_dir``, if any."""
-    out = Path(output_dir)
-    if not out.is_dir():
-        return None
-    done = [
-        (int(m.group(1)), p) for p in out.iterdir() if (m := _CHECKPOINT.match(p.name)) and (p / STATE_FILE).is_file()
-    ]
-    return max(done)[1] if done else None
-
-
-def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
-    """The steps logged in ``output_dir/metrics.jsonl``, oldest first."""
-    path = Path(output_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sft_last_checkpoint(output_dir, STATE_FILE)
 
 
 def save_checkpoint(model: Any, processor: Any, spec: LatentSpec, projection: Any, out_dir: Path) -> Path:

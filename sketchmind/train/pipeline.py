@@ -418,13 +418,9 @@ def _numel(shape: Sequence[int]) -> int:
 
 def gather_metrics(out: Path, stages: Sequence[str]) -> Path | None:
     """Concatenate the stages' ``metrics.jsonl`` (tagged with the stage) and plot loss and reward."""
-    lines: list[dict[str, Any]] = []
-    for stage in stages:
-        path = out / stage / "metrics.jsonl"
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    lines.append({"stage": stage, **json.loads(line)})
+    from sketchmind.train.sft import read_metrics
+
+    lines = [{"stage": stage, **row} for stage in stages for row in read_metrics(out / stage)]
     if not lines:
         return None
     (out / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")

@@ -39,15 +39,15 @@ DEFAULT_LORA_TARGETS = (
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The highest-step complete checkpoint in ``output_dir`` (one with ``trainer_state.json``), if any."""
+def last_checkpoint(output_dir: str | Path, marker: str = "trainer_state.json") -> Path | None:
+    """The highest-step complete checkpoint in ``output_dir`` (one holding ``marker``), if any."""
     out = Path(output_dir)
     if not out.is_dir():
         return None
     done = [
         (int(m.group(1)), path)
         for path in out.iterdir()
-        if (m := _CHECKPOINT.match(path.name)) and (path / "trainer_state.json").is_file()
+        if (m := _CHECKPOINT.match(path.name)) and (path / marker).is_file()
     ]
     return max(done)[1] if done else None
 
