@@ -385,6 +385,7 @@ class Agent:
             raw=generation.text,
             tokens_in=generation.tokens_in,
             tokens_out=generation.tokens_out,
+            context=generation.context,
             logprob=generation.logprob,
             seconds=generation.seconds,
         )

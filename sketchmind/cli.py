@@ -24,6 +24,7 @@ from sketchmind.actions import ActionError
 from sketchmind.canvas import Canvas, View
 from sketchmind.images import ImageInputError
 from sketchmind.memory import reuse_freed_memory
+from sketchmind.models.default import DEFAULT_POLICY, NOTICE, shipped_policy
 from sketchmind.trace import TraceError
 
 DEFAULT_VSP_DATA = "data/vsp-maze-examples"
@@ -116,6 +117,17 @@ def cmd_draw(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _default_model(mode: str) -> str:
+    """The shipped policy's checkpoint for ``mode``; a usage error when this install has none."""
+    folder = shipped_policy(mode)
+    if folder is None:
+        raise UsageError(
+            f"this install has no {DEFAULT_POLICY} policy (run `make policy`): pass --model "
+            "(a checkpoint path, openai:NAME, replay:DIR or expert)"
+        )
+    return str(folder)
+
+
 def cmd_solve(args: argparse.Namespace) -> int:
     """Solve one question with a model, printing each step as it happens; the answer is the last line."""
     from sketchmind.agent import Agent, Budgets
@@ -127,9 +139,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if args.image is not None and args.blank:
         raise UsageError("give either an IMAGE or --blank, not both")
     if args.model is None:
-        raise UsageError(
-            "no default policy is shipped yet: pass --model (a checkpoint path, openai:NAME, replay:DIR or expert)"
-        )
+        args.model = _default_model(args.mode)
+        err.print(NOTICE, soft_wrap=True, markup=False)
     run_id = None
     try:
         if args.model == "expert":
@@ -220,7 +231,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.runs:
         raise UsageError(f"unexpected arguments {args.runs}: give one TARGET (a family or vsp)")
     if args.model is None:
-        raise UsageError("give --model (expert, a checkpoint path, openai:NAME or replay:DIR)")
+        args.model = _default_model(args.mode)
     config = BenchConfig(
         target=args.target,
         model=args.model,
@@ -370,7 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     solve = sub.add_parser("solve", help="answer a question about an image by reasoning and drawing")
     solve.add_argument("image", nargs="?", help="input image (omit with --blank)")
     solve.add_argument("question")
-    solve.add_argument("--model", help="checkpoint path or hub id, openai:NAME, or replay:TRACE_DIR")
+    solve.add_argument(
+        "--model",
+        help=f"checkpoint path or hub id, openai:NAME, replay:TRACE_DIR or expert (default: {DEFAULT_POLICY})",
+    )
     solve.add_argument("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL)")
     solve.add_argument("--protocol", default="sketchmind", choices=["sketchmind", "vilasr", "openai-tools"])
     solve.add_argument("--mode", default="draw", choices=["draw", "text", "latent", "auto"])
@@ -390,7 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a model on a puzzle family or VSP; `bench compare RUN...` plots runs")
     bench.add_argument("target", help="frozenlake, maze, pathtrace, needle, vsp, or compare")
     bench.add_argument("runs", nargs="*", help="run directories (bench compare only)")
-    bench.add_argument("--model", help="expert, a checkpoint path or hub id, openai:NAME, or replay:TRACE_DIR")
+    bench.add_argument(
+        "--model",
+        help=f"expert, a checkpoint path or hub id, openai:NAME, or replay:TRACE_DIR (default: {DEFAULT_POLICY})",
+    )
     bench.add_argument("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL)")
     bench.add_argument("--protocol", default="sketchmind", choices=["sketchmind", "vilasr", "openai-tools"])
     bench.add_argument("--mode", default="draw", choices=["draw", "text", "latent", "auto"])

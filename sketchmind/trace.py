@@ -53,6 +53,7 @@ class Step:
         errors: parse and tool errors shown to the model.
         raw: the raw model output.
         tokens_in, tokens_out: token counts reported by the backend, if any.
+        context: the tokens in the model's context after this step (prompt + output), if reported.
         logprob: summed log-probability of the output tokens, if the backend reports it.
         seconds: time spent in the model; render_seconds: time spent drawing views.
     """
@@ -65,6 +66,7 @@ class Step:
     raw: str = ""
     tokens_in: int | None = None
     tokens_out: int | None = None
+    context: int | None = None
     logprob: float | None = None
     seconds: float | None = None
     render_seconds: float | None = None
@@ -210,6 +212,7 @@ def _step(record: dict[str, Any], where: str, name: str) -> Step:
         raw=_field(record, "raw", str, where, "", prefix=name),
         tokens_in=count("tokens_in"),
         tokens_out=count("tokens_out"),
+        context=count("context"),
         logprob=number("logprob"),
         seconds=number("seconds"),
         render_seconds=number("render_seconds"),

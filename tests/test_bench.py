@@ -123,7 +123,6 @@ def test_cli_bench_text_mode_then_compare(tmp_path: Path, capsys: pytest.Capture
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["bench", "maze"], "give --model"),
         (["bench", "nosuch", "--model", "expert"], "unknown task family"),
         (["bench", "maze", "--model", "expert", "--levels", "9"], "maze has levels"),
         (["bench", "maze", "--model", "expert", "--levels", "x"], "--levels"),

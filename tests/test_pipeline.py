@@ -44,7 +44,7 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert "| maze |" in "\n".join(lines)  # the rejection keep rates are reported
     held_out = _metrics(tmp_path / "run" / "eval" / "metrics.jsonl")
-    assert [(m["mode"], m["n"]) for m in held_out] == [("draw", 2), ("text", 2), ("latent", 2)]
+    assert [(m["mode"], m["n"]) for m in held_out] == [("draw", 2), ("text", 2), ("direct", 2), ("latent", 2)]
     assert all(0.0 <= m["low"] <= m["accuracy"] <= m["high"] <= 1.0 for m in held_out)
 
     # The latent stages branch off sft2: latent1 (grounded) then latent2 (free); the draw policy stays grpo's.
@@ -58,7 +58,13 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
     latent_model = pipeline.latent_model()
     assert latent_model == str(tmp_path / "run" / "latent2" / "final") and is_latent_checkpoint(latent_model)
     assert pipeline.model_after("latent2") == pipeline.model_after("grpo") == str(tmp_path / "run" / "grpo" / "final")
-    assert [m["model"] for m in held_out] == [pipeline.model_after("grpo")] * 2 + [latent_model]
+    text, direct = pipeline.baseline_model("text"), pipeline.baseline_model("direct")
+    assert [m["model"] for m in held_out] == [pipeline.model_after("grpo"), text, direct, latent_model]
+    # The baselines start from the base model and train on the same puzzles, written without tools.
+    for kind in ("text", "direct"):
+        assert summaries[f"sft_{kind}"]["rows"] == summaries["synth"]["rows"]
+        run = json.loads((tmp_path / "run" / "eval" / f"maze-{kind}" / "run.json").read_text())
+        assert run["mode"] == "text"
 
     policy = HFPolicy(pipeline.model_after("grpo"))
     user = {"role": "user", "content": [{"type": "text", "text": "hi"}]}

@@ -40,8 +40,9 @@ class LevelSummary:
     high: float
     turns: float
     images: float
-    tokens: float | None  # prompt + generated tokens per solve, when the backend counts them
+    tokens: float | None  # prompt + generated tokens per solve, summed over turns, when the backend counts them
     seconds: float
+    context: float | None = None  # the largest context of a solve (last prompt + its output), mean per solve
 
     @property
     def accuracy(self) -> float:
@@ -73,6 +74,7 @@ def _summary(level: int | None, records: Sequence[Mapping[str, Any]]) -> LevelSu
     correct = sum(1 for r in records if r.get("correct"))
     low, high = wilson(correct, len(records))
     tokens = [r["tokens"] for r in records if r.get("tokens") is not None]
+    contexts = [r["context"] for r in records if r.get("context") is not None]
     return LevelSummary(
         level=level,
         n=len(records),
@@ -83,6 +85,7 @@ def _summary(level: int | None, records: Sequence[Mapping[str, Any]]) -> LevelSu
         images=_mean(r.get("images", 0) for r in records),
         tokens=_mean(tokens) if tokens else None,
         seconds=_mean(r.get("seconds", 0.0) for r in records),
+        context=_mean(contexts) if contexts else None,
     )
 
 
@@ -96,15 +99,16 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> list[LevelSummary]:
 def markdown_table(summaries: Sequence[LevelSummary]) -> str:
     """The summaries as a Markdown table."""
     lines = [
-        "| level | n | accuracy | 95% CI | turns | images | tokens | s/solve |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "| level | n | accuracy | 95% CI | turns | images | tokens | context | s/solve |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         level = "all" if s.level is None else str(s.level)
         tokens = "-" if s.tokens is None else f"{s.tokens:.0f}"
+        context = "-" if s.context is None else f"{s.context:.0f}"
         lines.append(
             f"| {level} | {s.n} | {s.accuracy:.1%} | {s.low:.1%}-{s.high:.1%} | {s.turns:.1f} | {s.images:.1f} "
-            f"| {tokens} | {s.seconds:.2f} |"
+            f"| {tokens} | {context} | {s.seconds:.2f} |"
         )
     return "\n".join(lines)
 

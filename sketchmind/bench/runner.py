@@ -89,6 +89,9 @@ def record(puzzle: Puzzle, trace: Trace, correct: bool, seconds: float) -> dict[
     """One results.jsonl line: the verdict and what the solve cost."""
     counted = [s for s in trace.steps if s.tokens_in is not None or s.tokens_out is not None]
     tokens = sum((s.tokens_in or 0) + (s.tokens_out or 0) for s in counted) if counted else None
+    # The largest context the model held (usually the last turn's prompt plus its output).
+    contexts = [s.context for s in trace.steps if s.context is not None]
+    context = max(contexts) if contexts else None
     return {
         "id": puzzle.id,
         "family": puzzle.family,
@@ -102,6 +105,7 @@ def record(puzzle: Puzzle, trace: Trace, correct: bool, seconds: float) -> dict[
         "turns": len(trace.steps),
         "images": (puzzle.image is not None) + sum(len(s.view_ids) for s in trace.steps),
         "tokens": tokens,
+        "context": context,
         "seconds": round(seconds, 4),
     }
 

@@ -59,6 +59,7 @@ class Generation:
     tokens_out: int | None = None
     logprob: float | None = None
     seconds: float = 0.0
+    context: int | None = None  # tokens in the model's context after this turn (prompt + output, cached or not)
 
 
 class Policy(ABC):

@@ -594,6 +594,7 @@ class HFPolicy(Policy):
             text=text,
             tokens_in=len(plan.new_ids),
             tokens_out=len(row.ids),
+            context=len(plan.prompt_ids) + len(row.ids),
             logprob=row.logprob,
             seconds=time.perf_counter() - started,
         )

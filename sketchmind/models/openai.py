@@ -272,6 +272,7 @@ class OpenAIPolicy(Policy):
             message={"content": text, "tool_calls": calls} if calls else None,
             tokens_in=usage.prompt_tokens if usage else None,
             tokens_out=usage.completion_tokens if usage else None,
+            context=usage.prompt_tokens + usage.completion_tokens if usage else None,
             logprob=logprob,
             seconds=time.perf_counter() - started,
         )

@@ -12,6 +12,7 @@ from sketchmind.tasks.base import ExpertTurn, Puzzle, TaskFamily, make_dataset, 
 # name -> "module:Class"
 _FAMILIES = {
     "frozenlake": "sketchmind.tasks.frozenlake:FrozenLake",
+    "frozenlake-classic": "sketchmind.tasks.frozenlake:ClassicFrozenLake",
     "maze": "sketchmind.tasks.maze:Maze",
     "pathtrace": "sketchmind.tasks.pathtrace:PathTrace",
     "needle": "sketchmind.tasks.needle:Needle",

@@ -534,3 +534,16 @@ class FrozenLake(TaskFamily):
         after = _describe([runs[k] for k in rest[1:]], lake, False)
         fix = ExpertTurn(" ".join(filter(None, [mistake.notice, after])), fix_calls)
         return [slip, fix]
+
+
+class ClassicFrozenLake(FrozenLake):
+    """FrozenLake in VSP's own rendering only (classic gym sprites), still augmented.
+
+    A small policy learns one look faster than three; the augmentations (cell size, colour jitter, JPEG)
+    keep it from depending on VSP's exact pixels, so VSP's own maps stay a held-out test.
+    """
+
+    name: ClassVar[str] = "frozenlake-classic"
+
+    def __init__(self, augment: float = 0.5) -> None:
+        super().__init__(style="classic", augment=augment)

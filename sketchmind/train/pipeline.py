@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 from sketchmind.train.recipe import Recipe
 
-STAGES: tuple[str, ...] = ("synth", "base", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "eval")
+STAGES: tuple[str, ...] = (
+    "synth", "base", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "sft_text", "sft_direct", "eval",
+)  # fmt: skip
 DRAW_TRAINERS: tuple[str, ...] = ("sft", "sft2", "grpo")  # the stages that train the draw policy
 LATENT_MODES: tuple[str, ...] = ("latent", "auto")  # eval modes that need the latent policy
 DONE_FILE = "done.json"
@@ -59,6 +61,8 @@ class Pipeline:
             "grpo": stages.grpo is None,
             "latent1": stages.latent is None,
             "latent2": stages.latent is None,
+            "sft_text": "text" not in stages.baselines,
+            "sft_direct": "direct" not in stages.baselines,
             "eval": self.recipe.eval is None,
         }
         return [s for s in STAGES if not skip.get(s, False)]
@@ -81,6 +85,11 @@ class Pipeline:
     def latent_model(self) -> str | None:
         """The latent policy: ``latent2``'s final checkpoint (None when the recipe has no latent stages)."""
         return str(self.folder("latent2") / "final") if "latent2" in self.enabled() else None
+
+    def baseline_model(self, kind: str) -> str | None:
+        """The ``text`` or ``direct`` baseline's final checkpoint (None when the recipe does not train it)."""
+        stage = f"sft_{kind}"
+        return str(self.folder(stage) / "final") if stage in self.enabled() else None
 
     def latest_model(self) -> str:
         """The draw policy of the furthest finished stage (the base model if none has finished)."""
@@ -127,7 +136,7 @@ class Pipeline:
             levels = data.levels.get(family)
             got, got_stats = synthesize(
                 [family],
-                data.n,
+                data.n_for(family),
                 levels=levels,
                 seed=data.seed,
                 reflective_fraction=data.reflective_fraction,
@@ -274,6 +283,25 @@ class Pipeline:
         final = str(self.folder(stage) / "final")
         return {"rows": len(rows), "skipped": skipped, "start": start, "final": final, **_scalars(summary)}
 
+    def _sft_text(self) -> dict[str, Any]:
+        return self._baseline("text")
+
+    def _sft_direct(self) -> dict[str, Any]:
+        return self._baseline("direct")
+
+    def _baseline(self, kind: Literal["text", "direct"]) -> dict[str, Any]:
+        """SFT the base model on the synth puzzles written as ``kind`` rows, with the cold start's settings."""
+        from sketchmind.train.baselines import baseline_row
+        from sketchmind.train.synth import load_dataset, save_dataset
+
+        stage = f"sft_{kind}"
+        data = self.folder(stage) / "data"
+        if not (data / DONE_FILE).is_file():
+            save_dataset([baseline_row(row, kind) for row in load_dataset(self.folder("synth"))], data)
+            (data / DONE_FILE).write_text("{}\n", encoding="utf-8")
+        start = self.model_after("base") if "base" in self.enabled() else self.model_after("synth")
+        return self._fine_tune(stage, load_dataset(data), self.recipe.stages.sft, start=start)
+
     def _latent_rows(self) -> tuple[list[dict[str, Any]], int]:
         """The latent stages' rows (the synth rows, or fresh puzzles with ``latent.n``) and how many were unusable.
 
@@ -319,43 +347,58 @@ class Pipeline:
 
         spec = self.recipe.eval
         assert spec is not None
-        draw = self.model_after(self.previous("eval"))
-        latent = self.latent_model()
+        targets = [(family, spec.levels.get(family)) for family in spec.families]
+        if spec.vsp is not None:
+            targets.append(("vsp", None))
         results: dict[str, Any] = {}
         lines: list[dict[str, Any]] = []
-        for family in spec.families:
-            levels = spec.levels.get(family)
+        for target, levels in targets:
             for mode in spec.modes:
-                model = draw
-                if mode in LATENT_MODES:
-                    if latent is None:
-                        raise ValueError(f"eval mode {mode!r} needs the latent stages (stages.latent in the recipe)")
-                    model = latent
+                model, agent_mode = self.eval_policy(mode)
                 config = BenchConfig(
-                    target=family,
+                    target=target,
                     model=model,
-                    mode=mode,
+                    mode=agent_mode,
                     levels=tuple(levels) if levels else None,
-                    n=spec.n,
+                    n=None if target == "vsp" else spec.n,
                     seed=spec.seed,
+                    data=spec.vsp if target == "vsp" else None,
                     max_turns=spec.max_turns,
                     max_new_tokens=spec.max_new_tokens,
+                    batch_size=spec.batch_size,
                 )
-                run = run_bench(config, self.folder("eval") / f"{family}-{mode}")
+                run = run_bench(config, self.folder("eval") / f"{target}-{mode}")
                 overall = summarise(run.records)[-1]
-                row = {"family": family, "mode": mode, "model": model, "n": overall.n, "accuracy": overall.accuracy}
-                lines.append({**row, "low": overall.low, "high": overall.high, "tokens": overall.tokens})
-                results[f"{family}/{mode}"] = row
+                row = {"family": target, "mode": mode, "model": model, "n": overall.n, "accuracy": overall.accuracy}
+                lines.append({**row, "low": overall.low, "high": overall.high, "context": overall.context})
+                results[f"{target}/{mode}"] = row
         metrics = self.folder("eval") / "metrics.jsonl"
         metrics.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
         self.report(" · ".join(f"{k}: {v['accuracy']:.0%} of {v['n']}" for k, v in results.items()))
         return results
 
-    def _fine_tune(self, stage: str, dataset: Any, spec: Any) -> dict[str, Any]:
+    def eval_policy(self, mode: str) -> tuple[str, str]:
+        """The checkpoint an eval ``mode`` benchmarks and the agent mode it runs in."""
+        if mode in LATENT_MODES:
+            latent = self.latent_model()
+            if latent is None:
+                raise ValueError(f"eval mode {mode!r} needs the latent stages (stages.latent in the recipe)")
+            return latent, mode
+        draw = self.model_after(self.previous("eval"))
+        if mode == "direct":
+            direct = self.baseline_model("direct")
+            if direct is None:
+                raise ValueError("eval mode 'direct' needs the direct baseline (stages.baselines in the recipe)")
+            return direct, "text"
+        if mode == "text":
+            return self.baseline_model("text") or draw, "text"
+        return draw, mode
+
+    def _fine_tune(self, stage: str, dataset: Any, spec: Any, *, start: str | None = None) -> dict[str, Any]:
         from sketchmind.train.sft import run_sft
 
         metrics = run_sft(
-            self.model_after(self.previous(stage)),
+            start or self.model_after(self.previous(stage)),
             dataset,
             self.folder(stage),
             epochs=spec.epochs,

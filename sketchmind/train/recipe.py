@@ -46,11 +46,21 @@ class DataSpec(Strict):
     """Cold-start data: expert trajectories on generated puzzles."""
 
     families: list[str] = Field(default_factory=lambda: ["frozenlake", "maze"])
-    n: int = 20  # puzzles per level and family
+    n: int | dict[str, int] = 20  # puzzles per level: one number for every family, or family -> number
     levels: dict[str, list[int]] = Field(default_factory=dict)  # family -> levels (default: all)
     seed: int = 0
     reflective_fraction: float = 0.3
     min_rounds: int = 2
+
+    @model_validator(mode="after")
+    def every_family_counted(self) -> DataSpec:
+        if isinstance(self.n, dict) and (missing := [f for f in self.families if f not in self.n]):
+            raise ValueError(f"n has no count for {', '.join(missing)}")
+        return self
+
+    def n_for(self, family: str) -> int:
+        """Puzzles per level of ``family``."""
+        return self.n[family] if isinstance(self.n, dict) else self.n
 
 
 class SFTSpec(Strict):
@@ -90,11 +100,23 @@ class GRPOSpec(Strict):
     extra: dict[str, Any] = Field(default_factory=dict)  # any other GRPOConfig field
 
 
+EvalMode = Literal["draw", "text", "direct", "latent", "auto"]
+
+
 class EvalSpec(Strict):
+    """Held-out benchmarks of the trained policies, one run per family and mode.
+
+    Modes: ``draw`` (the draw policy), ``text`` (the text-CoT baseline when ``stages.baselines`` has it, else
+    the draw policy with its tools off), ``direct`` (the direct-answer baseline), ``latent`` and ``auto``
+    (the latent policy). ``vsp`` also runs every mode on the VSP maze examples (a folder holding ``maps/``).
+    """
+
     families: list[str] = Field(default_factory=lambda: ["frozenlake", "maze"])
     n: int = 10
     seed: int = 99  # held out: never a training seed
-    modes: list[str] = Field(default_factory=lambda: ["draw"])
+    modes: list[EvalMode] = Field(default_factory=lambda: list[EvalMode](["draw"]))
+    vsp: str | None = None
+    batch_size: int = 8
     levels: dict[str, list[int]] = Field(default_factory=dict)  # family -> levels (default: all)
     max_turns: int = 10
     max_new_tokens: int = 512
@@ -145,6 +167,8 @@ class Stages(Strict):
     rejection: RejectionSpec | None = None
     grpo: GRPOSpec | None = None
     latent: LatentTrainSpec | None = None
+    # no-drawing baselines (train/baselines.py), each SFT'd from the base model on the synth puzzles with sft's settings
+    baselines: list[Literal["text", "direct"]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def latent_source_runs(self) -> Stages:
@@ -178,6 +202,8 @@ class Recipe(Strict):
         imagining = [m for m in (self.eval.modes if self.eval else []) if m in ("latent", "auto")]
         if imagining and self.stages.latent is None:
             raise ValueError(f"eval mode {imagining[0]!r} needs a latent policy: add a stages.latent section")
+        if self.eval and "direct" in self.eval.modes and "direct" not in self.stages.baselines:
+            raise ValueError("eval mode 'direct' needs the direct baseline: add it to stages.baselines")
         return self
 
 

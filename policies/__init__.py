@@ -1,0 +1,1 @@
+"""Training recipes and the shipped default policy, installed as the package ``sketchmind.policies``."""

@@ -1,0 +1,133 @@
+"""A trained recipe's results as Markdown tables, written into the README and the model card.
+
+``python -m sketchmind.bench.results RECIPE --write README.md policies/sketchmind-tiny/README.md`` reads
+every benchmark the recipe's ``eval`` stage ran (``RUN/eval/TARGET-MODE/results.jsonl``) and prints two
+tables: per target and mode (accuracy with its Wilson 95% interval, context tokens and seconds per
+solve), and accuracy per level. With ``--write``, each file's block between
+``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` is replaced by the tables (NAME: the recipe's).
+Nothing is re-run: ``sketchmind train RECIPE --stage eval`` makes the runs, resumably.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from sketchmind.bench.report import LevelSummary, read_results, summarise
+from sketchmind.train.recipe import Recipe, RecipeError, load_recipe
+
+MODE_NAMES = {
+    "draw": "draw",
+    "text": "text CoT",
+    "direct": "direct answer",
+    "latent": "latent",
+    "auto": "auto",
+}
+
+
+def collect(recipe: Recipe) -> dict[tuple[str, str], list[LevelSummary]]:
+    """(target, mode) -> per-level summaries then the overall one, for every eval run on disk."""
+    if recipe.eval is None:
+        raise ValueError(f"recipe {recipe.name} has no eval section")
+    targets = [*recipe.eval.families, *(["vsp"] if recipe.eval.vsp else [])]
+    found: dict[tuple[str, str], list[LevelSummary]] = {}
+    for target in targets:
+        for mode in recipe.eval.modes:
+            records = read_results(Path(recipe.output) / "eval" / f"{target}-{mode}" / "results.jsonl")
+            if records:
+                found[target, mode] = summarise(records)
+    return found
+
+
+def _cell(summary: LevelSummary) -> str:
+    return f"{summary.accuracy:.0%} ({summary.low:.0%}-{summary.high:.0%})"
+
+
+def _target_name(target: str) -> str:
+    return "VSP maze examples" if target == "vsp" else target
+
+
+def overall_table(found: Mapping[tuple[str, str], Sequence[LevelSummary]]) -> str:
+    """One row per target and mode: n, accuracy (95% CI), context tokens and seconds per solve."""
+    lines = [
+        "| Puzzles | Mode | n | Accuracy (95% CI) | Context tokens / solve | Turns | s / solve |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
+    for (target, mode), summaries in found.items():
+        s = summaries[-1]
+        context = "-" if s.context is None else f"{s.context:.0f}"
+        lines.append(
+            f"| {_target_name(target)} | {MODE_NAMES.get(mode, mode)} | {s.n} | {_cell(s)} | {context} "
+            f"| {s.turns:.1f} | {s.seconds:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def level_table(found: Mapping[tuple[str, str], Sequence[LevelSummary]]) -> str:
+    """Accuracy (95% CI) per target and level, one column per mode."""
+    modes = list(dict.fromkeys(mode for _, mode in found))
+    lines = [
+        "| Puzzles | Level | n | " + " | ".join(MODE_NAMES.get(m, m) for m in modes) + " |",
+        "|---|---:|---:|" + "---|" * len(modes),
+    ]
+    for target in dict.fromkeys(t for t, _ in found):
+        levels = sorted({s.level for (t, _), ss in found.items() if t == target for s in ss if s.level is not None})
+        for level in levels:
+            cells, n = [], 0
+            for mode in modes:
+                match = [s for s in found.get((target, mode), []) if s.level == level]
+                cells.append(_cell(match[0]) if match else "-")
+                n = max(n, match[0].n if match else 0)
+            lines.append(f"| {_target_name(target)} | {level} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(recipe: Recipe) -> str:
+    """Both tables, with a line saying what was measured."""
+    found = collect(recipe)
+    if not found:
+        raise ValueError(f"no eval results under {recipe.output}/eval: run `sketchmind train RECIPE --stage eval`")
+    assert recipe.eval is not None
+    where = f"held-out seed {recipe.eval.seed}, {recipe.eval.n} puzzles per level"
+    return (
+        f"Recipe `{recipe.name}`, {where}; greedy decoding, at most {recipe.eval.max_turns} turns. "
+        "Context tokens: the largest context of a solve (prompt, images and output).\n\n"
+        f"{overall_table(found)}\n\nAccuracy per level:\n\n{level_table(found)}"
+    )
+
+
+def write_block(path: str | Path, name: str, text: str) -> bool:
+    """Replace the ``<!-- results:name -->`` ... ``<!-- /results:name -->`` block of ``path``; False if absent."""
+    file = Path(path)
+    source = file.read_text(encoding="utf-8")
+    pattern = re.compile(rf"(<!-- results:{re.escape(name)} -->\n).*?(<!-- /results:{re.escape(name)} -->)", re.DOTALL)
+    if not pattern.search(source):
+        return False
+    file.write_text(pattern.sub(lambda m: f"{m.group(1)}{text}\n{m.group(2)}", source), encoding="utf-8")
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A trained recipe's eval results as Markdown tables.")
+    parser.add_argument("recipe")
+    parser.add_argument("--write", nargs="*", default=[], metavar="FILE", help="files whose results block to replace")
+    options = parser.parse_args(argv)
+    try:
+        recipe = load_recipe(options.recipe)
+        text = render(recipe)
+    except (RecipeError, ValueError) as error:
+        print(f"results: {error}", file=sys.stderr)
+        return 2
+    print(text)
+    for path in options.write:
+        if not write_block(path, recipe.name, text):
+            print(f"results: {path} has no <!-- results:{recipe.name} --> block", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Copy a trained recipe's policies into a folder that ships with the package (``make policy``'s last step).
+
+``python -m sketchmind.train.ship RECIPE DEST`` copies the draw policy (the last draw trainer's final
+checkpoint) to ``DEST/draw`` and the latent policy (``latent2/final``) to ``DEST/latent``: only the files a
+policy loads from (weights, configs, tokenizer, chat template, the latent spec), never pickled training
+state. ``DEST/manifest.json`` records where each came from, the parameter count and a SHA-256 per
+file, so the shipped weights can be checked against the run that produced the published results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sketchmind.train.pipeline import Pipeline, parameter_count
+from sketchmind.train.recipe import RecipeError, load_recipe
+
+SHIPPED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "chat_template.jinja",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "latent.json",
+    "latent_projection.safetensors",
+)
+MAX_MEGABYTES = 60.0  # the whole shipped folder: it lives in git and in every wheel
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ship(pipeline: Pipeline, dest: str | Path, *, max_megabytes: float = MAX_MEGABYTES) -> dict[str, Any]:
+    """Copy the pipeline's draw (and latent, if trained) policies into ``dest``; return the manifest.
+
+    Raises ``ValueError`` when a policy has not been trained yet or the copies exceed ``max_megabytes``
+    (``dest`` is then left as it was).
+    """
+    sources = {"draw": Path(pipeline.model_after(pipeline.enabled()[-1]))}
+    latent = pipeline.latent_model()
+    if latent is not None:
+        sources["latent"] = Path(latent)
+    for variant, source in sources.items():
+        if not (source / "model.safetensors").is_file():
+            raise ValueError(f"the {variant} policy is not trained yet: {source} has no model.safetensors")
+    files = {v: [s / name for name in SHIPPED_FILES if (s / name).is_file()] for v, s in sources.items()}
+    megabytes = sum(f.stat().st_size for listed in files.values() for f in listed) / 1e6
+    if megabytes > max_megabytes:
+        raise ValueError(f"the policies take {megabytes:.1f} MB, over the {max_megabytes:g} MB allowed")
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"recipe": pipeline.recipe.name, "megabytes": round(megabytes, 1), "policies": {}}
+    for variant, source in sources.items():
+        target = out / variant
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir()
+        for file in files[variant]:
+            shutil.copy2(file, target / file.name)
+        manifest["policies"][variant] = {
+            "source": str(source),
+            "parameters": parameter_count(target),
+            "sha256": {f.name: _sha256(target / f.name) for f in files[variant]},
+        }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Copy a trained recipe's policies into a shipped folder.")
+    parser.add_argument("recipe", help="the recipe YAML whose run to ship")
+    parser.add_argument("dest", help="the folder to fill (draw/, latent/, manifest.json)")
+    options = parser.parse_args(argv)
+    try:
+        manifest = ship(Pipeline(load_recipe(options.recipe)), options.dest)
+    except (RecipeError, ValueError) as error:
+        print(f"ship: {error}", file=sys.stderr)
+        return 2
+    shipped = ", ".join(f"{v} ({p['parameters'] / 1e6:.1f} M parameters)" for v, p in manifest["policies"].items())
+    print(f"shipped {shipped} to {options.dest}: {manifest['megabytes']} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""The results tables a trained recipe publishes: read from the eval runs on disk, written between markers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sketchmind.bench.results import main, render, write_block
+from sketchmind.train.recipe import Recipe
+
+
+def _recipe(out: Path) -> Recipe:
+    return Recipe.model_validate(
+        {
+            "name": "sketchmind-test",
+            "output": str(out),
+            "model": {"base": "m"},
+            "eval": {"families": ["maze"], "modes": ["draw", "text"], "n": 2, "vsp": "data/vsp-maze-examples"},
+        }
+    )
+
+
+def _write(out: Path, target: str, mode: str, verdicts: list[tuple[int, bool, int]]) -> None:
+    run = out / "eval" / f"{target}-{mode}"
+    run.mkdir(parents=True)
+    lines = [
+        {"id": f"{target}-{i}", "level": level, "correct": ok, "turns": 2, "images": 3, "context": context}
+        | {"seconds": 0.5}
+        for i, (level, ok, context) in enumerate(verdicts)
+    ]
+    (run / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_tables_give_accuracy_intervals_context_and_levels(tmp_path: Path) -> None:
+    _write(tmp_path, "maze", "draw", [(1, True, 900), (1, True, 1100), (2, False, 1000), (2, True, 1000)])
+    _write(tmp_path, "maze", "text", [(1, False, 300), (1, True, 300), (2, False, 300), (2, False, 300)])
+    _write(tmp_path, "vsp", "draw", [(3, True, 700)])
+    text = render(_recipe(tmp_path))
+    assert "| maze | draw | 4 | 75% (30%-95%) | 1000 | 2.0 | 0.50 |" in text
+    assert "| maze | text CoT | 4 | 25% (5%-70%) | 300 | 2.0 | 0.50 |" in text
+    assert "| VSP maze examples | draw | 1 | 100% (21%-100%) | 700 |" in text
+    assert "| maze | 2 | 2 | 50% (9%-91%) | 0% (0%-66%) |" in text  # per level, one column per mode
+    assert "| VSP maze examples | 3 | 1 | 100% (21%-100%) | - |" in text  # text mode never ran on VSP
+
+
+def test_the_block_between_markers_is_replaced_and_a_missing_block_is_an_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    page = tmp_path / "README.md"
+    page.write_text("intro\n<!-- results:x -->\nold\n<!-- /results:x -->\nafter\n")
+    assert write_block(page, "x", "| new |")
+    assert page.read_text() == "intro\n<!-- results:x -->\n| new |\n<!-- /results:x -->\nafter\n"
+    assert not write_block(page, "y", "| new |")
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: x\noutput: {tmp_path / 'run'}\nmodel: {{base: m}}\neval: {{families: [maze]}}\n")
+    assert main([str(recipe)]) == 2  # nothing evaluated yet: one line, no traceback
+    assert "no eval results" in capsys.readouterr().err
+    _write(tmp_path / "run", "maze", "draw", [(1, True, 10)])
+    assert main([str(recipe), "--write", str(page)]) == 0
+    assert "| maze | draw | 1 | 100%" in page.read_text() and "old" not in page.read_text()
