@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TYPED_CORE := sketchmind
 
-.PHONY: run test lint typecheck unit bench golden clean
+.PHONY: run test lint typecheck unit bench golden policy results clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,15 @@ $(STAMP): $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e '.[dev,train]'
 	touch $(STAMP)
 
+# A VSP map the default policy never saw, asked the way frozen-lake puzzles are asked.
+DEMO_IMAGE := data/vsp-maze-examples/maps/level4/img/0.png
+DEMO_QUESTION := This frozen-lake map has 4 rows and 4 columns, numbered from 1 at the top-left. The elf is the player, \
+the wrapped present is the goal, and the blue ice patches are holes. Find an action plan that takes the player to the \
+goal without falling into any hole, using the fewest moves. Moves are L (left), R (right), U (up) and D (down); moving \
+off the edge of the map has no effect. Give your answer as "Action plan: <PLAN>", e.g. "Action plan: L,L,R,U,D".
+
 run: $(STAMP)
-	$(BIN)/sketchmind solve data/vsp-maze-examples/maps/level4/img/0.png "Find a safe path for the player to the goal." \
-		--model expert --save runs/demo
+	$(BIN)/sketchmind solve $(DEMO_IMAGE) '$(DEMO_QUESTION)' --save runs/demo
 	$(BIN)/sketchmind show runs/demo
 
 lint: $(STAMP)
@@ -39,6 +45,17 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench_hf.py
 	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench_agent.py
 	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench_latent.py
+
+# The default policy from scratch (fixed seeds, 2 CPU cores, under 2 hours; resumable), shipped into
+# policies/sketchmind-tiny/, then its results written into the README and the model card.
+TINY := policies/sketchmind-tiny
+policy: $(STAMP)
+	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/sketchmind train $(TINY).yaml
+	$(BIN)/python -m sketchmind.train.ship $(TINY).yaml $(TINY)
+	$(MAKE) results
+
+results: $(STAMP)
+	$(BIN)/python -m sketchmind.bench.results $(TINY).yaml --write README.md $(TINY)/README.md
 
 golden: $(STAMP)
 	$(BIN)/python tests/golden/regenerate.py

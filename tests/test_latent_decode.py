@@ -268,3 +268,24 @@ def test_cli_solves_in_latent_and_auto_mode_with_a_latent_checkpoint(path: Path)
         argv = ["solve", "--blank", "Draw the goal.", "--model", str(path), "--mode", mode]
         # A random model rarely answers: 0 (answered) or 1 (no answer) are both a clean run; 2/3 are not.
         assert main([*argv, "--max-new-tokens", "8", "--max-turns", "2"]) in (0, 1)
+
+
+def test_ablations_replace_the_latents_and_the_means_are_the_computed_ones(path: Path) -> None:
+    import torch
+
+    forced = forced_class()
+    normal = forced(path)
+    want = normal.generate(chat("latent-ablate"), GREEDY)
+    means = normal.latent_means()
+    assert want.text.count(block()) == 1 and means is not None and tuple(means.shape) == (K, normal.spec.hidden_size)
+    # One block: the per-slot means are that block's own latents, so feeding them changes nothing.
+    same = forced(path, ablation="mean", slot_means=means).generate(chat("latent-ablate"), GREEDY)
+    assert same.text == want.text and math.isclose(same.logprob or 0, want.logprob or 0, abs_tol=1e-3)
+    shifted = forced(path, ablation="mean", slot_means=means + 3 * means.std()).generate(chat("latent-ablate"), GREEDY)
+    noised = [forced(path, ablation="noise").generate(chat("latent-ablate"), GREEDY) for _ in range(2)]
+    assert noised[0].text == noised[1].text  # seeded: an ablation run is reproducible
+    assert {shifted.text, noised[0].text} != {want.text} or not math.isclose(shifted.logprob or 0, want.logprob or 0)
+    with pytest.raises(ValueError, match="needs slot_means of shape"):
+        forced(path, ablation="mean", slot_means=torch.zeros(K + 1, normal.spec.hidden_size))
+    with pytest.raises(ValueError, match="unknown latent ablation"):
+        forced(path, ablation="zero")  # type: ignore[arg-type]

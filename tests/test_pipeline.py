@@ -44,7 +44,8 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert "| maze |" in "\n".join(lines)  # the rejection keep rates are reported
     held_out = _metrics(tmp_path / "run" / "eval" / "metrics.jsonl")
-    assert [(m["mode"], m["n"]) for m in held_out] == [("draw", 2), ("text", 2), ("direct", 2), ("latent", 2)]
+    modes = ["draw", "text", "direct", "latent", "latent-mean", "latent-noise"]
+    assert [(m["mode"], m["n"]) for m in held_out] == [(mode, 2) for mode in modes]
     assert all(0.0 <= m["low"] <= m["accuracy"] <= m["high"] <= 1.0 for m in held_out)
 
     # The latent stages branch off sft2: latent1 (grounded) then latent2 (free); the draw policy stays grpo's.
@@ -59,7 +60,7 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
     assert latent_model == str(tmp_path / "run" / "latent2" / "final") and is_latent_checkpoint(latent_model)
     assert pipeline.model_after("latent2") == pipeline.model_after("grpo") == str(tmp_path / "run" / "grpo" / "final")
     text, direct = pipeline.baseline_model("text"), pipeline.baseline_model("direct")
-    assert [m["model"] for m in held_out] == [pipeline.model_after("grpo"), text, direct, latent_model]
+    assert [m["model"] for m in held_out] == [pipeline.model_after("grpo"), text, direct, *[latent_model] * 3]
     # The baselines start from the base model and train on the same puzzles, written without tools.
     for kind in ("text", "direct"):
         assert summaries[f"sft_{kind}"]["rows"] == summaries["synth"]["rows"]
@@ -115,6 +116,16 @@ def test_recipe_errors_name_the_field(tmp_path: Path) -> None:
         load_recipe(bad)
     bad.write_text("name: x\noutput: y\nmodel: {base: m}\neval: {modes: [draw, latent]}\n")
     with pytest.raises(RecipeError, match="eval mode 'latent' needs a latent policy"):
+        load_recipe(bad)
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\neval: {modes: [draw, direct]}\n")
+    with pytest.raises(RecipeError, match="'direct' needs the direct baseline"):
+        load_recipe(bad)
+    latent = "stages: {latent: {}}\n"
+    bad.write_text(f"name: x\noutput: y\nmodel: {{base: m}}\n{latent}eval: {{modes: [latent-mean, latent]}}\n")
+    with pytest.raises(RecipeError, match="'latent-mean' needs mode 'latent' listed before it"):
+        load_recipe(bad)
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\ndata: {families: [maze, needle], n: {maze: 3}}\n")
+    with pytest.raises(RecipeError, match="n has no count for needle"):
         load_recipe(bad)
     with pytest.raises(RecipeError, match="no such recipe"):
         load_recipe(tmp_path / "missing.yaml")

@@ -24,6 +24,8 @@ MODE_NAMES = {
     "text": "text CoT",
     "direct": "direct answer",
     "latent": "latent",
+    "latent-mean": "latent, mean-ablated",
+    "latent-noise": "latent, noise-ablated",
     "auto": "auto",
 }
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sketchmind.latent.tokens import (
     LATENT_END,
@@ -156,6 +156,11 @@ class LatentPolicy(HFPolicy):
     ``auto`` mode renders first and only lets the model imagine once drawing is no longer possible).
     Log-probabilities are of the sampled tokens under the raw model distribution; the forced pads and
     end tokens add nothing to them but count in ``tokens_out`` and ``max_new_tokens``.
+
+    ``ablation`` is the latent ablation of the diagnostics, at decode time: ``"mean"`` feeds every slot the
+    mean latent of its slot index (``slot_means``, e.g. another policy's ``latent_means()`` after a normal
+    run) and ``"noise"`` Gaussian noise at the norm of the latent it replaces. Whatever the ablation, the
+    latents the model computed are averaged per slot index (``latent_means()``).
     """
 
     def __init__(
@@ -166,6 +171,8 @@ class LatentPolicy(HFPolicy):
         dtype: str | None = None,
         max_pixels: int | None = None,
         max_latent_blocks: int = 16,
+        ablation: Literal["mean", "noise"] | None = None,
+        slot_means: torch.Tensor | None = None,
     ) -> None:
         super().__init__(model, device=device, dtype=dtype, max_pixels=max_pixels)
         directory = Path(model).expanduser()
@@ -183,8 +190,32 @@ class LatentPolicy(HFPolicy):
                 raise BackendError(f"{LATENT_FILE} says {token} is {token_id}; the tokenizer says {vocab.get(token)}")
         self._latent_text = {token_id: token for token, token_id in named.items()}
         self.max_latent_blocks = max_latent_blocks
+        if ablation not in (None, "mean", "noise"):
+            raise ValueError(f"unknown latent ablation {ablation!r}; use 'mean' or 'noise'")
+        if ablation == "mean" and (
+            slot_means is None or tuple(slot_means.shape) != (self.spec.k, self.spec.hidden_size)
+        ):
+            raise ValueError(f"the mean ablation needs slot_means of shape ({self.spec.k}, {self.spec.hidden_size})")
+        self.ablation = ablation
+        self._slot_means = None if slot_means is None else slot_means.to(self.device)
+        self._noise = None if ablation != "noise" else self._generator_for_noise()
+        self._latent_sums: list[Any] = [None] * self.spec.k  # per slot index: the sum of the computed latents
+        self._latent_counts = [0] * self.spec.k
         self._forbidden: set[str] = set()
         self.name = self.name.replace("hf:", "latent:", 1)
+
+    def latent_means(self) -> torch.Tensor | None:
+        """``(K, H)``: the mean of the latents this policy computed at each slot index (None before any)."""
+        import torch
+
+        if not all(self._latent_counts):
+            return None
+        return torch.stack([s / n for s, n in zip(self._latent_sums, self._latent_counts, strict=True)]).float().cpu()
+
+    def _generator_for_noise(self) -> torch.Generator:
+        import torch
+
+        return torch.Generator(device=self.device).manual_seed(0)
 
     def set_latent(self, conversation_id: str, allowed: bool) -> None:
         """Allow or forbid latent blocks in a conversation's next turns (allowed unless told otherwise)."""
@@ -234,13 +265,29 @@ class LatentPolicy(HFPolicy):
 
     def _next_embeds(self, tokens: torch.Tensor, hidden: torch.Tensor | None, rows: Sequence[_Row]) -> torch.Tensor:
         """Token embeddings, except that a latent slot (a pad) gets ``P`` of its row's previous hidden state."""
+        import torch
+
         embeds = super()._next_embeds(tokens, hidden, rows)
         slots = (tokens == self.spec.pad_id).nonzero().view(-1)
         if len(slots):
             # A pad is only ever forced after latent_start or another pad, both decoded: hidden exists.
             assert hidden is not None
+            latents = self._projection(hidden[slots])
+            # _choose has already counted this pad: slots_left is what remains after it.
+            index = [self.spec.k - 1 - rows[int(b)].slots_left for b in slots]  # type: ignore[attr-defined]
+            for latent, i in zip(latents.detach().float().reshape(len(index), -1), index, strict=True):
+                self._latent_sums[i] = latent if self._latent_sums[i] is None else self._latent_sums[i] + latent
+                self._latent_counts[i] += 1
+            if self.ablation == "mean":
+                assert self._slot_means is not None
+                latents = self._slot_means[index].reshape(latents.shape).to(latents.dtype)
+            elif self.ablation == "noise":
+                noise = torch.randn(latents.shape, generator=self._noise, device=latents.device, dtype=torch.float32)
+                latents = (noise * latents.float().norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)).to(
+                    latents.dtype
+                )
             embeds = embeds.clone()
-            embeds[slots] = self._projection(hidden[slots]).to(embeds.dtype)
+            embeds[slots] = latents.to(embeds.dtype)
         return embeds
 
     def _decode(self, ids: Sequence[int], *, skip_special: bool) -> str:

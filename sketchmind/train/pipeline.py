@@ -9,7 +9,10 @@ Two models come out of a run. The *draw policy* is the chain sft -> sft2 -> grpo
 latent stages (``stages.latent`` in the recipe) branch off it: ``latent1`` starts from the SFT'd draw
 policy (``latent.source``: sft2 if there is one, else sft) and ``latent2`` from ``latent1``'s final; the
 *latent policy* is ``latent2``'s final (``latent_model``), a latent checkpoint (``latent.json`` + P).
-``eval`` benches the latent policy in the ``latent`` and ``auto`` modes and the draw policy in the others.
+The optional baselines (``stages.baselines``: ``sft_text``, ``sft_direct``) start from the base model.
+``eval`` benches each arm with its own policy (``eval_policy``): the latent policy in the ``latent`` and
+``auto`` modes and in the latent ablations (``latent-mean``, ``latent-noise``), the baselines in
+``text`` and ``direct``, the draw policy in ``draw``.
 """
 
 from __future__ import annotations
@@ -18,15 +21,20 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sketchmind.train.recipe import Recipe
+
+if TYPE_CHECKING:
+    from sketchmind.models.latent import LatentPolicy
 
 STAGES: tuple[str, ...] = (
     "synth", "base", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "sft_text", "sft_direct", "eval",
 )  # fmt: skip
 DRAW_TRAINERS: tuple[str, ...] = ("sft", "sft2", "grpo")  # the stages that train the draw policy
-LATENT_MODES: tuple[str, ...] = ("latent", "auto")  # eval modes that need the latent policy
+LATENT_MODES: tuple[str, ...] = ("latent", "auto", "latent-mean", "latent-noise")  # eval modes of the latent policy
+ABLATIONS: tuple[str, ...] = ("latent-mean", "latent-noise")  # latent mode with the latents replaced
+MEANS_FILE = "latent_means.safetensors"  # a latent run's mean latent per slot index, for latent-mean
 DONE_FILE = "done.json"
 Report = Callable[[str], None]
 
@@ -367,7 +375,13 @@ class Pipeline:
                     max_new_tokens=spec.max_new_tokens,
                     batch_size=spec.batch_size,
                 )
-                run = run_bench(config, self.folder("eval") / f"{target}-{mode}")
+                folder = self.folder("eval") / f"{target}-{mode}"
+                policy = self._eval_latent_policy(mode, model, target)
+                run = run_bench(config, folder, policy=policy)
+                if mode == "latent" and policy is not None and (means := policy.latent_means()) is not None:
+                    from safetensors.torch import save_file
+
+                    save_file({"means": means.contiguous()}, str(folder / MEANS_FILE))
                 overall = summarise(run.records)[-1]
                 row = {"family": target, "mode": mode, "model": model, "n": overall.n, "accuracy": overall.accuracy}
                 lines.append({**row, "low": overall.low, "high": overall.high, "context": overall.context})
@@ -377,13 +391,43 @@ class Pipeline:
         self.report(" · ".join(f"{k}: {v['accuracy']:.0%} of {v['n']}" for k, v in results.items()))
         return results
 
+    def _eval_latent_policy(self, mode: str, model: str, target: str) -> LatentPolicy | None:
+        """The latent policies an eval builds itself (None: the bench loads ``model`` as usual).
+
+        ``latent`` gets a policy whose mean latent per slot index is saved after the run (the mean over
+        this target's held-out puzzles); ``latent-mean`` feeds those means instead of the computed
+        latents, ``latent-noise`` noise at the latents' norms: the issue's latent ablation, on accuracy.
+        """
+        from sketchmind.models.latent import LatentPolicy
+
+        if mode == "latent":
+            return LatentPolicy(model)
+        if mode not in ABLATIONS:
+            return None
+        means = None
+        if mode == "latent-mean":
+            import torch
+            from safetensors.torch import load_file
+
+            from sketchmind.latent.tokens import read_spec
+
+            saved = self.folder("eval") / f"{target}-latent" / MEANS_FILE
+            if saved.is_file():
+                means = load_file(str(saved))["means"]
+            else:  # the latent run never imagined: there is nothing to replace, and nothing will be
+                spec = read_spec(model)
+                means = torch.zeros(spec.k, spec.hidden_size)
+                self.report(f"eval {target}: the latent run opened no latent block, so latent-mean equals latent")
+        ablation: Literal["mean", "noise"] = "mean" if mode == "latent-mean" else "noise"
+        return LatentPolicy(model, ablation=ablation, slot_means=means)
+
     def eval_policy(self, mode: str) -> tuple[str, str]:
         """The checkpoint an eval ``mode`` benchmarks and the agent mode it runs in."""
         if mode in LATENT_MODES:
             latent = self.latent_model()
             if latent is None:
                 raise ValueError(f"eval mode {mode!r} needs the latent stages (stages.latent in the recipe)")
-            return latent, mode
+            return latent, "latent" if mode in ABLATIONS else mode
         draw = self.model_after(self.previous("eval"))
         if mode == "direct":
             direct = self.baseline_model("direct")

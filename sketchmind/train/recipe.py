@@ -100,7 +100,7 @@ class GRPOSpec(Strict):
     extra: dict[str, Any] = Field(default_factory=dict)  # any other GRPOConfig field
 
 
-EvalMode = Literal["draw", "text", "direct", "latent", "auto"]
+EvalMode = Literal["draw", "text", "direct", "latent", "auto", "latent-mean", "latent-noise"]
 
 
 class EvalSpec(Strict):
@@ -108,7 +108,9 @@ class EvalSpec(Strict):
 
     Modes: ``draw`` (the draw policy), ``text`` (the text-CoT baseline when ``stages.baselines`` has it, else
     the draw policy with its tools off), ``direct`` (the direct-answer baseline), ``latent`` and ``auto``
-    (the latent policy). ``vsp`` also runs every mode on the VSP maze examples (a folder holding ``maps/``).
+    (the latent policy), ``latent-mean`` / ``latent-noise`` (latent mode with every latent replaced by the
+    ``latent`` run's mean latent of its slot index, or by noise: list ``latent`` first).
+    ``vsp`` also runs every mode on the VSP maze examples (a folder holding ``maps/``).
     """
 
     families: list[str] = Field(default_factory=lambda: ["frozenlake", "maze"])
@@ -199,11 +201,14 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def latent_modes_need_latent_stages(self) -> Recipe:
-        imagining = [m for m in (self.eval.modes if self.eval else []) if m in ("latent", "auto")]
+        modes = self.eval.modes if self.eval else []
+        imagining = [m for m in modes if m in ("latent", "auto", "latent-mean", "latent-noise")]
         if imagining and self.stages.latent is None:
             raise ValueError(f"eval mode {imagining[0]!r} needs a latent policy: add a stages.latent section")
-        if self.eval and "direct" in self.eval.modes and "direct" not in self.stages.baselines:
+        if "direct" in modes and "direct" not in self.stages.baselines:
             raise ValueError("eval mode 'direct' needs the direct baseline: add it to stages.baselines")
+        if "latent-mean" in modes and ("latent" not in modes or modes.index("latent") > modes.index("latent-mean")):
+            raise ValueError("eval mode 'latent-mean' needs mode 'latent' listed before it (its mean latents)")
         return self
 
 
