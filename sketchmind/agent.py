@@ -85,7 +85,8 @@ class Agent:
 
     Args:
         policy: the model backend.
-        protocol: prompt format name (``sketchmind``, ``vilasr``, ``openai-tools``) or a ``Protocol``.
+        protocol: prompt format name (``sketchmind``, ``vilasr``, ``openai-tools``) or a ``Protocol``. A
+            name speaks the coordinate convention the policy declares (``policy.coords``), else its default.
         budgets: turn, image, context and timeout limits.
         mode: ``draw`` renders tool calls; ``text`` is the chain-of-thought baseline with no tools;
             ``latent`` renders nothing: the policy (a ``LatentPolicy``) imagines in latent blocks, and its one
@@ -118,7 +119,8 @@ class Agent:
                     f"latent checkpoint), got {type(policy).__name__}; use mode 'draw' or 'text'"
                 )
         self.policy = policy
-        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+        # A protocol named by string speaks the convention the policy was trained on, if it says.
+        self.protocol = get_protocol(protocol, policy.coords) if isinstance(protocol, str) else protocol
         self.budgets = budgets
         self.mode = mode
         self.sampling = sampling

@@ -25,6 +25,9 @@ def test_garbage_from_a_random_model_ends_as_no_answer_with_every_turn_recorded(
     # Later turns prefill only what is new: the KV cache is reused across the agent's turns.
     assert trace.steps[1].tokens_in is not None and trace.steps[0].tokens_in is not None
     assert trace.steps[1].tokens_in < trace.steps[0].tokens_in
+    # ... while the context grows turn by turn, and survives a save and load of the trace.
+    contexts = [step.context or 0 for step in trace.steps]
+    assert contexts == sorted(contexts) and contexts[1] > (trace.steps[1].tokens_in or 0)
 
 
 def test_lockstep_batch_matches_single_runs(policy: HFPolicy) -> None:

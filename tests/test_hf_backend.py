@@ -90,6 +90,7 @@ def test_loads_and_counts_tokens(policies: dict[str, HFPolicy], family: str) -> 
     n = policy.count_tokens(conversation)
     out = policy.generate(conversation, GREEDY)
     assert out.tokens_in == n > 20  # the first turn prefills the whole prompt
+    assert out.context == n + (out.tokens_out or 0)
     assert 1 <= (out.tokens_out or 0) <= GREEDY.max_new_tokens and out.seconds > 0
     assert out.logprob is not None and out.logprob < 0
     policy.release(conversation.id)
@@ -107,6 +108,7 @@ def test_sampling_is_reproducible_with_a_seed(policies: dict[str, HFPolicy]) -> 
     # draws the same tokens from the cached prompt.
     second = policy.generate(conversation, hot)
     assert second.tokens_in == 1 and first.tokens_in and first.tokens_in > 20
+    assert second.context == first.context  # a cached prompt still counts whole in the context
     assert_same(first, second)
     others = {policy.generate(conversation, Sampling(12, 1.0, 0.9, seed)).text for seed in (8, 9, 10)}
     assert len(others | {first.text}) > 1

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sketchmind.agent import Agent
 from sketchmind.latent.tokens import is_latent_checkpoint
 from sketchmind.models.base import Conversation, Sampling
 from sketchmind.models.hf import HFPolicy
 from sketchmind.train.pipeline import STAGES, Pipeline
 from sketchmind.train.recipe import RecipeError, load_recipe
+from sketchmind.train.synth import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "policies" / "micro.yaml"
@@ -68,6 +70,11 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
         assert run["mode"] == "text"
 
     policy = HFPolicy(pipeline.model_after("grpo"))
+    # The recipe's coordinates travel with every checkpoint, and an agent speaks them.
+    assert policy.coords == "norm1000" and HFPolicy(latent_model).coords == "norm1000"
+    assert Agent(policy, "sketchmind").protocol.convention == "norm1000"
+    synth_prompt = load_dataset(tmp_path / "run" / "synth")[0]["messages"][0]["content"][0]["text"]
+    assert "normalised to 0-1000" in synth_prompt
     user = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
     assert policy.generate(Conversation("c", [user]), Sampling(max_new_tokens=3)).tokens_out == 3
 

@@ -60,7 +60,9 @@ def solved() -> tuple[Trace, Canvas]:
             tokens_out=None,
         )
     )
-    trace.add_step(Step(index=3, thought="A is left.", raw="<answer>A</answer>", tokens_in=200, tokens_out=5))
+    trace.add_step(
+        Step(index=3, thought="A is left.", raw="<answer>A</answer>", tokens_in=200, tokens_out=5, context=900)
+    )
     trace.answer, trace.status = "A", "answered"
     return trace, canvas
 
@@ -76,7 +78,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert trace.views == canvas.provenance()
     loaded = Trace.load(tmp_path / "run")
     assert loaded == trace
-    assert loaded.steps[1].errors and loaded.steps[1].tokens_out is None
+    assert loaded.steps[1].errors and loaded.steps[1].tokens_out is None and loaded.steps[2].context == 900
     assert loaded.question.endswith("«é» 🙂") and loaded.status == "answered"
     # UTF-8 on disk, not \u escapes, indented for humans.
     text = (tmp_path / "run" / "trace.json").read_text(encoding="utf-8")

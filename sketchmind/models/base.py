@@ -66,6 +66,9 @@ class Policy(ABC):
     """A model that writes the next assistant turn."""
 
     name: str = "policy"
+    # The coordinate convention the model was trained to write (``pixels``, ``norm1000``, ``unit``), when it
+    # says; an agent given a protocol by name then speaks that convention. None: the protocol's default.
+    coords: str | None = None
 
     @abstractmethod
     def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:

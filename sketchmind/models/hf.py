@@ -88,6 +88,9 @@ class _State:
     kv_len: int  # <= len(ids): the last sampled token is never forwarded
 
 
+COORDS_KEY = "sketchmind_coords"  # config.json key: the coordinate convention a checkpoint was trained on
+
+
 @dataclass
 class _Plan:
     """One row's prefill: what is reused from the cache and what is new."""
@@ -175,6 +178,7 @@ class HFPolicy(Policy):
             raise BackendError(f"cannot load model {source!r}: {_one_line(error)}") from None
         self._processor = processor
         self._model = model_.to(self.device).eval()
+        self.coords = getattr(model_.config, COORDS_KEY, None)
         self._tok: Any = getattr(self._processor, "tokenizer", self._processor)
         self._tok.padding_side = "left"  # for anyone batching through the processor; we pad ourselves
         self._pad_id = self._tok.pad_token_id if self._tok.pad_token_id is not None else 0

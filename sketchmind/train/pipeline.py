@@ -27,6 +27,7 @@ from sketchmind.train.recipe import Recipe
 
 if TYPE_CHECKING:
     from sketchmind.models.latent import LatentPolicy
+    from sketchmind.protocols import Protocol
 
 STAGES: tuple[str, ...] = (
     "synth", "base", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "sft_text", "sft_direct", "eval",
@@ -129,6 +130,22 @@ class Pipeline:
         gather_metrics(self.out, self.enabled())
         return summaries
 
+    def protocol(self) -> Protocol:
+        """The text protocol of the recipe's trajectories: ``sketchmind``, in the recipe's coordinates."""
+        from sketchmind.protocols import get_protocol
+
+        return get_protocol("sketchmind", self.recipe.coords)
+
+    def stamp_coords(self, model_dir: str | Path) -> None:
+        """Record the recipe's coordinate convention in a checkpoint's config (HFPolicy reads it back)."""
+        from sketchmind.models.hf import COORDS_KEY
+
+        config = Path(model_dir) / "config.json"
+        values = json.loads(config.read_text(encoding="utf-8"))
+        if values.get(COORDS_KEY) != self.recipe.coords:
+            values[COORDS_KEY] = self.recipe.coords
+            config.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+
     def previous(self, stage: str) -> str:
         order = self.enabled()
         return order[order.index(stage) - 1]
@@ -149,6 +166,7 @@ class Pipeline:
                 seed=data.seed,
                 reflective_fraction=data.reflective_fraction,
                 min_rounds=data.min_rounds,
+                protocol=self.protocol(),
             )
             rows.extend(got)
             if stats is None:
@@ -175,6 +193,7 @@ class Pipeline:
             max_pixels=tiny.max_pixels,
             image_size=tiny.image_size,
         )
+        self.stamp_coords(path)
         return {"model": str(path), "parameters": parameter_count(path)}
 
     def _sft(self) -> dict[str, Any]:
@@ -252,7 +271,9 @@ class Pipeline:
             use_vllm=spec.use_vllm,
             extra_args=spec.extra,
             rich_progress=self.rich_progress,
+            coords=self.recipe.coords,
         )
+        self.stamp_coords(self.folder("grpo") / "final")
         return {"final": str(self.folder("grpo") / "final"), **_scalars(metrics)}
 
     def _latent1(self) -> dict[str, Any]:
@@ -289,6 +310,7 @@ class Pipeline:
         )
         summary.pop("final_dir", None)
         final = str(self.folder(stage) / "final")
+        self.stamp_coords(final)
         return {"rows": len(rows), "skipped": skipped, "start": start, "final": final, **_scalars(summary)}
 
     def _sft_text(self) -> dict[str, Any]:
@@ -336,6 +358,7 @@ class Pipeline:
                     seed=spec.seed,
                     reflective_fraction=data.reflective_fraction,
                     min_rounds=data.min_rounds,
+                    protocol=self.protocol(),
                 )
                 source.extend(got)
         rows: list[dict[str, Any]] = []
@@ -456,6 +479,7 @@ class Pipeline:
             seed=self.recipe.seed,
             rich_progress=self.rich_progress,
         )
+        self.stamp_coords(self.folder(stage) / "final")
         return {"rows": len(dataset), "final": str(self.folder(stage) / "final"), **_scalars(metrics)}
 
 

@@ -194,6 +194,9 @@ class Recipe(Strict):
     name: str
     output: str  # run directory; a re-run resumes in it
     seed: int = 0
+    # How the policy writes coordinates: "pixels" of the view (Qwen2.5-VL grounding) or "norm1000" (0-1000 on
+    # both axes, Qwen3-VL). Recorded in the checkpoint's config, so every agent running it speaks the same.
+    coords: Literal["pixels", "norm1000", "unit"] = "pixels"
     model: ModelSpec
     data: DataSpec = DataSpec()
     stages: Stages = Stages()

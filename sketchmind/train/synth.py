@@ -92,6 +92,7 @@ class ConversationRecorder(Policy):
     def __init__(self, inner: Policy) -> None:
         self.inner = inner
         self.name = inner.name
+        self.coords = inner.coords
         self.seen: dict[str, Conversation] = {}
 
     def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
