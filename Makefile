@@ -14,7 +14,7 @@ $(BIN)/python:
 # Torch comes first and by exact version, so pip takes the builds on local disk.
 $(STAMP): $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev,train]'
+	$(BIN)/pip install --quiet -e '.[dev,train,demo]'
 	touch $(STAMP)
 
 # A VSP map the default policy never saw, asked the way frozen-lake puzzles are asked.

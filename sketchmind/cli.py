@@ -335,6 +335,15 @@ def _print_event(event: dict[str, Any]) -> None:
             out.print(f"[red]error[/] {escape(error)}", soft_wrap=True)
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve the drawing tools to MCP clients (Claude Desktop, Cursor, ...) over stdio."""
+    try:
+        from sketchmind.mcp_server import main as serve_mcp
+    except ImportError as error:  # the mcp SDK is the optional "demo" extra
+        raise UsageError(f"sketchmind mcp needs the mcp SDK: pip install 'sketchmind[demo]' ({error})") from None
+    return serve_mcp()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a policy behind an OpenAI-compatible API on this machine."""
     from sketchmind.models.base import BackendError
@@ -448,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sessions", type=int, default=8, help="finished conversations that keep their KV cache for a next turn"
     )
     served.set_defaults(run=cmd_serve)
+
+    mcp = sub.add_parser("mcp", help="serve the drawing tools to MCP clients over stdio (Claude Desktop, Cursor)")
+    mcp.set_defaults(run=cmd_mcp)
 
     show = sub.add_parser("show", help="write a self-contained HTML page to step through a saved trace")
     show.add_argument("trace_dir")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import subprocess
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
@@ -46,10 +47,13 @@ class ServerConnection:
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         params = StdioServerParameters(
-            command=sys.executable, args=["-m", "sketchmind.mcp_server"], cwd=ROOT, env={"OMP_NUM_THREADS": "1"}
+            command=sys.executable, args=["-m", "sketchmind.cli", "mcp"], cwd=ROOT, env={"OMP_NUM_THREADS": "1"}
         )
         try:
-            async with stdio_client(params, errlog=self._errlog) as (read, write), ClientSession(read, write) as session:
+            async with (
+                stdio_client(params, errlog=self._errlog) as (read, write),
+                ClientSession(read, write) as session,
+            ):
                 await session.initialize()
                 self.session = session
                 self._ready.set()
@@ -242,3 +246,17 @@ def test_boards_are_capped_and_the_oldest_is_closed(server: ServerConnection) ->
     assert closed.is_error and f"unknown board '{first}'" in text_of(closed)
     assert len(text_of(ok(server.call("list_views", board=boards[0]))).splitlines()) == 1
     assert len(set(boards)) == 16 and first not in boards  # ids are never reused
+
+
+def test_the_example_client_draws_and_saves_a_view(tmp_path: Path) -> None:
+    out = tmp_path / "view.png"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "mcp_client.py"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with Image.open(out) as image:
+        assert image.size == (400, 300)
