@@ -35,7 +35,12 @@ def test_tables_give_accuracy_intervals_context_and_levels(tmp_path: Path) -> No
     _write(tmp_path, "maze", "draw", [(1, True, 900), (1, True, 1100), (2, False, 1000), (2, True, 1000)])
     _write(tmp_path, "maze", "text", [(1, False, 300), (1, True, 300), (2, False, 300), (2, False, 300)])
     _write(tmp_path, "vsp", "draw", [(3, True, 700)])
+    for stage, done in (("synth", {"rows": 12, "seconds": 90}), ("sft", {"global_step": 40, "seconds": 150})):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "done.json").write_text(json.dumps(done))
     text = render(_recipe(tmp_path))
+    assert "| synth | 1.5 min | 12 rows |" in text and "| sft | 2.5 min | 40 steps |" in text
+    assert "| **total** | **4 min** | |" in text
     assert "| maze | draw | 4 | 75% (30%-95%) | 1000 | 2.0 | 0.50 |" in text
     assert "| maze | text CoT | 4 | 25% (5%-70%) | 300 | 2.0 | 0.50 |" in text
     assert "| VSP maze examples | draw | 1 | 100% (21%-100%) | 700 |" in text

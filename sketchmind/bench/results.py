@@ -11,6 +11,7 @@ Nothing is re-run: ``sketchmind train RECIPE --stage eval`` makes the runs, resu
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -87,8 +88,37 @@ def level_table(found: Mapping[tuple[str, str], Sequence[LevelSummary]]) -> str:
     return "\n".join(lines)
 
 
+def compute_table(recipe: Recipe) -> str:
+    """Wall time per finished stage (each stage's ``done.json``) and the total."""
+    from sketchmind.train.pipeline import DONE_FILE, Pipeline
+
+    lines = ["| Stage | Wall time | |", "|---|---:|---|"]
+    total = 0.0
+    for stage in Pipeline(recipe, report=lambda _: None).enabled():
+        done = Path(recipe.output) / stage / DONE_FILE
+        if not done.is_file():
+            continue
+        summary = json.loads(done.read_text(encoding="utf-8"))
+        seconds = float(summary.get("seconds", 0.0))
+        total += seconds
+        lines.append(f"| {stage} | {seconds / 60:.1f} min | {_stage_note(summary)} |")
+    lines.append(f"| **total** | **{total / 60:.0f} min** | |")
+    return "\n".join(lines)
+
+
+def _stage_note(summary: Mapping[str, object]) -> str:
+    """The one number that says what a stage did (rows, steps, parameters, kept samples)."""
+    for key, label in (("parameters", "parameters"), ("kept", "samples kept"), ("global_step", "steps")):
+        if key in summary:
+            value = summary[key]
+            return f"{value:,} {label}" if isinstance(value, int) else f"{value} {label}"
+    if "rows" in summary:
+        return f"{summary['rows']} rows"
+    return ""
+
+
 def render(recipe: Recipe) -> str:
-    """Both tables, with a line saying what was measured."""
+    """The results tables and the compute table, with a line saying what was measured."""
     found = collect(recipe)
     if not found:
         raise ValueError(f"no eval results under {recipe.output}/eval: run `sketchmind train RECIPE --stage eval`")
@@ -97,7 +127,8 @@ def render(recipe: Recipe) -> str:
     return (
         f"Recipe `{recipe.name}`, {where}; greedy decoding, at most {recipe.eval.max_turns} turns. "
         "Context tokens: the largest context of a solve (prompt, images and output).\n\n"
-        f"{overall_table(found)}\n\nAccuracy per level:\n\n{level_table(found)}"
+        f"{overall_table(found)}\n\nAccuracy per level:\n\n{level_table(found)}\n\n"
+        f"Compute (2 CPU cores, wall time per stage):\n\n{compute_table(recipe)}"
     )
 
 
