@@ -171,14 +171,24 @@ def smart_resize(pixels: np.ndarray, *, max_pixels: int, factor: int = 28, min_p
     return np.ascontiguousarray(np.asarray(resized))
 
 
+MAX_ASPECT = 100  # Qwen-VL processors refuse images more elongated than 200:1; a model may crop such a sliver
+
+
 def fit_pixels(image: Image.Image | np.ndarray, max_pixels: int | None) -> Image.Image:
     """``image`` as RGB PIL, downscaled (aspect kept, bicubic) to at most ``max_pixels`` pixels.
 
     The one downscale every model input goes through: inference (``HFPolicy``), SFT batches and GRPO
-    rollouts, so a model is trained on the pixels it later sees.
+    rollouts, so a model is trained on the pixels it later sees. A view more elongated than
+    ``MAX_ASPECT``:1 (a model's crop of a thin sliver) is first padded with white at its bottom or right,
+    so the content keeps its pixel coordinates and the processor does not reject the whole batch.
     """
     pil = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
     pil = pil if pil.mode == "RGB" else pil.convert("RGB")
+    if max(pil.width, pil.height) > MAX_ASPECT * min(pil.width, pil.height):
+        short = math.ceil(max(pil.width, pil.height) / MAX_ASPECT)
+        padded = Image.new("RGB", (max(pil.width, short), max(pil.height, short)), "white")
+        padded.paste(pil, (0, 0))
+        pil = padded
     if max_pixels and pil.width * pil.height > max_pixels:
         scale = math.sqrt(max_pixels / (pil.width * pil.height))
         pil = pil.resize((max(1, int(pil.width * scale)), max(1, int(pil.height * scale))), Image.Resampling.BICUBIC)

@@ -30,6 +30,18 @@ def test_garbage_from_a_random_model_ends_as_no_answer_with_every_turn_recorded(
     assert contexts == sorted(contexts) and contexts[1] > (trace.steps[1].tokens_in or 0)
 
 
+def test_a_sliver_of_a_view_does_not_fail_the_batch(policy: HFPolicy) -> None:
+    # A model may zoom into a 1-px-tall region; Qwen processors refuse images beyond 200:1, which used to
+    # fail every row of a lockstep batch. fit_pixels pads such views, so each run just goes on.
+    import numpy as np
+
+    sliver = np.full((3, 1200, 3), 255, dtype=np.uint8)
+    agent = Agent(policy, budgets=Budgets(max_turns=1), sampling=Sampling(max_new_tokens=4))
+    traces = agent.solve_batch([(sliver, "What is here?"), (MAZE, "Find a safe path.")])
+    assert [t.status for t in traces] == ["no_answer", "no_answer"]  # the budget ended them, not a model error
+    assert all("turn budget" in (t.error or "") for t in traces)
+
+
 def test_lockstep_batch_matches_single_runs(policy: HFPolicy) -> None:
     agent = Agent(policy, budgets=Budgets(max_turns=2), sampling=Sampling(max_new_tokens=6))
     single = [agent.solve(MAZE, q) for q in ("a", "b")]
