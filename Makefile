@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TYPED_CORE := sketchmind
 
-.PHONY: run test lint typecheck unit bench golden policy results clean
+.PHONY: run test lint typecheck unit bench golden policy results demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ policy: $(STAMP)
 
 results: $(STAMP)
 	$(BIN)/python -m sketchmind.bench.results $(TINY).yaml --write README.md $(TINY)/README.md
+
+demo: $(STAMP)
+	$(BIN)/sketchmind demo
 
 golden: $(STAMP)
 	$(BIN)/python tests/golden/regenerate.py

@@ -344,6 +344,16 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return serve_mcp()
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve the Gradio puzzle demo on this machine (loopback only unless told otherwise)."""
+    try:
+        from sketchmind.demo import launch
+    except ImportError as error:  # gradio is the optional "demo" extra
+        raise UsageError(f"sketchmind demo needs gradio: pip install 'sketchmind[demo]' ({error})") from None
+    launch(host=args.host, port=args.port, share=args.share, default_model=args.model)
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a policy behind an OpenAI-compatible API on this machine."""
     from sketchmind.models.base import BackendError
@@ -457,6 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sessions", type=int, default=8, help="finished conversations that keep their KV cache for a next turn"
     )
     served.set_defaults(run=cmd_serve)
+
+    demo = sub.add_parser("demo", help="the Gradio puzzle demo: watch a model reason by drawing, and draw along")
+    demo.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    demo.add_argument("--model", help="preselect this model (a checkpoint path, hub id or openai:NAME)")
+    demo.set_defaults(run=cmd_demo)
 
     mcp = sub.add_parser("mcp", help="serve the drawing tools to MCP clients over stdio (Claude Desktop, Cursor)")
     mcp.set_defaults(run=cmd_mcp)

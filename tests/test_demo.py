@@ -1,0 +1,202 @@
+"""The Gradio demo through its HTTP API (gradio_client), served in-process on a free port.
+
+The expert model plays generated puzzles deterministically, so every run here is fast and exact.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("gradio")
+pytest.importorskip("gradio_client")
+
+from gradio_client import Client, handle_file
+
+from sketchmind.demo import MAX_FILE_SIZE, build_app
+from sketchmind.demo.limits import DemoInputError
+from sketchmind.demo.session import DemoSession
+from sketchmind.tasks import get_family, puzzle_rng
+
+# /solve, /accept, /apply_edits and /add_mark return these, in this order.
+CHAT, GALLERY, ANSWER, STATUS, TRACE_ZIP, PENDING = range(6)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    app = build_app(default_model="expert")
+    port = free_port()
+    app.queue().launch(
+        prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", max_file_size=MAX_FILE_SIZE, quiet=True
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def client(url: str) -> Client:
+    """A fresh visitor (its own session state) for each test."""
+    return Client(url, verbose=False)
+
+
+def titles(chat: list[dict[str, Any]]) -> list[str]:
+    return [m["metadata"]["title"] for m in chat if m.get("metadata") and m["metadata"].get("title")]
+
+
+def read_trace(archive: str) -> tuple[dict[str, Any], list[str]]:
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+        trace = json.loads(zipped.read(next(n for n in names if n.endswith("/trace.json"))))
+    return trace, names
+
+
+def generate_maze(client: Client) -> tuple[str, str]:
+    image, question, status = client.predict("maze", 1, 0, api_name="/generate")
+    assert "maze-L1-0" in status
+    return image, question
+
+
+def test_generate_and_solve_with_the_expert(client: Client) -> None:
+    puzzle = get_family("maze").generate(puzzle_rng("maze", 0, 1, 0), 1, 0)
+    image, question = generate_maze(client)
+    assert question == puzzle.question
+
+    out = client.predict(handle_file(image), question, "expert", "draw", False, api_name="/solve")
+
+    assert out[ANSWER] == puzzle.answer
+    assert out[STATUS].startswith("✔")
+    calls = [t for t in titles(out[CHAT]) if t.startswith("✏")]
+    assert "✏ box 'start'" in calls and len(calls) >= 3
+    views = [part for m in out[CHAT] for part in m["content"] if part.get("component") == "image"]
+    assert len(views) >= 2  # every drawn view is shown inline
+    assert len(out[GALLERY]) >= 2 and all(Path(item["image"]).is_file() for item in out[GALLERY])
+    assert out[PENDING] == ""
+    trace, names = read_trace(out[TRACE_ZIP])
+    assert trace["answer"] == puzzle.answer and trace["meta"]["correct"] is True
+    pngs = [n for n in names if n.endswith(".png")]
+    assert len(pngs) == len(trace["views"]) >= 2
+
+
+def test_bad_uploads_give_one_line(client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corrupt = tmp_path / "broken.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8)
+
+    image, status = client.predict(handle_file(str(corrupt)), api_name="/check_image")
+    assert image is None and status.startswith("⚠ broken.png: ") and "corrupt" in status and "\n" not in status
+
+    out = client.predict(handle_file(str(corrupt)), "What is this?", "expert", "draw", False, api_name="/solve")
+    assert out[STATUS].startswith("⚠ broken.png: ") and "corrupt" in out[STATUS] and "\n" not in out[STATUS]
+    assert out[ANSWER] == "" and out[TRACE_ZIP] is None
+
+    puzzle_image, question = generate_maze(client)
+    monkeypatch.setenv("SKETCHMIND_MAX_PIXELS", "10000")  # the 312x312 maze is now too big
+    _, status = client.predict(handle_file(puzzle_image), api_name="/check_image")
+    assert "over the limit" in status and "\n" not in status
+    monkeypatch.delenv("SKETCHMIND_MAX_PIXELS")
+
+    for args, expected in [
+        ((question * 100, "expert", "draw"), "limit is"),  # too long a question
+        (("  ", "expert", "draw"), "Type a question"),
+        ((question, "/no/such/checkpoint", "draw"), "Could not load model"),
+        ((question, "expert", "latent"), "latent"),  # the expert cannot imagine
+    ]:
+        out = client.predict(handle_file(puzzle_image), *args, False, api_name="/solve")
+        assert expected in out[STATUS] and "\n" not in out[STATUS] and "Traceback" not in out[STATUS]
+
+
+def test_step_by_step_edit_and_add_a_mark(client: Client) -> None:
+    image, question = generate_maze(client)
+    out = client.predict(handle_file(image), question, "expert", "draw", True, api_name="/solve")
+    assert out[STATUS].startswith("❚❚") and out[ANSWER] == ""
+    pending = json.loads(out[PENDING])
+    assert [c["arguments"]["label"] for c in pending] == ["start", "goal"]
+
+    # A malformed edit is refused with one line; the run stays paused (the next edit goes through).
+    out = client.predict("[{", api_name="/apply_edits")
+    assert "not valid JSON" in out[STATUS] and "\n" not in out[STATUS]
+
+    pending[0]["arguments"]["bbox"] = [20, 20, 100, 100]  # move the model's first box
+    out = client.predict(json.dumps(pending), api_name="/apply_edits")
+    assert out[STATUS].startswith("❚❚")  # paused again before the next turn's drawing
+
+    out = client.predict("box", "120, 200, 180, 290", "mine", out[PENDING], api_name="/add_mark")
+    assert out[STATUS].startswith("❚❚")
+    assert "✍ box 'start' (yours)" in titles(out[CHAT]) and "✍ box 'mine' (yours)" in titles(out[CHAT])
+
+    out = client.predict("box", "1, 2, 3", "mine", out[PENDING], api_name="/add_mark")
+    assert "4 numbers" in out[STATUS]
+
+    for _ in range(10):
+        if not out[PENDING]:
+            break
+        out = client.predict(api_name="/accept")
+    assert out[ANSWER] == "2" and out[STATUS].startswith("✔")
+
+    trace, _ = read_trace(out[TRACE_ZIP])
+    first, second = trace["steps"][0]["calls"], trace["steps"][1]["calls"]
+    assert first[0]["arguments"]["bbox"] == [20, 20, 100, 100]
+    assert second[-1]["name"] == "box" and second[-1]["arguments"] == {"bbox": [120, 200, 180, 290], "label": "mine"}
+    drawn = [a for view in trace["views"] for a in view["actions"]]
+    assert {"name": "box", "arguments": {"bbox": [120, 200, 180, 290], "label": "mine"}} in drawn
+
+    out = client.predict(api_name="/accept")  # the run is over: nothing waits
+    assert "Nothing is waiting" in out[STATUS]
+
+
+@pytest.mark.parametrize(
+    ("family", "level", "seed", "message"),
+    [
+        ("maze", 9, 0, "maze has levels 1-5, not 9"),
+        ("sudoku", 1, 0, "unknown task family 'sudoku'"),
+        ("maze", 1, -1, "The seed must be between"),
+        ("maze", 1.5, 0, "whole numbers"),
+    ],
+)
+def test_generate_refuses_bad_settings_in_one_line(family: str, level: float, seed: int, message: str) -> None:
+    session = DemoSession()
+    try:
+        with pytest.raises(DemoInputError, match=message) as caught:
+            session.generate(family, level, seed)
+        assert "\n" not in str(caught.value)
+    finally:
+        session.close()
+
+
+def test_sketchmind_demo_serves_the_page_on_loopback() -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    command = [sys.executable, "-m", "sketchmind.cli", "demo", "--port", str(port), "--model", "expert"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline, page = time.monotonic() + 90, ""
+        while time.monotonic() < deadline and not page:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode("utf-8", "replace")
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:] if server.stderr else ""
+                time.sleep(0.5)
+        assert "SketchMind" in page or "gradio" in page.lower()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
