@@ -147,7 +147,6 @@ def test_solve_usage_errors_exit_2(tmp_path: Path) -> None:
     model = f"replay:{_recorded(tmp_path, EXPERT)}"
     assert_one_line_error(sketchmind("solve", tmp_path / "nope.png", "q", "--model", model), "no such file")
     assert_one_line_error(sketchmind("solve", "q", "--model", model), "give an IMAGE")
-    assert_one_line_error(sketchmind("solve", MAZE, "q"), "pass --model")
     assert_one_line_error(sketchmind("solve", MAZE, "q", "--model", model, "--mode", "latent"), "latent-token policy")
     assert_one_line_error(sketchmind("solve", MAZE, "q", "--model", "replay:/nonexistent"), "no such directory")
 

@@ -287,8 +287,8 @@ def test_turn_failures_are_one_line_and_drop_the_cache(policies: dict[str, HFPol
     conversation = opening("failing")
     extend(conversation, policy.generate(conversation, GREEDY).text, view=2)
     assert policy.token_ids(conversation.id) is not None
-    # A 1-pixel-high strip: the Qwen image processor refuses its aspect ratio, mid-turn.
-    conversation.images = {**conversation.images, 9: np.zeros((1, 400, 3), dtype=np.uint8)}
+    # An array no image library can read (5 channels) fails mid-turn, after part of the prompt is planned.
+    conversation.images = {**conversation.images, 9: np.zeros((8, 8, 5), dtype=np.uint8)}
     conversation.messages[-1]["content"].append({"type": "image", "view": 9})
     with pytest.raises(BackendError) as failure:
         policy.generate(conversation, GREEDY)
