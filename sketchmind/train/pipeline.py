@@ -28,6 +28,7 @@ from sketchmind.train.recipe import Recipe
 if TYPE_CHECKING:
     from sketchmind.models.latent import LatentPolicy
     from sketchmind.protocols import Protocol
+    from sketchmind.train.synth import SynthStats
 
 STAGES: tuple[str, ...] = (
     "synth", "base", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "sft_text", "sft_direct", "eval",
@@ -153,21 +154,12 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
 
     def _synth(self) -> dict[str, Any]:
-        from sketchmind.train.synth import save_dataset, synthesize
+        from sketchmind.train.synth import save_dataset
 
         data = self.recipe.data
         rows, stats = [], None
         for family in data.families:
-            levels = data.levels.get(family)
-            got, got_stats = synthesize(
-                [family],
-                data.n_for(family),
-                levels=levels,
-                seed=data.seed,
-                reflective_fraction=data.reflective_fraction,
-                min_rounds=data.min_rounds,
-                protocol=self.protocol(),
-            )
+            got, got_stats = self._synthesize(family, data.n_for(family), data.seed)
             rows.extend(got)
             if stats is None:
                 stats = got_stats
@@ -176,6 +168,21 @@ class Pipeline:
         save_dataset(rows, self.folder("synth"), stats=stats)
         self.report(stats.table() if stats else "no data")
         return {"rows": len(rows)}
+
+    def _synthesize(self, family: str, n: int, seed: int) -> tuple[list[dict[str, Any]], SynthStats]:
+        """Expert rows for one family, with the recipe's levels, reflective share, filters and coordinates."""
+        from sketchmind.train.synth import synthesize
+
+        data = self.recipe.data
+        return synthesize(
+            [family],
+            n,
+            levels=data.levels.get(family),
+            seed=seed,
+            reflective_fraction=data.reflective_fraction,
+            min_rounds=data.min_rounds,
+            protocol=self.protocol(),
+        )
 
     def _base(self) -> dict[str, Any]:
         from sketchmind.models.tiny import build_tiny
@@ -341,7 +348,7 @@ class Pipeline:
         if self._latent_cache is not None:
             return self._latent_cache
         from sketchmind.latent.data import latent_row
-        from sketchmind.train.synth import load_dataset, synthesize
+        from sketchmind.train.synth import load_dataset
 
         spec = self.recipe.stages.latent
         assert spec is not None
@@ -351,16 +358,7 @@ class Pipeline:
             source = list(load_dataset(self.folder("synth")))
         else:
             for family in data.families:
-                got, _ = synthesize(
-                    [family],
-                    spec.n,
-                    levels=data.levels.get(family),
-                    seed=spec.seed,
-                    reflective_fraction=data.reflective_fraction,
-                    min_rounds=data.min_rounds,
-                    protocol=self.protocol(),
-                )
-                source.extend(got)
+                source.extend(self._synthesize(family, spec.n, spec.seed)[0])
         rows: list[dict[str, Any]] = []
         for row in source:
             try:
