@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from loopback import free_port
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,14 +152,6 @@ def test_solve_usage_errors_exit_2(tmp_path: Path) -> None:
     assert_one_line_error(sketchmind("solve", MAZE, "q", "--model", "replay:/nonexistent"), "no such directory")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_solve_against_an_unreachable_server_exits_3_with_one_line() -> None:
     result = sketchmind(
         "solve",
@@ -167,7 +160,7 @@ def test_solve_against_an_unreachable_server_exits_3_with_one_line() -> None:
         "--model",
         "openai:tiny",
         "--base-url",
-        f"http://127.0.0.1:{_free_port()}/v1",
+        f"http://127.0.0.1:{free_port()}/v1",
         "--timeout",
         "5",
     )
@@ -186,7 +179,7 @@ def test_serve_a_tiny_checkpoint_and_solve_through_it(tmp_path: Path) -> None:
     from sketchmind.models.tiny import build_tiny
 
     checkpoint = build_tiny("qwen2.5-vl", tmp_path / "tiny")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(
         [

@@ -6,7 +6,6 @@ The expert model plays generated puzzles deterministically, so every run here is
 from __future__ import annotations
 
 import json
-import socket
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,8 @@ pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file
+from loopback import free_port, served_demo
 
-from sketchmind.demo import MAX_FILE_SIZE, build_app
 from sketchmind.demo.limits import DemoInputError
 from sketchmind.demo.session import DemoSession
 from sketchmind.tasks import get_family, puzzle_rng
@@ -28,23 +27,10 @@ from sketchmind.tasks import get_family, puzzle_rng
 CHAT, GALLERY, ANSWER, STATUS, TRACE_ZIP, PENDING = range(6)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    app = build_app(default_model="expert")
-    port = free_port()
-    app.queue().launch(
-        prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", max_file_size=MAX_FILE_SIZE, quiet=True
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    with served_demo("expert") as address:
+        yield address
 
 
 @pytest.fixture

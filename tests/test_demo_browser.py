@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,22 +22,13 @@ if not CHROMIUM.is_file():
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
-from sketchmind.demo import MAX_FILE_SIZE, build_app  # noqa: E402
+from loopback import served_demo  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    app = build_app(default_model="expert")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    app.queue().launch(
-        prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", max_file_size=MAX_FILE_SIZE, quiet=True
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    with served_demo("expert") as address:
+        yield address
 
 
 def test_generate_solve_and_screenshot(url: str, tmp_path: Path) -> None:

@@ -8,19 +8,14 @@ needs a server, and a ``ReplayPolicy`` behind that server where a test needs a f
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
+from loopback import Recording, Served, free_port
 
-from sketchmind.models.base import Conversation, Generation, Policy, Sampling
 from sketchmind.models.default import shipped_policy
 from sketchmind.models.replay import ReplayPolicy
 from sketchmind.server import create_app
@@ -42,47 +37,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, f
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Served:
-    """An app served by uvicorn in a background thread on a free loopback port (as in test_openai_backend)."""
-
-    def __init__(self, app: Any) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-
-
-class Recording(Policy):
-    """A real policy that forwards to another and keeps every conversation it was asked about."""
-
-    def __init__(self, inner: Policy) -> None:
-        self.inner = inner
-        self.seen: list[Conversation] = []
-
-    def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
-        self.seen.append(conversation)
-        return self.inner.generate(conversation, sampling)
 
 
 @pytest.fixture(scope="module")

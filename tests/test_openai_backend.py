@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import openai
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
+from loopback import Recording, Served
 from recorded import EXPERT, MAZE
 from starlette.responses import JSONResponse, Response
 
@@ -44,70 +44,11 @@ TOOLS_SCRIPT: list[str | dict[str, Any]] = [
 ]
 
 
-class Recording(Policy):
-    """A real policy that forwards to another and keeps every conversation it was asked about."""
-
-    def __init__(self, inner: Policy, delay: float = 0.0) -> None:
-        self.inner = inner
-        self.delay = delay
-        self.seen: list[Conversation] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._lock = threading.Lock()
-
-    def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
-        with self._lock:
-            self.seen.append(conversation)
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            time.sleep(self.delay)
-            return self.inner.generate(conversation, sampling)
-        finally:
-            with self._lock:
-                self.in_flight -= 1
-
-    @property
-    def images_per_request(self) -> list[int]:
-        return [len(c.images) for c in self.seen]
-
-
 class Fixed(Policy):
     """A real policy with a fixed answer, token counts and log-probability."""
 
     def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
         return Generation(text="fixed", tokens_in=11, tokens_out=2, logprob=-1.5)
-
-
-class Served:
-    """An app served by uvicorn in a background thread on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5):
-            pass  # it accepts
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-        assert not self.thread.is_alive(), "uvicorn did not stop"
-
-    def __exit__(self, *exc: object) -> None:
-        if self.thread.is_alive():
-            self.stop()
 
 
 @pytest.fixture
