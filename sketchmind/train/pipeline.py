@@ -123,6 +123,9 @@ class Pipeline:
             self.report(f"{stage}: running")
             started = time.perf_counter()
             summary = getattr(self, f"_{stage}")()
+            for key in ("model", "final"):  # every checkpoint a stage makes carries the recipe's coordinates
+                if key in summary:
+                    self.stamp_coords(summary[key])
             summary["seconds"] = round(time.perf_counter() - started, 1)
             self.folder(stage).mkdir(parents=True, exist_ok=True)
             (self.folder(stage) / DONE_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -200,7 +203,6 @@ class Pipeline:
             max_pixels=tiny.max_pixels,
             image_size=tiny.image_size,
         )
-        self.stamp_coords(path)
         return {"model": str(path), "parameters": parameter_count(path)}
 
     def _sft(self) -> dict[str, Any]:
@@ -280,7 +282,6 @@ class Pipeline:
             rich_progress=self.rich_progress,
             coords=self.recipe.coords,
         )
-        self.stamp_coords(self.folder("grpo") / "final")
         return {"final": str(self.folder("grpo") / "final"), **_scalars(metrics)}
 
     def _latent1(self) -> dict[str, Any]:
@@ -317,7 +318,6 @@ class Pipeline:
         )
         summary.pop("final_dir", None)
         final = str(self.folder(stage) / "final")
-        self.stamp_coords(final)
         return {"rows": len(rows), "skipped": skipped, "start": start, "final": final, **_scalars(summary)}
 
     def _sft_text(self) -> dict[str, Any]:
@@ -477,7 +477,6 @@ class Pipeline:
             seed=self.recipe.seed,
             rich_progress=self.rich_progress,
         )
-        self.stamp_coords(self.folder(stage) / "final")
         return {"rows": len(dataset), "final": str(self.folder(stage) / "final"), **_scalars(metrics)}
 
 
