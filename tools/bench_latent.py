@@ -12,12 +12,14 @@ The puzzles are the expert's kept trajectories (``synthesize``) at one mid-range
   with its rendered view as image tokens;
 - **latent**: ``latent_row``: system + question + input image, then ONE assistant turn in which each view
   is a block of ``<|latent_start|>`` + K pads + ``<|latent_end|>`` (K = 4), observations dropped;
-- **text**: system + question + input image, then one assistant turn with the expert's thoughts and
-  answer, tool calls removed (no views at all).
+- **text**: the text-CoT baseline's training row (``train.baselines.baseline_row``): text mode's system
+  prompt + question + input image, then one assistant turn with the expert's thoughts and answer (no
+  tools, no views).
 
-All three keep the same system prompt and question. Images go through ``fit_pixels`` at the processor's
-``max_pixels`` (the tiny build's default, 256 x 28 x 28 = 200,704 pixels) and the processor itself, so image
-tokens are what a Qwen2.5-VL model really sees (one token per 28 x 28 pixels). Two definitions are reported:
+All three keep the same question; draw and latent the same system prompt. Images go through ``fit_pixels``
+at the processor's ``max_pixels`` (the tiny build's default, 256 x 28 x 28 = 200,704 pixels) and the
+processor itself, so image tokens are what a Qwen2.5-VL model really sees (one token per 28 x 28 pixels).
+Two definitions are reported:
 
 (i) **final context**: the tokens of the last forward pass (the whole conversation, answer included);
 (ii) **stateless prompt tokens**: the sum over assistant turns of that turn's prompt length, what an
@@ -32,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -50,36 +51,20 @@ from sketchmind.latent.data import latent_row
 from sketchmind.latent.tokens import read_spec
 from sketchmind.models.chat import template_messages
 from sketchmind.models.latent import build_tiny_latent
+from sketchmind.train.baselines import baseline_row
 from sketchmind.train.synth import synthesize
 
 TARGET = 10.0
 MODES = ("draw", "latent", "text")
 LEVELS = {"frozenlake": 5, "maze": 3}
-TOOL_CALL = re.compile(r"<tool_call>.*?</tool_call>", re.DOTALL)
 
 
 # ------------------------------------------------------------------------------------------ formats
 
 
-def text_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The trajectory as plain reasoning: the prompt, then one assistant turn of thoughts and answer, no tools."""
-    messages = list(row["messages"])
-    head = 2 if messages[0].get("role") == "system" else 1
-    said = "".join(
-        part.get("text") or ""
-        for message in messages[head:]
-        if message.get("role") == "assistant"
-        for part in message["content"]
-        if part.get("type") == "text"
-    )
-    assistant = {"role": "assistant", "content": [{"type": "text", "text": TOOL_CALL.sub("", said)}]}
-    n_prompt_images = sum(1 for m in messages[:head] for p in m["content"] if p.get("type") == "image")
-    return {"messages": [*messages[:head], assistant], "images": list(row["images"])[:n_prompt_images]}
-
-
 def formats(row: Mapping[str, Any], k: int) -> dict[str, Mapping[str, Any]]:
     """The same trajectory as a draw, a latent and a text row."""
-    return {"draw": row, "latent": latent_row(row, k), "text": text_row(row)}
+    return {"draw": row, "latent": latent_row(row, k), "text": baseline_row(row, "text")}
 
 
 # ------------------------------------------------------------------------------------------ counting
