@@ -22,6 +22,17 @@ from sketchmind.coords import Convention
 Number = FiniteFloat
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
+# Size limits on one call's arguments, checked before any parsing or validation work, so a hostile or
+# runaway call (a 10 MB label, a million path points) costs microseconds and never reaches the renderer.
+# The largest legitimate call, a 512-point path, is ~1,500 items and a few KB of text.
+MAX_ARGUMENTS_CHARS = 65_536  # all strings of one call together (keys included), or its JSON text
+MAX_ARGUMENT_ITEMS = 4_096  # list elements plus object members, at every level
+MAX_ARGUMENT_DEPTH = 8  # nesting of lists and objects ({"points": [[x, y], ...]} is 3)
+MAX_TOOL_NAME_CHARS = 64
+MAX_ANSWER_CHARS = 4_096
+MAX_CALLS_PER_GROUP = 64  # marks drawn as one view by Canvas.apply_group
+_SHOWN = 40  # characters of an offending name echoed in an error
+
 
 class ActionError(ValueError):
     """An action that cannot be carried out; ``str(error)`` is one line meant for the model."""
@@ -230,17 +241,54 @@ class Zoom(ViewAction):
 class Answer(Action):
     tool: ClassVar[str] = "answer"
     summary: ClassVar[str] = "Give the final answer and stop."
-    answer: str = Field(description="The final answer, in the format the question asks for.")
+    answer: str = Field(
+        max_length=MAX_ANSWER_CHARS, description="The final answer, in the format the question asks for."
+    )
 
 
 ACTIONS: dict[str, type[Action]] = {cls.tool: cls for cls in (Box, Line, Dot, Path, Grid, Text, Crop, Zoom, Answer)}
 
 
+def _shown(text: str) -> str:
+    """A name from the input as it may appear in an error: one line, at most ``_SHOWN`` characters."""
+    flat = " ".join(text[: _SHOWN + 1].split())
+    return flat if len(flat) <= _SHOWN else flat[: _SHOWN - 3] + "..."
+
+
+def check_size(arguments: Any) -> None:
+    """Raise ``ActionError`` if decoded arguments exceed the size limits (``MAX_ARGUMENT_*``).
+
+    The walk stops at the first limit it crosses, so its cost is bounded whatever the input's size.
+    """
+    chars = items = 0
+    stack: list[tuple[Any, int]] = [(arguments, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            chars += len(value)
+            if chars > MAX_ARGUMENTS_CHARS:
+                raise ActionError(f"arguments hold over {MAX_ARGUMENTS_CHARS} characters of text; keep labels short")
+            continue
+        if not isinstance(value, Mapping | list | tuple):
+            continue
+        if depth >= MAX_ARGUMENT_DEPTH:
+            raise ActionError(f"arguments are nested deeper than {MAX_ARGUMENT_DEPTH} levels")
+        items += len(value)
+        if items > MAX_ARGUMENT_ITEMS:
+            raise ActionError(f"arguments hold over {MAX_ARGUMENT_ITEMS} values; a path takes at most 512 points")
+        if isinstance(value, Mapping):
+            stack.extend((k, depth + 1) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        else:
+            stack.extend((v, depth + 1) for v in value)
+
+
 def _describe_errors(tool: str, error: ValidationError) -> str:
-    """One line from pydantic's error list, worded for a model."""
+    """One line from pydantic's error list, worded for a model (the first few errors, names shortened)."""
     parts = []
-    for item in error.errors(include_url=False):
-        field = ".".join(str(p) for p in item["loc"])
+    errors = error.errors(include_url=False)
+    for item in errors[:4]:
+        field = _shown(".".join(str(p) for p in item["loc"]))
         kind = item["type"]
         if kind == "missing":
             parts.append(f"missing argument '{field}'")
@@ -249,21 +297,27 @@ def _describe_errors(tool: str, error: ValidationError) -> str:
             parts.append(f"unexpected argument '{field}' (arguments: {allowed})")
         else:
             parts.append(f"{field}: {item['msg']}" if field else item["msg"])
+    if len(errors) > 4:
+        parts.append(f"and {len(errors) - 4} more")
     return f"{tool}: " + "; ".join(parts)
 
 
 def parse_action(name: str, arguments: Mapping[str, Any] | str | None = None) -> Action:
     """Build a typed action from a tool name and its arguments (a mapping or a JSON string).
 
-    Raises ``ActionError`` with a single line for the model on any problem.
+    Raises ``ActionError`` with a single line for the model on any problem, including arguments over
+    the size limits (``MAX_ARGUMENTS_CHARS`` and friends), which are refused before they are parsed.
     """
-    key = str(name).strip().lower()
+    text = name if isinstance(name, str) else str(name)[: MAX_TOOL_NAME_CHARS + 1]
+    key = text.strip().lower() if len(text) <= MAX_TOOL_NAME_CHARS else ""
     cls = ACTIONS.get(key)
     if cls is None:
-        raise ActionError(f"unknown tool {name!r}; available tools: {', '.join(ACTIONS)}")
+        raise ActionError(f"unknown tool {_shown(text)!r}; available tools: {', '.join(ACTIONS)}")
     if arguments is None:
         arguments = {}
     if isinstance(arguments, str):
+        if len(arguments) > MAX_ARGUMENTS_CHARS:
+            raise ActionError(f"{key}: arguments are {len(arguments)} characters, over the {MAX_ARGUMENTS_CHARS} limit")
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except (ValueError, RecursionError) as exc:  # also too-deep nesting and ints over Python's digit limit
@@ -271,6 +325,10 @@ def parse_action(name: str, arguments: Mapping[str, Any] | str | None = None) ->
             raise ActionError(f"{key}: arguments are not valid JSON ({reason})") from None
     if not isinstance(arguments, Mapping):
         raise ActionError(f"{key}: arguments must be a JSON object, got {type(arguments).__name__}")
+    try:
+        check_size(arguments)
+    except ActionError as error:
+        raise ActionError(f"{key}: {error}") from None
     try:
         return cls.model_validate(dict(arguments))
     except ValidationError as exc:

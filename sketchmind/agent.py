@@ -19,7 +19,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -43,6 +43,7 @@ TEXT_PROMPT = (
     "You are a careful visual reasoner. Think step by step inside <think> </think>, then give the final "
     "answer inside <answer> </answer>. You cannot draw in this mode."
 )
+TIMEOUT_GRACE = 1.0  # seconds a policy told the budget gets past it to fail with its own (clearer) error
 MAX_CACHED_CANVASES = 64  # canvases of recent runs kept for trace(), saving and resume; rebuilt on demand
 TEXT_MODE_ERROR = "tools are disabled in text mode: reason in words and give <answer>...</answer>"
 
@@ -54,7 +55,7 @@ class Budgets:
     max_turns: int = 10
     max_images: int = 45  # views shown to the model, the input included
     max_context_tokens: int | None = None
-    timeout: float | None = 120.0  # seconds per backend call
+    timeout: float | None = 120.0  # seconds per backend call (retries included); the policy is told it
 
 
 class AgentState(TypedDict, total=False):
@@ -123,7 +124,9 @@ class Agent:
         self.protocol = get_protocol(protocol, policy.coords) if isinstance(protocol, str) else protocol
         self.budgets = budgets
         self.mode = mode
-        self.sampling = sampling
+        # The policy gets the per-call budget (unless the caller set its own), so its retries fit inside
+        # it and a failure reads as the backend's reason ("answered 503 after 3 retries"), not a timeout.
+        self.sampling = self._budgeted(sampling, budgets)
         self._canvases: dict[str, Canvas] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sketchmind-model")
         checkpointer = None
@@ -178,6 +181,7 @@ class Agent:
         if run_ids is not None and len(run_ids) != len(items):
             raise ValueError(f"got {len(run_ids)} run ids for {len(items)} items")
         ids: Sequence[str | None] = run_ids or [None] * len(items)
+        turn = self.sampling if sampling is None else self._budgeted(sampling, self.budgets)
         states = [self._start(image, question, run_id) for (image, question), run_id in zip(items, ids, strict=True)]
         while True:
             live = [s for s in states if s["status"] == "running"]
@@ -185,9 +189,7 @@ class Agent:
                 break
             conversations = [self._conversation(s) for s in live]
             try:
-                generations = self._with_timeout(
-                    lambda batch=conversations: self.policy.generate_batch(batch, sampling or self.sampling)
-                )
+                generations = self._with_timeout(lambda batch=conversations: self.policy.generate_batch(batch, turn))
             except BackendError as error:
                 for state in live:
                     _merge(state, {"status": "error", "error": str(error)})
@@ -343,11 +345,19 @@ class Agent:
             tools=specs() if self.protocol.name == "openai-tools" and self.mode == "draw" else None,
         )
 
+    @staticmethod
+    def _budgeted(sampling: Sampling, budgets: Budgets) -> Sampling:
+        """``sampling`` with the per-call budget as its timeout, unless it has its own."""
+        if sampling.timeout is None and budgets.timeout is not None:
+            return replace(sampling, timeout=budgets.timeout)
+        return sampling
+
     def _with_timeout(self, call: Any) -> Any:
         """Run a backend call with the per-call timeout (a hung call is abandoned, not killed)."""
         future = self._pool.submit(call)
+        limit = None if self.budgets.timeout is None else self.budgets.timeout + TIMEOUT_GRACE
         try:
-            return future.result(timeout=self.budgets.timeout)
+            return future.result(timeout=limit)
         except concurrent.futures.TimeoutError:
             raise BackendError(f"the model did not answer within {self.budgets.timeout:g} s") from None
 

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from sketchmind.actions import (
+    MAX_CALLS_PER_GROUP,
     Action,
     ActionError,
     Answer,
@@ -165,8 +166,11 @@ class Canvas:
         """Draw several marks on one view as a single new view (ViLaSR draws a whole call this way).
 
         All-or-nothing: if any call is invalid, no view is made and the first error is returned.
+        At most ``MAX_CALLS_PER_GROUP`` marks make one view; a longer group is refused before parsing.
         """
         try:
+            if len(calls) > MAX_CALLS_PER_GROUP:
+                raise ActionError(f"{len(calls)} marks in one group, over the limit of {MAX_CALLS_PER_GROUP}")
             actions = [parse_action(name, arguments) for name, arguments in calls]
             if not actions:
                 raise ActionError("no marks to draw")

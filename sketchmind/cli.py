@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
 
 from sketchmind.actions import ActionError
 from sketchmind.canvas import Canvas, View
-from sketchmind.images import ImageInputError
+from sketchmind.images import ImageInputError, load_image
 from sketchmind.memory import reuse_freed_memory
 from sketchmind.models.default import DEFAULT_POLICY, NOTICE, shipped_policy
 from sketchmind.trace import TraceError
@@ -34,8 +35,65 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
+MAX_QUESTION_CHARS = 100_000  # a question is a prompt, not a document: longer ones are a mistake
+MAX_LEVEL = 1000  # no family has more levels; bounds ``--levels 3-999999999``
+
+
 class UsageError(ValueError):
     """Bad command-line input; the message is printed as one line and the exit code is 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the error and where to look), not the usage block too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
+def _number(kind: type[int] | type[float], low: float, what: str) -> Callable[[str], Any]:
+    """An argparse ``type`` for a finite number of ``kind`` at least ``low``, refusing others in one line."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (value >= low and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, 1, "a positive integer")
+natural_int = _number(int, 0, "an integer >= 0")
+positive_float = _number(float, sys.float_info.min, "a positive number")
+natural_float = _number(float, 0, "a number >= 0")
+
+
+def _fraction(text: str) -> float:
+    value = natural_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1")
+    return float(value)
+
+
+def _port(text: str) -> int:
+    value = int(natural_int(text))
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return value
+
+
+def _check_question(question: str) -> None:
+    if len(question) > MAX_QUESTION_CHARS:
+        raise UsageError(f"the question is {len(question):,} characters, over the limit of {MAX_QUESTION_CHARS:,}")
+
+
+def _check_output_dir(path: str | None, flag: str) -> None:
+    """An output directory must be a directory (or not exist yet), never an existing file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise UsageError(f"{flag} {path}: is a file, not a directory")
 
 
 def _read_calls(source: str) -> list[dict[str, Any]]:
@@ -82,6 +140,8 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
     if args.image is None and not args.blank:
         raise UsageError("give an IMAGE, or --blank for a whiteboard")
+    _check_question(args.question)
+    _check_output_dir(args.save, "--save")
     calls = _read_calls(args.calls)
     if args.save:
         _clear_old_trace(Path(args.save))
@@ -138,6 +198,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
         raise UsageError("give an IMAGE, or --blank for a whiteboard")
     if args.image is not None and args.blank:
         raise UsageError("give either an IMAGE or --blank, not both")
+    _check_question(args.question)
+    _check_output_dir(args.save, "--save")
+    # Read the image before loading a model: a bad one is refused in a moment, not after minutes.
+    image = None if args.image is None else load_image(args.image)
     if args.model is None:
         args.model = _default_model(args.mode)
         err.print(NOTICE, soft_wrap=True, markup=False)
@@ -154,10 +218,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
         except ValueError as error:  # an unsupported mode or protocol: the user's choice, not a bug
             raise UsageError(str(error)) from None
         if args.samples > 1:
-            trace = agent.solve(args.image, args.question, samples=args.samples, select_by=args.select, save=args.save)
+            trace = agent.solve(image, args.question, samples=args.samples, select_by=args.select, save=args.save)
         else:
             trace = None
-            for event in agent.stream(args.image, args.question, save=args.save, run_id=run_id):
+            for event in agent.stream(image, args.question, save=args.save, run_id=run_id):
                 if event["node"] == "end":
                     trace = event["trace"]
                 elif not args.json:
@@ -204,10 +268,13 @@ def _levels(text: str | None) -> tuple[int, ...] | None:
     try:
         for part in text.split(","):
             low, _, high = part.strip().partition("-")
-            levels.extend(range(int(low), int(high or low) + 1))
+            first, last = int(low), int(high or low)
+            if not 1 <= first <= last <= MAX_LEVEL:
+                raise ValueError
+            levels.extend(range(first, last + 1))
     except ValueError:
-        raise UsageError(f"--levels {text!r}: use numbers like 3,4,5 or 3-5") from None
-    return tuple(levels)
+        raise UsageError(f"--levels {text!r}: use levels from 1 to {MAX_LEVEL} like 3,4,5 or 3-5") from None
+    return tuple(dict.fromkeys(levels))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -230,6 +297,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.runs:
         raise UsageError(f"unexpected arguments {args.runs}: give one TARGET (a family or vsp)")
+    _check_output_dir(args.out, "--out")
     if args.model is None:
         args.model = _default_model(args.mode)
     config = BenchConfig(
@@ -250,7 +318,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     directory = Path(args.out or f"runs/bench/{args.target}-{slug}-{args.mode}")
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=err, transient=True) as progress:
+        # No bar when stderr is a pipe or a log: there it would only leave blank lines around the messages.
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
             task = progress.add_task(f"{args.target} · {args.model}", total=None)
             run = run_bench(
                 config, directory, on_batch=lambda done, total: progress.update(task, completed=done, total=total)
@@ -274,6 +343,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from sketchmind.tasks import FAMILY_NAMES
     from sketchmind.train.synth import save_dataset, synthesize
 
+    _check_output_dir(args.out, "--out")
     families = [name.strip() for name in args.tasks.split(",") if name.strip()]
     unknown = [name for name in families if name not in FAMILY_NAMES]
     if unknown or not families:
@@ -358,8 +428,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a policy behind an OpenAI-compatible API on this machine."""
     from sketchmind.models.base import BackendError
     from sketchmind.models.loading import load_policy
-    from sketchmind.server import serve
+    from sketchmind.server import Limits, serve
 
+    limits = Limits(**{k: v for k, v in vars(args).items() if k in Limits.__dataclass_fields__ and v is not None})
     try:
         policy = load_policy(args.model)
     except BackendError as error:
@@ -367,7 +438,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_BACKEND
     name = args.name or Path(args.model.rstrip("/")).name
     out.print(f"serving {args.model} as {name!r} at http://{args.host}:{args.port}/v1")
-    serve(policy, name, host=args.host, port=args.port, sessions=args.sessions)
+    serve(policy, name, host=args.host, port=args.port, sessions=args.sessions, limits=limits)
     return EXIT_OK
 
 
@@ -380,7 +451,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sketchmind", description="Vision-language models that reason by drawing.")
+    parser = _Parser(prog="sketchmind", description="Vision-language models that reason by drawing.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     tools = sub.add_parser("tools", help="print the drawing tools as JSON Schema (OpenAI function-calling specs)")
@@ -407,14 +478,14 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL)")
     solve.add_argument("--protocol", default="sketchmind", choices=["sketchmind", "vilasr", "openai-tools"])
     solve.add_argument("--mode", default="draw", choices=["draw", "text", "latent", "auto"])
-    solve.add_argument("--max-turns", type=int, default=10)
-    solve.add_argument("--max-images", type=int, default=45)
-    solve.add_argument("--max-new-tokens", type=int, default=512)
-    solve.add_argument("--timeout", type=float, default=120.0, help="seconds per model call")
-    solve.add_argument("--temperature", type=float, default=0.0)
-    solve.add_argument("--samples", type=int, default=1, help="sample N trajectories and select one")
+    solve.add_argument("--max-turns", type=positive_int, default=10)
+    solve.add_argument("--max-images", type=positive_int, default=45)
+    solve.add_argument("--max-new-tokens", type=positive_int, default=512)
+    solve.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per model call")
+    solve.add_argument("--temperature", type=natural_float, default=0.0)
+    solve.add_argument("--samples", type=positive_int, default=1, help="sample N trajectories and select one")
     solve.add_argument("--select", default="vote", choices=["vote", "likelihood"])
-    solve.add_argument("--seed", type=int)
+    solve.add_argument("--seed", type=natural_int)
     solve.add_argument("--blank", action="store_true", help="reason on a blank whiteboard")
     solve.add_argument("--save", metavar="DIR", help="save trace.json and views/*.png here")
     solve.add_argument("--json", action="store_true", help="print the trace as JSON instead of the steps")
@@ -431,12 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--protocol", default="sketchmind", choices=["sketchmind", "vilasr", "openai-tools"])
     bench.add_argument("--mode", default="draw", choices=["draw", "text", "latent", "auto"])
     bench.add_argument("--levels", help="e.g. 3,4,5 or 3-5 (default: all)")
-    bench.add_argument("--n", type=int, help="puzzles per level (default 20; VSP: all)")
-    bench.add_argument("--seed", type=int, default=0, help="dataset seed (datasets are deterministic)")
-    bench.add_argument("--samples", type=int, default=1, help="sample N trajectories per puzzle and vote")
+    bench.add_argument("--n", type=positive_int, help="puzzles per level (default 20; VSP: all)")
+    bench.add_argument("--seed", type=natural_int, default=0, help="dataset seed (datasets are deterministic)")
+    bench.add_argument("--samples", type=positive_int, default=1, help="sample N trajectories per puzzle and vote")
     bench.add_argument("--data", help=f"VSP folder holding maps/ (default {DEFAULT_VSP_DATA})")
-    bench.add_argument("--max-turns", type=int, default=10)
-    bench.add_argument("--batch-size", type=int, default=8, help="puzzles solved in lockstep per batch")
+    bench.add_argument("--max-turns", type=positive_int, default=10)
+    bench.add_argument("--batch-size", type=positive_int, default=8, help="puzzles solved in lockstep per batch")
     bench.add_argument("--out", help="run directory (default runs/bench/TARGET-MODEL-MODE); re-runs resume")
     bench.add_argument("--plot", default="compare.png", help="bench compare: output plot")
     bench.set_defaults(run=cmd_bench)
@@ -444,11 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="make training data: `data synth --tasks maze,frozenlake --n 50 --out DIR`")
     data.add_argument("action", choices=["synth"])
     data.add_argument("--tasks", default="frozenlake,maze", help="comma-separated families")
-    data.add_argument("--n", type=int, default=20, help="puzzles per level and family")
+    data.add_argument("--n", type=positive_int, default=20, help="puzzles per level and family")
     data.add_argument("--levels", help="e.g. 3-5 (default: every level)")
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--reflective", type=float, default=0.3, help="share of reflective trajectories")
-    data.add_argument("--min-rounds", type=int, default=2, help="fewest drawing rounds a kept trajectory has")
+    data.add_argument("--seed", type=natural_int, default=0)
+    data.add_argument("--reflective", type=_fraction, default=0.3, help="share of reflective trajectories")
+    data.add_argument("--min-rounds", type=natural_int, default=2, help="fewest drawing rounds a kept trajectory has")
     data.add_argument("--format", default="hf", choices=["hf", "llamafactory"], help="parquet dataset or ShareGPT")
     data.add_argument("--out", required=True, help="output directory")
     data.set_defaults(run=cmd_data)
@@ -462,15 +533,28 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--model", required=True, help="checkpoint path or hub id")
     served.add_argument("--name", help="model name clients use (default: the checkpoint's folder name)")
     served.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    served.add_argument("--port", type=int, default=8000)
+    served.add_argument("--port", type=_port, default=8000)
     served.add_argument(
-        "--sessions", type=int, default=8, help="finished conversations that keep their KV cache for a next turn"
+        "--sessions",
+        type=natural_int,
+        default=8,
+        help="finished conversations that keep their KV cache for a next turn",
     )
+    for flag, meaning in (  # per-request limits (sketchmind.server.Limits); over one: a one-line 4xx error
+        ("--max-body-bytes", "bytes in one request body (default 33554432)"),
+        ("--max-messages", "messages in one request (default 512)"),
+        ("--max-images", "images in one request (default 64)"),
+        ("--max-image-pixels", "pixels of one image (default 16777216)"),
+        ("--max-total-pixels", "pixels of all images of one request (default 67108864)"),
+        ("--max-text-chars", "characters of text in one request (default 1000000)"),
+        ("--max-tokens", "largest max_tokens a request may ask for (default 4096)"),
+    ):
+        served.add_argument(flag, type=positive_int, help=meaning)
     served.set_defaults(run=cmd_serve)
 
     demo = sub.add_parser("demo", help="the Gradio puzzle demo: watch a model reason by drawing, and draw along")
     demo.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--port", type=_port, default=7860)
     demo.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     demo.add_argument("--model", help="preselect this model (a checkpoint path, hub id or openai:NAME)")
     demo.set_defaults(run=cmd_demo)
@@ -486,8 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sketchmind`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``sketchmind`` console script; returns the exit code (``--help`` included)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help (0) or a usage error (2), already printed
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
     reuse_freed_memory()
     try:
         return int(args.run(args))

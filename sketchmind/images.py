@@ -127,16 +127,19 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> np.ndar
             raise ImageInputError(f"{name}: file is over 1 GiB")
         stream = io.BytesIO(path.read_bytes())
     try:
-        with _open_header(stream) as image:
-            _check_size(image.width, image.height, limit, name)
-            image.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(image))
+        # Pillow warns (several stderr lines) about corrupt metadata it skips; the outcome is what counts.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with _open_header(stream) as image:
+                _check_size(image.width, image.height, limit, name)
+                image.load()
+                rgb = _to_rgb(ImageOps.exif_transpose(image))
     except ImageInputError:
         raise
     except UnidentifiedImageError:
         raise ImageInputError(f"{name}: not an image file (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageInputError(f"{name}: truncated or corrupt image ({exc})") from None
+        raise ImageInputError(f"{name}: truncated or corrupt image ({' '.join(str(exc).split())})") from None
     return np.ascontiguousarray(np.asarray(rgb))
 
 

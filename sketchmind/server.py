@@ -10,7 +10,12 @@ A request whose messages extend a recent request's reuses that request's convers
 turn k prefills only what is new. ``concurrency`` bounds how many ``policy.generate`` calls run at once (default 1,
 as a local GPU model is not thread-safe); other requests wait their turn.
 
-The server binds to 127.0.0.1 by default; it has no authentication, so expose it with care. FastAPI is
+Every request is bounded (``Limits``): body bytes (refused with 413 from Content-Length, or as soon as a
+chunked body passes the limit, before it is all read), messages, images, pixels per image and in all,
+text characters and ``max_tokens``. Errors are one line in OpenAI's error shape.
+
+The server binds to 127.0.0.1 by default; it has no authentication, so expose it with care (binding
+anything else prints a one-line warning on stderr). FastAPI is
 imported at module level (its route signatures need ``Request`` in module globals); ``import sketchmind``
 does not import this module.
 """
@@ -19,14 +24,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
+import ipaddress
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -34,7 +44,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from sketchmind.images import ImageInputError, load_image
+from sketchmind.images import ImageInputError, _open_header, load_image
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols.base import Message
 from sketchmind.server_sessions import Sessions, with_id
@@ -45,16 +55,71 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[^;,]*)*),(.*)", re.S)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one chat-completions request may hold; anything over a limit is refused in one line.
+
+    The defaults admit a full agent run (45 views of up to 16 Mpx each, as ``Canvas`` makes them, within
+    the total) and bound what one request can make the server hold: ~32 MB read, ~200 MB decoded pixels.
+    """
+
+    max_body_bytes: int = 32 << 20
+    max_messages: int = 512
+    max_images: int = 64
+    max_image_pixels: int = 16_777_216  # one image (the canvas's own view limit, 4096 x 4096)
+    max_total_pixels: int = 67_108_864  # all images of one request together
+    max_text_chars: int = 1_000_000  # text parts, tool calls and tool specs together
+    max_tokens: int = 4096
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 class RequestError(ValueError):
     """A request the server cannot serve; answered with 400 (or ``status``) and this one-line message."""
 
-    def __init__(self, message: str, status: int = 400, kind: str = "invalid_request_error") -> None:
+    def __init__(
+        self, message: str, status: int = 400, kind: str = "invalid_request_error", code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
+        self.code = code
 
 
-def _decode_image(url: Any, where: str) -> np.ndarray:
+@dataclass
+class _Budget:
+    """What is left of one request's limits while its messages are read."""
+
+    limits: Limits
+    images: dict[int, np.ndarray] = field(default_factory=dict)
+    pixels: int = 0
+    chars: int = 0
+
+    def text(self, count: int, where: str) -> None:
+        self.chars += count
+        if self.chars > self.limits.max_text_chars:
+            raise RequestError(
+                f"{where}: the request holds over {self.limits.max_text_chars} characters of text",
+                413,
+                code="text_too_long",
+            )
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the image header alone (None when Pillow cannot tell: ``load_image`` will say why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with _open_header(io.BytesIO(data)) as image:  # Pillow's own bomb guard lifted: we name the size
+                return int(image.width), int(image.height)
+    except Exception:  # not an image, truncated...: load_image words the error
+        return None
+
+
+def _decode_image(url: Any, where: str, budget: _Budget | None = None) -> np.ndarray:
     if not isinstance(url, str) or not url:
         raise RequestError(f"{where}: image_url.url must be a non-empty string")
     if url.startswith(("http://", "https://")):
@@ -68,17 +133,40 @@ def _decode_image(url: Any, where: str) -> np.ndarray:
         data = base64.b64decode(match.group(3), validate=True)
     except (binascii.Error, ValueError):
         raise RequestError(f"{where}: the image data URL is not valid base64") from None
+    limit = None
+    if budget is not None:
+        limits = budget.limits
+        size = _image_size(data)
+        if size is not None:  # refused from the header, before a pixel is decoded
+            pixels = size[0] * size[1]
+            if pixels > limits.max_image_pixels:
+                raise RequestError(
+                    f"{where}: the image is {size[0]}x{size[1]}, over the limit of {limits.max_image_pixels} pixels",
+                    413,
+                    code="image_too_large",
+                )
+            if budget.pixels + pixels > limits.max_total_pixels:
+                raise RequestError(
+                    f"{where}: the request's images pass the limit of {limits.max_total_pixels} pixels in all",
+                    413,
+                    code="image_too_large",
+                )
+        limit = min(limits.max_image_pixels, limits.max_total_pixels - budget.pixels)
     try:
-        return load_image(data)
+        array = load_image(data, max_pixels=limit)
     except ImageInputError as error:
         raise RequestError(f"{where}: {error}") from None
+    if budget is not None:
+        budget.pixels += int(array.shape[0] * array.shape[1])
+    return array
 
 
-def _content(content: Any, where: str, images: dict[int, np.ndarray]) -> list[dict[str, Any]]:
+def _content(content: Any, where: str, budget: _Budget) -> list[dict[str, Any]]:
     """OpenAI message content (string, parts or null) as neutral parts; images are numbered as they come."""
     if content is None:
         return []
     if isinstance(content, str):
+        budget.text(len(content), where)
         return [{"type": "text", "text": content}]
     if not isinstance(content, list):
         raise RequestError(f"{where}: content must be a string, a list of parts or null")
@@ -90,22 +178,26 @@ def _content(content: Any, where: str, images: dict[int, np.ndarray]) -> list[di
             text = part.get("text")
             if not isinstance(text, str):
                 raise RequestError(f"{at}: a text part needs a string 'text'")
+            budget.text(len(text), at)
             parts.append({"type": "text", "text": text})
         elif kind == "image_url":
             image_url = part.get("image_url")
             url = image_url.get("url") if isinstance(image_url, Mapping) else image_url
-            view = len(images) + 1
-            images[view] = _decode_image(url, at)
+            view = len(budget.images) + 1
+            if view > budget.limits.max_images:
+                limit = budget.limits.max_images
+                raise RequestError(f"{at}: over the limit of {limit} images per request", 413, code="too_many_images")
+            budget.images[view] = _decode_image(url, at, budget)
             parts.append({"type": "image", "view": view})
         else:
             raise RequestError(f"{at}: unsupported content part type {kind!r} (use 'text' or 'image_url')")
     return parts
 
 
-def conversation_from_request(body: Any) -> tuple[Conversation, Sampling]:
+def conversation_from_request(body: Any, limits: Limits = Limits()) -> tuple[Conversation, Sampling]:
     """The neutral conversation and sampling settings of a chat-completions request body.
 
-    Raises ``RequestError`` (one line) for anything malformed or unsupported.
+    Raises ``RequestError`` (one line) for anything malformed, unsupported or over ``limits``.
     """
     if not isinstance(body, Mapping):
         raise RequestError("the request body must be a JSON object")
@@ -116,7 +208,11 @@ def conversation_from_request(body: Any) -> tuple[Conversation, Sampling]:
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise RequestError("'messages' must be a non-empty list")
-    images: dict[int, np.ndarray] = {}
+    if len(raw_messages) > limits.max_messages:
+        raise RequestError(
+            f"{len(raw_messages)} messages, over the limit of {limits.max_messages}", 413, code="too_many_messages"
+        )
+    budget = _Budget(limits)
     messages: list[Message] = []
     for i, raw in enumerate(raw_messages):
         where = f"messages[{i}]"
@@ -127,7 +223,7 @@ def conversation_from_request(body: Any) -> tuple[Conversation, Sampling]:
             raise RequestError(f"{where}: unknown role {role!r} (use one of {', '.join(ROLES)})")
         message: Message = {
             "role": "system" if role == "developer" else role,
-            "content": _content(raw.get("content"), where, images),
+            "content": _content(raw.get("content"), where, budget),
         }
         if role == "tool":
             message["tool_call_id"] = str(raw.get("tool_call_id") or "")
@@ -135,15 +231,19 @@ def conversation_from_request(body: Any) -> tuple[Conversation, Sampling]:
             calls = raw["tool_calls"]
             if not isinstance(calls, list) or not all(isinstance(c, Mapping) for c in calls):
                 raise RequestError(f"{where}: tool_calls must be a list of objects")
-            message["tool_calls"] = [json.loads(json.dumps(c)) for c in calls]
+            encoded = json.dumps(calls)
+            budget.text(len(encoded), f"{where}.tool_calls")
+            message["tool_calls"] = json.loads(encoded)
         messages.append(message)
     tools = body.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools)):
         raise RequestError("'tools' must be a list of objects")
+    if tools:
+        budget.text(len(json.dumps(tools)), "tools")
     if body.get("tool_choice") == "none":
         tools = None
-    conversation = Conversation(id=uuid.uuid4().hex, messages=messages, images=images, tools=tools or None)
-    return conversation, _sampling(body)
+    conversation = Conversation(id=uuid.uuid4().hex, messages=messages, images=budget.images, tools=tools or None)
+    return conversation, _sampling(body, limits.max_tokens)
 
 
 def _number(body: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
@@ -155,13 +255,15 @@ def _number(body: Mapping[str, Any], key: str, default: float, low: float, high:
     return float(value)
 
 
-def _sampling(body: Mapping[str, Any]) -> Sampling:
+def _sampling(body: Mapping[str, Any], cap: int = Limits.max_tokens) -> Sampling:
     defaults = Sampling()
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is None:
-        max_tokens = defaults.max_new_tokens
+        max_tokens = min(defaults.max_new_tokens, cap)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise RequestError("'max_tokens' must be a positive integer")
+    if max_tokens > cap:
+        raise RequestError(f"'max_tokens' is {max_tokens}, over this server's limit of {cap}")
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise RequestError("'seed' must be an integer")
@@ -236,23 +338,47 @@ def completion_response(generation: Generation, model_name: str, sampling: Sampl
     }
 
 
-def _error(status: int, message: str, kind: str) -> JSONResponse:
+def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
     line = " ".join(message.split())
-    return JSONResponse({"error": {"message": line, "type": kind, "param": None, "code": None}}, status_code=status)
+    body = {"error": {"message": line, "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status)
 
 
-def create_app(policy: Policy, model_name: str, *, concurrency: int = 1, sessions: int = 8) -> FastAPI:
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) from its Content-Length or as soon as streamed bytes pass ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise RequestError("invalid Content-Length header")
+        if int(declared) > limit:
+            raise RequestError(
+                f"the request body is {int(declared)} bytes, over the limit of {limit}", 413, code="body_too_large"
+            )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:  # a chunked body (or one longer than it declared): stop reading here
+            raise RequestError(f"the request body is over the limit of {limit} bytes", 413, code="body_too_large")
+    return bytes(body)
+
+
+def create_app(
+    policy: Policy, model_name: str, *, concurrency: int = 1, sessions: int = 8, limits: Limits | None = None
+) -> FastAPI:
     """A FastAPI app serving ``policy`` as the model ``model_name``.
 
     ``concurrency`` is how many ``policy.generate`` calls may run at once (each in a worker thread).
     ``sessions`` is how many finished conversations keep their backend cache for a next turn (0: none).
+    ``limits`` bounds each request (default ``Limits()``).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
+    bounds = limits if limits is not None else Limits()
     recent = Sessions(policy, capacity=sessions)
     app = FastAPI(title="sketchmind", description=f"OpenAI-compatible server for {model_name}")
     app.state.policy = policy
     app.state.model_name = model_name
+    app.state.limits = bounds
     gate = threading.BoundedSemaphore(concurrency)  # taken in the worker thread: works under any event loop
     created = int(time.time())
 
@@ -273,9 +399,10 @@ def create_app(policy: Policy, model_name: str, *, concurrency: int = 1, session
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         try:
+            raw = await _read_body(request, bounds.max_body_bytes)
             try:
-                body = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 raise RequestError("the request body is not valid JSON") from None
             model = body.get("model") if isinstance(body, Mapping) else None
             if model not in (None, model_name):
@@ -283,9 +410,9 @@ def create_app(policy: Policy, model_name: str, *, concurrency: int = 1, session
                     f"model {model!r} is not served here (this server serves {model_name!r})", 404, "not_found_error"
                 )
             # Decoding the images is CPU work: keep it off the event loop.
-            conversation, sampling = await run_in_threadpool(conversation_from_request, body)
+            conversation, sampling = await run_in_threadpool(conversation_from_request, body, bounds)
         except RequestError as error:
-            return _error(error.status, str(error), error.kind)
+            return _error(error.status, str(error), error.kind, error.code)
 
         def generate() -> Generation:
             session, digests = recent.checkout(conversation)
@@ -310,6 +437,29 @@ def create_app(policy: Policy, model_name: str, *, concurrency: int = 1, session
     return app
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a server reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[] ")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to any interface
+        return False
+
+
+def warn_if_exposed(host: str, what: str = "the server", stream: TextIO | None = None) -> bool:
+    """Print one warning line on stderr when ``host`` is not loopback (our servers have no authentication)."""
+    if is_loopback(host):
+        return False
+    print(
+        f"sketchmind: warning: {what} listens on {host}, reachable from other machines, and has no "
+        "authentication; bind 127.0.0.1 unless this network is trusted",
+        file=stream if stream is not None else sys.stderr,
+        flush=True,
+    )
+    return True
+
+
 def serve(
     policy: Policy,
     model_name: str,
@@ -318,9 +468,11 @@ def serve(
     *,
     concurrency: int = 1,
     sessions: int = 8,
+    limits: Limits | None = None,
 ) -> None:
     """Serve ``policy`` at ``http://HOST:PORT/v1`` until interrupted (Ctrl-C)."""
     import uvicorn
 
-    app = create_app(policy, model_name, concurrency=concurrency, sessions=sessions)
+    app = create_app(policy, model_name, concurrency=concurrency, sessions=sessions, limits=limits)
+    warn_if_exposed(host)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
+
+from sketchmind.files import write_atomic
 
 if TYPE_CHECKING:
     from sketchmind.canvas import Canvas
@@ -116,7 +117,8 @@ class Trace:
 
         Safe to call after every step: views already on disk are not re-encoded (views never change),
         and each file is written to a temporary name and renamed, so readers never see a partial file.
-        With a canvas, ``views`` is refreshed from ``canvas.provenance()``.
+        With a canvas, ``views`` is refreshed from ``canvas.provenance()``. A failed write (disk full)
+        raises ``sketchmind.files.SaveError`` (one line) and leaves the previous ``trace.json`` intact.
         """
         root = Path(directory)
         views_dir = root / VIEWS_DIR
@@ -128,10 +130,10 @@ class Trace:
             for view in canvas.views[:count]:
                 path = views_dir / view_filename(view.index)
                 if not path.exists():
-                    _write_atomic(path, view.png())
+                    write_atomic(path, view.png())
             self.views = canvas.provenance()[:count]
         text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
-        _write_atomic(root / TRACE_FILE, text.encode("utf-8"))
+        write_atomic(root / TRACE_FILE, text.encode("utf-8"))
         return root
 
     @classmethod
@@ -242,18 +244,3 @@ def _field(
 def _optional(record: dict[str, Any], key: str, kind: type[_T], where: str) -> _T | None:
     value = record.get(key)
     return None if value is None else _expect(value, kind, where, key)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the whole new one."""
-    # The temporary file must be in the same directory: os.replace is atomic only within one filesystem.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -17,7 +17,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from sketchmind.trace import VIEWS_DIR, Step, Trace, _write_atomic, view_filename
+from sketchmind.files import write_atomic
+from sketchmind.trace import VIEWS_DIR, Step, Trace, view_filename
 
 _CSS = """
 * { box-sizing: border-box; }
@@ -165,7 +166,7 @@ def write_html(trace_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         else "",
     )
     path = Path(out) if out is not None else root / "trace.html"
-    _write_atomic(path, page.encode("utf-8"))
+    write_atomic(path, page.encode("utf-8"))
     return path
 
 

@@ -6,11 +6,14 @@ tags dropped, blocks duplicated, control characters, deep nesting, huge numbers,
 must never make a parser or the canvas raise, and never come back silently empty.
 
 Deterministic (``derandomize=True``, no example database) so CI sees the same inputs every run.
+``SKETCHMIND_FUZZ_SCALE`` (a float, default 1) multiplies every example count: ``tools/fuzz.py`` sets
+it to run about 100,000 outputs; CI keeps the counts written here.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
@@ -33,9 +36,18 @@ from sketchmind.protocols.sketchmind import format_call
 SIZE = 1024  # Canvas(None) is a 1024 x 1024 whiteboard: every generated coordinate is valid on it
 
 
+def fuzz_scale() -> float:
+    """``SKETCHMIND_FUZZ_SCALE`` as a positive float (1 when unset)."""
+    scale = float(os.environ.get("SKETCHMIND_FUZZ_SCALE", "") or 1)
+    if not scale > 0:
+        raise ValueError(f"SKETCHMIND_FUZZ_SCALE={scale}: must be a positive number")
+    return scale
+
+
 def fuzz_settings(n: int) -> settings:
+    """Deterministic settings for ``n`` examples (times ``SKETCHMIND_FUZZ_SCALE``)."""
     return settings(
-        max_examples=n,
+        max_examples=max(1, round(n * fuzz_scale())),
         deadline=None,
         derandomize=True,
         database=None,

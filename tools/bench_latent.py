@@ -155,6 +155,40 @@ def group(name: str, solves: Sequence[Solve]) -> Group:
     )
 
 
+@dataclass
+class TokenCounts:
+    """Every solve counted in every format, grouped per family and overall."""
+
+    solves: list[Solve]
+    groups: list[Group]  # one per family, then "all"
+    overall: Group
+    title: str
+
+
+def count_tokens(n: int, seed: int) -> TokenCounts:
+    """Count ``n`` expert trajectories per family (``LEVELS``) as draw, latent and text rows."""
+    from transformers import AutoProcessor
+
+    rows: list[dict[str, Any]] = []
+    for family, level in LEVELS.items():
+        kept, _ = synthesize([family], n, levels=[level], seed=seed)
+        rows += kept[:n]
+    with tempfile.TemporaryDirectory(prefix="sketchmind-bench-latent-") as root:
+        path = build_tiny_latent("qwen2.5-vl", Path(root) / "model")
+        k = read_spec(path).k
+        processor: Any = AutoProcessor.from_pretrained(path)  # type: ignore[no-untyped-call]
+    max_pixels = int(processor.image_processor.size["longest_edge"])  # the tiny build's default: 256 x 28 x 28
+    solves = measure(rows, Counter(processor, max_pixels), k)
+    groups = [group(f"{f} (level {lv})", [s for s in solves if s.family == f]) for f, lv in LEVELS.items()]
+    overall = group("all", solves)
+    sizes = sorted({f"{image.width}x{image.height}" for row in rows for image in row["images"]})
+    title = (
+        f"Same expert trajectories, tiny latent Qwen2.5-VL processor, K={k}, max_pixels={max_pixels:,} "
+        f"(views {', '.join(sizes)}), seed {seed}"
+    )
+    return TokenCounts(solves, [*groups, overall], overall, title)
+
+
 COLUMNS = ("Puzzles", "Views", "Draw", "Latent", "Text", "Draw / latent", "Draw / text")
 DEFINITIONS = {
     "final": "(i) final context: tokens in the last forward pass, per solve",
@@ -208,28 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     n = 2 if options.quick else options.n
 
-    from transformers import AutoProcessor
-
     console = Console(width=max(Console().width, 150))
     started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    for family, level in LEVELS.items():
-        kept, _ = synthesize([family], n, levels=[level], seed=options.seed)
-        rows += kept[:n]
-    with tempfile.TemporaryDirectory(prefix="sketchmind-bench-latent-") as root:
-        path = build_tiny_latent("qwen2.5-vl", Path(root) / "model")
-        k = read_spec(path).k
-        processor: Any = AutoProcessor.from_pretrained(path)  # type: ignore[no-untyped-call]
-    max_pixels = int(processor.image_processor.size["longest_edge"])  # the tiny build's default: 256 x 28 x 28
-    solves = measure(rows, Counter(processor, max_pixels), k)
-    groups = [group(f"{f} (level {lv})", [s for s in solves if s.family == f]) for f, lv in LEVELS.items()]
-    overall = group("all", solves)
-    groups.append(overall)
-    sizes = sorted({f"{image.width}x{image.height}" for row in rows for image in row["images"]})
-    title = (
-        f"Same expert trajectories, tiny latent Qwen2.5-VL processor, K={k}, max_pixels={max_pixels:,} "
-        f"(views {', '.join(sizes)}), seed {options.seed}"
-    )
+    tokens = count_tokens(n, options.seed)
+    groups, overall, title, solves = tokens.groups, tokens.overall, tokens.title, tokens.solves
     results = verdicts(overall)
 
     for definition, label in DEFINITIONS.items():
@@ -243,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for text, passed in results:
         console.print(f"{'[green]PASS[/]' if passed else '[bold red]FAIL[/]'}  {text} (target >= {TARGET:g}x)")
     seconds = time.perf_counter() - started
-    console.print(f"{len(rows)} puzzles, {seconds:.1f} s.")
+    console.print(f"{len(solves) // len(MODES)} puzzles, {seconds:.1f} s.")
 
     print(f"\n**{title}**")
     for definition, label in DEFINITIONS.items():

@@ -9,7 +9,6 @@ most one batch. Puzzles that hit a backend error are not recorded, so a re-run r
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sketchmind.bench.report import plot, read_results, summarise
+from sketchmind.files import append_jsonl, drop_cut_line, write_json_atomic, write_text_atomic
 from sketchmind.models.base import Policy, Sampling
 from sketchmind.tasks import Puzzle, TaskFamily, get_family, make_dataset
 from sketchmind.trace import Trace
@@ -82,7 +82,7 @@ def _check_directory(directory: Path, config: BenchConfig) -> None:
             detail = ", ".join(f"{k}={theirs.get(k)!r}" for k in changed)
             raise ValueError(f"{directory} holds another run ({detail}): use another --out or delete it")
     directory.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(mine, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(path, mine)
 
 
 def record(puzzle: Puzzle, trace: Trace, correct: bool, seconds: float) -> dict[str, Any]:
@@ -108,24 +108,6 @@ def record(puzzle: Puzzle, trace: Trace, correct: bool, seconds: float) -> dict[
         "context": context,
         "seconds": round(seconds, 4),
     }
-
-
-def _drop_cut_line(path: Path) -> None:
-    """Remove a last line left unfinished by a killed run, so new records start on a line of their own."""
-    if not path.is_file():
-        return
-    with path.open("rb+") as file:
-        data = file.read()
-        if data and not data.endswith(b"\n"):
-            file.truncate(data.rfind(b"\n") + 1)
-
-
-def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    with path.open("a", encoding="utf-8") as file:
-        for item in records:
-            file.write(json.dumps(item) + "\n")
-        file.flush()
-        os.fsync(file.fileno())  # a batch is either on disk or redone
 
 
 def _make_policy(config: BenchConfig) -> Policy:
@@ -158,7 +140,7 @@ def run_bench(
     _check_directory(out, config)
     family, puzzles = load_puzzles(config)
     results = out / RESULTS_FILE
-    _drop_cut_line(results)
+    drop_cut_line(results)
     done = {r["id"] for r in read_results(results)}
     todo = [p for p in puzzles if p.id not in done]
     policy = policy or _make_policy(config)
@@ -182,7 +164,7 @@ def run_bench(
                 run.failed.append(f"{puzzle.id}: {trace.error}")
                 continue
             fresh.append(record(puzzle, trace, family.verify(puzzle, trace.answer), per_solve))
-        _append(results, fresh)
+        append_jsonl(results, fresh)  # a batch is either on disk or redone
         run.solved_now += len(fresh)
         if on_batch is not None:
             on_batch(min(start + len(batch), len(todo)), len(todo))
@@ -199,5 +181,5 @@ def write_report(directory: Path, records: Sequence[dict[str, Any]], title: str)
     if not records:
         return
     summaries = summarise(records)
-    (directory / "report.md").write_text(f"# {title}\n\n{markdown_table(summaries)}\n", encoding="utf-8")
+    write_text_atomic(directory / "report.md", f"# {title}\n\n{markdown_table(summaries)}\n")
     plot({title: summaries}, directory / "accuracy.png", title=title)

@@ -20,6 +20,9 @@ def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, *, de
     ``build_app``). Uploads over ``MAX_FILE_SIZE`` are refused by gradio; images over the pixel limit,
     corrupt files and models that fail to load are reported as one line on the page.
     """
+    from sketchmind.server import warn_if_exposed
+
+    warn_if_exposed(host, "the demo")
     app = build_app(default_model=default_model)
     app.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=MAX_QUEUE)
     app.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE, show_error=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import io
 import shutil
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from PIL import Image
 from sketchmind.agent import Agent, AgentState, Budgets, Mode
 from sketchmind.canvas import Canvas
 from sketchmind.demo.limits import DemoInputError
+from sketchmind.files import safe_child, write_atomic
 from sketchmind.models.base import Policy
 from sketchmind.models.expert import ExpertPolicy
 from sketchmind.tasks import Puzzle, TaskFamily, get_family, puzzle_rng
@@ -196,7 +198,7 @@ class ActiveRun:
         for view in list(canvas.views):
             path = self.view_path(view.index)
             if not path.exists():
-                path.write_bytes(view.png())
+                write_atomic(path, view.png())
 
     def _finish(self, trace: Trace) -> None:
         if self.trace is not None:
@@ -211,10 +213,12 @@ class ActiveRun:
         self.trace = trace
         trace.save(self.directory, self.canvas)
         self.archive = self.directory.with_suffix(".zip")
-        with zipfile.ZipFile(self.archive, "w", zipfile.ZIP_DEFLATED) as archive:
+        packed = io.BytesIO()  # built in memory, then written atomically: a download is never half a zip
+        with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.write(self.directory / TRACE_FILE, f"{self.run_id}/{TRACE_FILE}")
             for png in sorted((self.directory / VIEWS_DIR).glob("*.png")):
                 archive.write(png, f"{self.run_id}/{VIEWS_DIR}/{png.name}")
+        write_atomic(self.archive, packed.getvalue())
         self.policy.release(self.run_id)
 
 
@@ -249,9 +253,12 @@ class DemoSession:
         puzzle = family.generate(puzzle_rng(family.name, int(seed), int(level), 0), int(level), 0)
         if puzzle.image is None:  # pragma: no cover - every family draws its puzzle
             raise DemoInputError(f"{family.name} puzzles have no image.")
-        path = self.folder() / "puzzles" / f"{puzzle.id}-seed{int(seed)}.png"
+        # The name comes from the puzzle: it must still land inside this session's folder.
+        path = safe_child(self.folder(), f"puzzles/{puzzle.id}-seed{int(seed)}.png")
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(puzzle.image, "RGB").save(path)
+        png = io.BytesIO()
+        Image.fromarray(puzzle.image, "RGB").save(png, format="PNG")
+        write_atomic(path, png.getvalue())
         self.puzzle = GeneratedPuzzle(family, puzzle, int(seed), path)
         return self.puzzle
 
@@ -277,7 +284,7 @@ class DemoSession:
                 )
             policy.assign(run_id, puzzle.family, puzzle.puzzle)
             turns = len(puzzle.family.expert(puzzle.puzzle)) + 1
-        directory = self.folder() / "runs" / run_id
+        directory = safe_child(self.folder(), f"runs/{run_id}")
         directory.mkdir(parents=True, exist_ok=True)
         try:
             agent = Agent(

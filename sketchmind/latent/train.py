@@ -16,11 +16,11 @@ sees the same rows at the same steps.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from sketchmind.files import append_jsonl, write_atomic, write_jsonl_atomic
 from sketchmind.latent.data import latent_row
 from sketchmind.latent.forward import base_inputs, check_supported
 from sketchmind.latent.losses import GROUNDINGS, Grounding, center_targets, stage1_loss, stage2_loss
@@ -77,6 +77,18 @@ def load_latent_model(path: str | Path, k: int, device: str) -> tuple[Any, Any, 
         return model, processor, spec, load_projection(path, device)
     spec = add_latent_tokens(processor, model, k)
     return model, processor, spec, new_projection(spec.hidden_size, embedding_rms(model)).to(device)
+
+
+def _save_state(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary name, then rename: ``train_state.pt`` marks a checkpoint complete, so it
+    must never exist half-written (a kill mid-save would otherwise leave a "complete" broken checkpoint)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 class _Data:
@@ -159,7 +171,8 @@ def run_latent_stage(
     model, processor, spec, projection = load_latent_model(checkpoint or model_path, k, device)
     model.model.visual.requires_grad_(False)
     model.train()
-    # Stage 1 brings the targets to the token embeddings' scale as it was when this run started.
+    # Stage 1 brings the targets to the token embeddings' scale as it was when this stage started; a
+    # resumed run reads that scale from its checkpoint (the embeddings have trained since).
     rms = embedding_rms(model)
     data = _Data(rows, model, processor, spec, max_pixels)
     grounded = stage == 1 or stage2_grounding_weight > 0
@@ -171,10 +184,13 @@ def run_latent_stage(
         state = torch.load(checkpoint / STATE_FILE, map_location=device, weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
+        rms = float(state.get("rms", rms))
+        if "rng" in state:  # the random stream goes on where it stopped, as if never killed
+            torch.set_rng_state(state["rng"].cpu())
     # Steps logged after the checkpoint came from a run that died; the resumed run logs them again.
     logged = [row for row in read_metrics(out) if row["step"] <= start]
     metrics_path = out / METRICS_FILE
-    metrics_path.write_text("".join(json.dumps(row) + "\n" for row in logged))
+    write_jsonl_atomic(metrics_path, logged)
 
     for step in range(start + 1, max_steps + 1):
         i = (step - 1) % len(data)
@@ -212,11 +228,11 @@ def run_latent_stage(
         optimizer.step()
         row = {"step": step, "row": i, "loss": loss.item(), "ce": ce.item(), "cos": cos.item()}
         logged.append(row)
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(metrics_path, [row])
         if step % save_steps == 0 or step == max_steps:
             ckpt = save_checkpoint(model, processor, spec, projection, out / f"checkpoint-{step}")
-            torch.save({"step": step, "optimizer": optimizer.state_dict()}, ckpt / STATE_FILE)
+            state = {"step": step, "optimizer": optimizer.state_dict(), "rms": rms, "rng": torch.get_rng_state()}
+            _save_state(state, ckpt / STATE_FILE)
 
     final = save_checkpoint(model, processor, spec, projection, out / FINAL_DIR)
     first, last = (logged[0], logged[-1]) if logged else ({}, {})

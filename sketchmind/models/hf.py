@@ -138,6 +138,26 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # weight formats that unpickle when loaded
+
+
+def refuse_pickled_weights(source: str | Path) -> None:
+    """Raise ``BackendError`` (one line) for a local checkpoint whose weights are not safetensors.
+
+    transformers would refuse it too (we load with ``use_safetensors=True``), but with a hub-style
+    message; this says what is wrong and what to do. Hub ids and non-directories pass through.
+    """
+    folder = Path(source).expanduser()
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLED_WEIGHTS)
+    if pickled:
+        raise BackendError(
+            f"refusing to load {str(source)!r}: its weights ({', '.join(pickled[:3])}) are pickle files, which can "
+            "run code when loaded; convert them to safetensors (model.save_pretrained(..., safe_serialization=True))"
+        )
+
+
 def _same_image(a: np.ndarray, b: np.ndarray) -> bool:
     return a is b or (a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b))
 
@@ -171,7 +191,8 @@ class HFPolicy(Policy):
         self._check_source(source)
         try:
             processor: Any = AutoProcessor.from_pretrained(source)  # type: ignore[no-untyped-call]
-            model_: Any = AutoModelForImageTextToText.from_pretrained(source, dtype=self.dtype)
+            # safetensors only: a .bin/.pt checkpoint is a pickle, and loading one can run arbitrary code.
+            model_: Any = AutoModelForImageTextToText.from_pretrained(source, dtype=self.dtype, use_safetensors=True)
         except Exception as error:  # transformers raises OSError, ValueError, hub errors...
             if not Path(source).exists() and _offline():
                 raise BackendError(f"model {source!r} not found locally and the hub is offline") from None
@@ -285,6 +306,7 @@ class HFPolicy(Policy):
         """A path-like name that does not exist is a typo, not a hub id: say so without asking the hub."""
         if (source.startswith(("/", "./", "../", "~")) or source.count("/") > 1) and not Path(source).exists():
             raise BackendError(f"model path {source!r} does not exist")
+        refuse_pickled_weights(source)
 
     def _stop_ids(self) -> frozenset[int]:
         """The config's eos ids, the tokenizer's eos and the end-of-turn markers the vocabulary has."""

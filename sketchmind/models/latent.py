@@ -115,7 +115,7 @@ def build_tiny_latent(family: str, out_dir: str | Path, *, k: int = 4, seed: int
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in LATENT_TOKENS], special_tokens=True)
     processor.save_pretrained(out)
-    model: Any = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32)
+    model: Any = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32, use_safetensors=True)
     old = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     generator = torch.Generator().manual_seed(seed + 1)

@@ -11,7 +11,8 @@ took. Connection failures (refused, reset, dropped), timeouts, 408, 429 and 5xx 
 with exponential backoff and jitter: ``backoff * 2**k`` seconds (capped at 8 s) times a random factor
 in [0.5, 1], or the server's ``Retry-After`` when it sends one (capped at 30 s). The whole call,
 retries included, is bounded by ``timeout`` (or ``Sampling.timeout``): each attempt gets the time
-that is left, and no retry is scheduled whose wait would pass the deadline. Other 4xx answers (and
+that is left (at most ``attempt_timeout``, so one stalled answer can be retried within the budget), and
+no retry is scheduled whose wait would pass the deadline. Other 4xx answers (and
 answers that are not chat completions) fail at once.
 Every failure surfaces as a ``BackendError`` with one line, e.g. ``cannot reach
 http://127.0.0.1:9/v1 (connection refused) after 3 retries``.
@@ -188,6 +189,8 @@ class OpenAIPolicy(Policy):
         concurrency: requests in flight at once in ``generate_batch``.
         logprobs: ask for token log-probabilities and report their sum as ``Generation.logprob``.
         backoff: the first retry's delay in seconds (doubling each retry, jittered, capped at 8 s).
+        attempt_timeout: seconds one HTTP attempt may take before it is abandoned and retried (default:
+            all the time left, so a stalled answer uses the whole budget and is not retried).
     """
 
     def __init__(
@@ -201,9 +204,10 @@ class OpenAIPolicy(Policy):
         concurrency: int = 8,
         logprobs: bool = False,
         backoff: float = 0.5,
+        attempt_timeout: float | None = None,
     ) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, not {timeout}")
+        if timeout <= 0 or (attempt_timeout is not None and attempt_timeout <= 0):
+            raise ValueError(f"timeout and attempt_timeout must be positive, not {timeout}, {attempt_timeout}")
         if max_retries < 0 or concurrency < 1 or backoff < 0:
             raise ValueError("max_retries and backoff must be >= 0 and concurrency >= 1")
         import openai
@@ -216,6 +220,7 @@ class OpenAIPolicy(Policy):
         self.concurrency = concurrency
         self.logprobs = logprobs
         self.backoff = backoff
+        self.attempt_timeout = attempt_timeout
         self.images_encoded = 0  # views encoded so far (each once per conversation)
         self.requests_sent = 0  # HTTP attempts, retries included
         self._client: OpenAI = openai.OpenAI(
@@ -327,17 +332,18 @@ class OpenAIPolicy(Policy):
         retries = 0
         while True:
             remaining = deadline - time.monotonic()
+            attempt = remaining if self.attempt_timeout is None else min(remaining, self.attempt_timeout)
             wait: float | None = None
             timed_out = False
             try:
                 with self._lock:
                     self.requests_sent += 1
-                completion: ChatCompletion = self._client.chat.completions.create(
-                    **request, timeout=max(remaining, 0.01)
-                )
+                completion: ChatCompletion = self._client.chat.completions.create(**request, timeout=max(attempt, 0.01))
                 return completion
             except openai.APITimeoutError:
-                failure, timed_out = f"no answer from {self.base_url} within {budget:g} s", True
+                # Abandoned before the budget's end: another attempt may still fit in the time left.
+                timed_out = attempt >= remaining
+                failure = f"no answer from {self.base_url} within {budget if timed_out else attempt:g} s"
             except openai.APIConnectionError as error:
                 failure = f"cannot reach {self.base_url} ({_root_reason(error)})"
             except openai.APIStatusError as error:

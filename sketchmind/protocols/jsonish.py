@@ -19,6 +19,7 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _NAME_KEYS = ("name", "tool", "tool_name", "function", "action", "type")
 _ARG_KEYS = ("arguments", "args", "parameters", "params", "input", "kwargs")
 MAX_DEPTH = 64
+MAX_REPAIR_CHARS = 65_536  # json-repair is superlinear (1 MB took 27 s): longer text is read strictly or not at all
 
 
 def loads(text: str) -> Any:
@@ -30,6 +31,8 @@ def loads(text: str) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):  # JSONDecodeError, too-deep nesting, ints over Python's digit limit
         pass
+    if len(text) > MAX_REPAIR_CHARS:
+        return None
     try:
         value = json_repair.loads(text)
         return None if value in ("", None) else _join_surrogates(value)

@@ -103,8 +103,8 @@ def _sort_key(path: Path) -> tuple[int, str]:
 def load_vsp(root: str | Path, levels: Iterable[int] | None = None) -> list[Puzzle]:
     """Every puzzle under ``root`` (VSP's ``maps`` folder or its parent), by level then number.
 
-    ``levels`` keeps only those grid sizes. Raises ``ValueError`` (one line naming the file) for a
-    missing folder or any malformed file.
+    ``levels`` keeps only those grid sizes (at least one must be there). Raises ``ValueError`` (one line
+    naming the file) for a missing folder, none of ``levels``, a level without tables, or a malformed file.
     """
     maps = _maps_dir(Path(root))
     if not maps.is_dir():
@@ -113,9 +113,14 @@ def load_vsp(root: str | Path, levels: Iterable[int] | None = None) -> list[Puzz
     if not found:
         raise ValueError(f"{maps}: no levelN folders")
     wanted = sorted(found) if levels is None else [n for n in sorted(set(levels)) if n in found]
+    if not wanted:  # asked only for levels it lacks: a benchmark of nothing would "pass" silently
+        have = ", ".join(map(str, sorted(found)))
+        raise ValueError(f"{maps}: no level{sorted(set(levels or ()))[0]} folder (it has levels {have})")
     puzzles = []
     for level in wanted:
         tables = sorted((found[level] / "table").glob("*.txt"), key=_sort_key)
+        if not tables:
+            raise ValueError(f"{found[level]}: no table/K.txt files (VSP's layout: levelN/{{table,img,answer}}/K.*)")
         puzzles += [load_puzzle(found[level], table.stem) for table in tables]
     return puzzles
 

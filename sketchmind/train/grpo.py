@@ -53,9 +53,11 @@ from sketchmind.train.rewards import reward_functions
 from sketchmind.train.sft import (
     FINAL_DIR,
     METRICS_FILE,
+    SeenBatches,
     last_checkpoint,
     lora_config,
     metrics_logger,
+    recording_batches,
     train_and_save,
 )
 from sketchmind.train.templates import family_of, prepare_processor
@@ -203,7 +205,8 @@ def run_grpo(
         "dataloader_pin_memory": cuda,
     }
     config = GRPOConfig(**(settings | {"disable_tqdm": rich_progress} | dict(extra_args or {})))
-    trainer = _trainer_class(weights_loaded=weights != model_path)(
+    seen = SeenBatches()
+    trainer = recording_batches(_trainer_class(weights_loaded=weights != model_path), seen)(
         model=model,
         reward_funcs=reward_functions(gated),
         args=config,
@@ -213,7 +216,7 @@ def run_grpo(
         environment_factory=functools.partial(
             DrawingEnvironment, max_images=max_images, max_pixels=max_pixels, coords=coords
         ),
-        callbacks=[metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
+        callbacks=[metrics_logger(out / METRICS_FILE, resumed_step, seen), *(callbacks or [])],
     )
     return train_and_save(trainer, processor, out, checkpoint, lora=lora is not None, rich_progress=rich_progress)
 

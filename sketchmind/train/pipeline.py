@@ -17,12 +17,15 @@ The optional baselines (``stages.baselines``: ``sft_text``, ``sft_direct``) star
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from sketchmind.files import write_atomic, write_json_atomic, write_jsonl_atomic
 from sketchmind.train.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -38,6 +41,8 @@ LATENT_MODES: tuple[str, ...] = ("latent", "auto", "latent-mean", "latent-noise"
 ABLATIONS: tuple[str, ...] = ("latent-mean", "latent-noise")  # latent mode with the latents replaced
 MEANS_FILE = "latent_means.safetensors"  # a latent run's mean latent per slot index, for latent-mean
 DONE_FILE = "done.json"
+CLOCK_FILE = "clock.json"  # a running stage's seconds so far, over all its runs (a killed one's included)
+CLOCK_BEAT = 1.0  # seconds between two clock.json writes: a killed run's time is counted to within a beat
 Report = Callable[[str], None]
 
 
@@ -121,14 +126,15 @@ class Pipeline:
                 summaries[stage] = finished
                 continue
             self.report(f"{stage}: running")
-            started = time.perf_counter()
-            summary = getattr(self, f"_{stage}")()
-            for key in ("model", "final"):  # every checkpoint a stage makes carries the recipe's coordinates
-                if key in summary:
-                    self.stamp_coords(summary[key])
-            summary["seconds"] = round(time.perf_counter() - started, 1)
-            self.folder(stage).mkdir(parents=True, exist_ok=True)
-            (self.folder(stage) / DONE_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            with StageClock(self.folder(stage)) as clock:
+                summary = getattr(self, f"_{stage}")()
+                for key in ("model", "final"):  # every checkpoint a stage makes carries the recipe's coordinates
+                    if key in summary:
+                        self.stamp_coords(summary[key])
+                # A resumed stage counts the time of its killed runs too.
+                summary["seconds"] = round(clock.seconds(), 1)
+                summary["segments"] = clock.segments
+                write_json_atomic(self.folder(stage) / DONE_FILE, summary)
             self.report(f"{stage}: done in {summary['seconds']:.0f} s")
             summaries[stage] = summary
         gather_metrics(self.out, self.enabled())
@@ -148,7 +154,7 @@ class Pipeline:
         values = json.loads(config.read_text(encoding="utf-8"))
         if values.get(COORDS_KEY) != self.recipe.coords:
             values[COORDS_KEY] = self.recipe.coords
-            config.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+            write_json_atomic(config, values)
 
     def previous(self, stage: str) -> str:
         order = self.enabled()
@@ -218,7 +224,12 @@ class Pipeline:
 
         spec = self.recipe.stages.rejection
         assert spec is not None
+        import torch
+
         policy = HFPolicy(self.model_after(self.previous("rejection")), dtype=self.recipe.model.dtype)
+        # Unseeded sampling draws from torch's global generator: seed it, so the samples do not depend on
+        # what ran before in this process (an uninterrupted run and a resumed one keep the same rows).
+        torch.manual_seed(spec.seed)
         sampling = Sampling(temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens)
         result = None
         for family in self.recipe.data.families:
@@ -335,7 +346,7 @@ class Pipeline:
         data = self.folder(stage) / "data"
         if not (data / DONE_FILE).is_file():
             save_dataset([baseline_row(row, kind) for row in load_dataset(self.folder("synth"))], data)
-            (data / DONE_FILE).write_text("{}\n", encoding="utf-8")
+            write_json_atomic(data / DONE_FILE, {})
         start = self.model_after("base") if "base" in self.enabled() else self.model_after("synth")
         return self._fine_tune(stage, load_dataset(data), self.recipe.stages.sft, start=start)
 
@@ -400,15 +411,15 @@ class Pipeline:
                 policy = self._eval_latent_policy(mode, model, target)
                 run = run_bench(config, folder, policy=policy)
                 if mode == "latent" and policy is not None and (means := policy.latent_means()) is not None:
-                    from safetensors.torch import save_file
+                    from safetensors.torch import save
 
-                    save_file({"means": means.contiguous()}, str(folder / MEANS_FILE))
+                    write_atomic(folder / MEANS_FILE, save({"means": means.contiguous()}))
                 overall = summarise(run.records)[-1]
                 row = {"family": target, "mode": mode, "model": model, "n": overall.n, "accuracy": overall.accuracy}
                 lines.append({**row, "low": overall.low, "high": overall.high, "context": overall.context})
                 results[f"{target}/{mode}"] = row
         metrics = self.folder("eval") / "metrics.jsonl"
-        metrics.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+        write_jsonl_atomic(metrics, lines)
         self.report(" · ".join(f"{k}: {v['accuracy']:.0%} of {v['n']}" for k, v in results.items()))
         return results
 
@@ -480,6 +491,56 @@ class Pipeline:
         return {"rows": len(dataset), "final": str(self.folder(stage) / "final"), **_scalars(metrics)}
 
 
+class StageClock:
+    """The seconds a stage has run over all its runs, killed ones included (to within ``CLOCK_BEAT``).
+
+    While a stage runs, a background thread rewrites ``clock.json`` in its folder every beat with the
+    seconds so far; a resumed stage starts counting from what its killed run last wrote.
+    """
+
+    def __init__(self, folder: Path, beat: float = CLOCK_BEAT) -> None:
+        self.path = folder / CLOCK_FILE
+        self.beat = beat
+        self.before = 0.0
+        self.segments = 1
+        self._started = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="sketchmind-stage-clock", daemon=True)
+
+    def seconds(self) -> float:
+        """Seconds over every run of this stage, this one so far included."""
+        return self.before + time.perf_counter() - self._started
+
+    def __enter__(self) -> StageClock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            earlier = json.loads(self.path.read_text(encoding="utf-8"))
+            self.before, self.segments = float(earlier["seconds"]), int(earlier["segments"]) + 1
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # the first run of this stage (or a clock it cannot read: start at zero)
+        self._started = time.perf_counter()
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            self.path.unlink(missing_ok=True)  # done.json holds the total now
+        else:
+            self._write()  # a failed run's time counts when the stage is run again
+
+    def _write(self) -> None:
+        write_json_atomic(self.path, {"seconds": round(self.seconds(), 3), "segments": self.segments})
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.beat):
+            # A full disk fails the stage's own writes, with a clear error; the clock stays quiet.
+            with contextlib.suppress(OSError):
+                self._write()
+
+
 def _quiet_library_bars() -> None:
     """Silence the per-file bars transformers and datasets print (weights, shards): the trainer's rich bar
     and our stage lines are the progress a person reads."""
@@ -531,7 +592,7 @@ def gather_metrics(out: Path, stages: Sequence[str]) -> Path | None:
     lines = [{"stage": stage, **row} for stage in stages for row in read_metrics(out / stage)]
     if not lines:
         return None
-    (out / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    write_jsonl_atomic(out / "metrics.jsonl", lines)
     return plot_metrics(lines, out / "metrics.png")
 
 

@@ -2,15 +2,38 @@
 
 The same schema serves a 2-layer model built on a laptop CPU and a 7B model on a GPU cluster; only
 the numbers (and ``launch`` for accelerate) change. Unknown keys are errors, so a typo in a recipe
-fails at load time with the field's path, not hours into a run.
+fails at load time with the field's path, not hours into a run. So do negative or zero counts, rates
+and sizes, and a file that is not a small YAML mapping (binary, huge, or an alias bomb).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# Counts, sizes and rates: a zero or negative one is a typo that would fail (or silently do nothing) mid-run.
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]  # seeds (numpy refuses negative ones) and optional extras
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Name = Annotated[str, Field(min_length=1)]
+MAX_RECIPE_BYTES = 1 << 20  # recipes are a page of YAML
+MAX_RECIPE_VALUES = 100_000  # values after YAML aliases are expanded: more is an alias bomb, not a recipe
+
+
+def _check_families(families: list[str], levels: dict[str, list[int]]) -> None:
+    """Every family (and every family given levels) exists and has those levels: a ``ValueError`` naming
+    the first that does not, at load time rather than when a stage reaches it."""
+    from sketchmind.tasks import get_family
+
+    for name in dict.fromkeys([*families, *levels]):
+        family = get_family(name)
+        wrong = [n for n in levels.get(name, []) if n not in family.levels]
+        if wrong:
+            raise ValueError(f"{name} has levels {family.levels[0]}-{family.levels[-1]}, not {wrong[0]}")
 
 
 class Strict(BaseModel):
@@ -21,11 +44,11 @@ class TinyModel(Strict):
     """Build a tiny random model from a config, with a tokenizer trained on the recipe's own data."""
 
     family: Literal["qwen2.5-vl", "qwen3-vl", "idefics3"] = "qwen2.5-vl"
-    hidden_size: int = 64
-    layers: int = 2
-    vocab_size: int = 2000
-    image_size: int = 64  # the vision tower's native patch grid, in pixels
-    max_pixels: int = 256 * 28 * 28
+    hidden_size: PosInt = 64
+    layers: PosInt = 2
+    vocab_size: PosInt = 2000
+    image_size: PosInt = 64  # the vision tower's native patch grid, in pixels
+    max_pixels: PosInt = 256 * 28 * 28
 
 
 class ModelSpec(Strict):
@@ -46,16 +69,17 @@ class DataSpec(Strict):
     """Cold-start data: expert trajectories on generated puzzles."""
 
     families: list[str] = Field(default_factory=lambda: ["frozenlake", "maze"])
-    n: int | dict[str, int] = 20  # puzzles per level: one number for every family, or family -> number
-    levels: dict[str, list[int]] = Field(default_factory=dict)  # family -> levels (default: all)
-    seed: int = 0
-    reflective_fraction: float = 0.3
-    min_rounds: int = 2
+    n: PosInt | dict[str, PosInt] = 20  # puzzles per level: one number for every family, or family -> number
+    levels: dict[str, list[PosInt]] = Field(default_factory=dict)  # family -> levels (default: all)
+    seed: NonNegInt = 0
+    reflective_fraction: Fraction = 0.3
+    min_rounds: NonNegInt = 2
 
     @model_validator(mode="after")
     def every_family_counted(self) -> DataSpec:
         if isinstance(self.n, dict) and (missing := [f for f in self.families if f not in self.n]):
             raise ValueError(f"n has no count for {', '.join(missing)}")
+        _check_families(self.families, self.levels)
         return self
 
     def n_for(self, family: str) -> int:
@@ -64,37 +88,37 @@ class DataSpec(Strict):
 
 
 class SFTSpec(Strict):
-    epochs: float = 1.0
-    max_steps: int = -1
-    learning_rate: float = 1e-4
-    batch_size: int = 1
-    grad_accum: int = 1
-    save_steps: int = 50
-    max_length: int | None = None
+    epochs: PosFloat = 1.0
+    max_steps: Annotated[int, Field(ge=-1)] = -1  # -1: train for ``epochs``
+    learning_rate: PosFloat = 1e-4
+    batch_size: PosInt = 1
+    grad_accum: PosInt = 1
+    save_steps: PosInt = 50
+    max_length: PosInt | None = None
     lora: dict[str, Any] | None = None  # peft LoraConfig arguments, e.g. {"r": 16, "lora_alpha": 32}
 
 
 class RejectionSpec(Strict):
-    n: int = 4  # puzzles per level and family
-    k: int = 4  # samples per puzzle
-    seed: int = 1000  # fresh puzzles: never the cold-start seed
-    temperature: float = 0.9
-    top_p: float = 0.95
-    max_new_tokens: int = 256
+    n: PosInt = 4  # puzzles per level and family
+    k: PosInt = 4  # samples per puzzle
+    seed: NonNegInt = 1000  # fresh puzzles: never the cold-start seed
+    temperature: NonNegFloat = 0.9
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
+    max_new_tokens: PosInt = 256
     require_reflective: bool = True
     mix_cold_start: bool = True  # the second SFT round sees the cold-start rows too
     sft: SFTSpec = SFTSpec()
 
 
 class GRPOSpec(Strict):
-    n: int = 20
-    seed: int = 2000
-    max_steps: int = 100
-    num_generations: int = 4
-    max_completion_length: int = 256
-    learning_rate: float = 1e-6
+    n: PosInt = 20
+    seed: NonNegInt = 2000
+    max_steps: PosInt = 100
+    num_generations: PosInt = 4
+    max_completion_length: PosInt = 256
+    learning_rate: PosFloat = 1e-6
     gated: bool = True  # ViLaSR: no format reward when the answer is wrong
-    max_tool_calling_iterations: int = 8
+    max_tool_calling_iterations: PosInt = 8
     use_vllm: bool = False
     lora: dict[str, Any] | None = None
     extra: dict[str, Any] = Field(default_factory=dict)  # any other GRPOConfig field
@@ -114,25 +138,30 @@ class EvalSpec(Strict):
     """
 
     families: list[str] = Field(default_factory=lambda: ["frozenlake", "maze"])
-    n: int = 10
-    seed: int = 99  # held out: never a training seed
+    n: PosInt = 10
+    seed: NonNegInt = 99  # held out: never a training seed
     modes: list[EvalMode] = Field(default_factory=lambda: list[EvalMode](["draw"]))
     vsp: str | None = None
-    batch_size: int = 8
-    levels: dict[str, list[int]] = Field(default_factory=dict)  # family -> levels (default: all)
-    max_turns: int = 10
-    max_new_tokens: int = 512
+    batch_size: PosInt = 8
+    levels: dict[str, list[PosInt]] = Field(default_factory=dict)  # family -> levels (default: all)
+    max_turns: PosInt = 10
+    max_new_tokens: PosInt = 512
+
+    @model_validator(mode="after")
+    def known_families(self) -> EvalSpec:
+        _check_families(self.families, self.levels)
+        return self
 
 
 class LatentStageSpec(Strict):
     """One latent stage's loop (``sketchmind.latent.train.run_latent_stage``)."""
 
-    max_steps: int = 100  # one latent row per step, rows visited in order, cyclically
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    save_steps: int = 50
-    max_pixels: int | None = None  # the views' (and the input image's) pixel budget; default: the processor's
+    max_steps: PosInt = 100  # one latent row per step, rows visited in order, cyclically
+    learning_rate: PosFloat = 1e-5
+    weight_decay: NonNegFloat = 0.0
+    max_grad_norm: PosFloat = 1.0
+    save_steps: PosInt = 50
+    max_pixels: PosInt | None = None  # the views' (and the input image's) pixel budget; default: the processor's
 
 
 class LatentStage2Spec(LatentStageSpec):
@@ -153,13 +182,13 @@ class LatentTrainSpec(Strict):
     """
 
     k: int = Field(4, ge=1)  # latent slots per view
-    gamma: float = 0.1  # stage 1: loss = grounding + gamma * CE
+    gamma: NonNegFloat = 0.1  # stage 1: loss = grounding + gamma * CE
     # stage 1's grounding term (sketchmind.latent.losses): "cosine" is Mirage's plain cosine, which the
     # targets' shared direction lets a constant latent satisfy; the others also score the view-specific part
     grounding: Literal["contrastive", "centered", "cosine"] = "contrastive"
     source: Literal["sft", "sft2", "grpo"] | None = None  # the model latent1 starts from; default: sft2, else sft
-    n: int | None = None  # puzzles per level and family; None: the synth stage's rows (the cold-start data)
-    seed: int = 3000  # only with n: fresh puzzles, never a cold-start, rejection or GRPO seed
+    n: PosInt | None = None  # puzzles per level and family; None: the synth stage's rows (the cold-start data)
+    seed: NonNegInt = 3000  # only with n: fresh puzzles, never a cold-start, rejection or GRPO seed
     stage1: LatentStageSpec = LatentStageSpec()
     stage2: LatentStage2Spec = LatentStage2Spec()
 
@@ -191,9 +220,9 @@ class Stages(Strict):
 class Recipe(Strict):
     """Everything needed to train one policy from scratch, reproducibly."""
 
-    name: str
-    output: str  # run directory; a re-run resumes in it
-    seed: int = 0
+    name: Name
+    output: Name  # run directory; a re-run resumes in it
+    seed: NonNegInt = 0
     # How the policy writes coordinates: "pixels" of the view (Qwen2.5-VL grounding) or "norm1000" (0-1000 on
     # both axes, Qwen3-VL). Recorded in the checkpoint's config, so every agent running it speaks the same.
     coords: Literal["pixels", "norm1000", "unit"] = "pixels"
@@ -219,20 +248,62 @@ class RecipeError(ValueError):
     """A recipe file that cannot be used; the message is one line."""
 
 
+def _one_line(text: str, limit: int = 160) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _too_many_values(value: Any, budget: int) -> bool:
+    """Whether ``value`` holds more than ``budget`` values once aliases are expanded (a cycle always does).
+
+    YAML aliases share one object, so loading a "billion laughs" file is cheap; anything that later walks
+    it (validation of ``Any`` fields, JSON dumps of the recipe into checkpoints) is not. Stops early.
+    """
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > budget:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file. Raises ``RecipeError`` with the first problem's field path."""
+    """Read and validate a recipe file. Raises ``RecipeError`` (one line) naming the first problem's field."""
     import yaml
 
     file = Path(path)
+    if file.is_dir():
+        raise RecipeError(f"{path}: is a directory, not a recipe file")
     if not file.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = file.read_bytes()
+    except OSError as error:
+        raise RecipeError(f"{path}: cannot read ({error.strerror or error})") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: {len(data):,} bytes is too big for a recipe (at most {MAX_RECIPE_BYTES:,})")
+    try:
+        raw = yaml.safe_load(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a text file (not UTF-8)") from None
     except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML ({' '.join(str(error).split())[:120]})") from None
+        raise RecipeError(f"{path}: not valid YAML ({_one_line(str(error), 120)})") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: not valid YAML (nested too deeply)") from None
+    if raw is None:
+        raise RecipeError(f"{path}: empty recipe (want a mapping with name, output and model)")
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: the top level must be a mapping of recipe fields, not {type(raw).__name__}")
+    if _too_many_values(raw, MAX_RECIPE_VALUES):
+        raise RecipeError(f"{path}: YAML aliases expand to over {MAX_RECIPE_VALUES:,} values (an alias bomb?)")
     try:
         return Recipe.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the top level"
-        raise RecipeError(f"{path}: {where}: {first['msg']}") from None
+        raise RecipeError(_one_line(f"{path}: {where}: {first['msg']}", 300)) from None

@@ -7,7 +7,8 @@ with the loss on the assistant turns only (``collator.AssistantOnlyCollator``; T
 - ``output_dir/checkpoint-N/``: Trainer checkpoints every ``save_steps`` (weights, optimizer, scheduler,
   RNG), from which a rerun resumes by default, so a killed job loses at most ``save_steps`` steps;
 - ``output_dir/metrics.jsonl``: one line per logged step (``step``, ``loss``, ``learning_rate``,
-  ``epoch``, and TRL's ``grad_norm``, ``mean_token_accuracy`` ...);
+  ``epoch``, and TRL's ``grad_norm``, ``mean_token_accuracy`` ..., and ``batches``: a fingerprint of
+  each micro-batch, so a resumed run can be checked to see the same data in the same order);
 - ``output_dir/final/``: the model (LoRA merged in) and processor, loadable by ``HFPolicy``;
   with LoRA the adapter alone is also kept in ``output_dir/adapter/``.
 
@@ -16,12 +17,14 @@ TRL, transformers, peft and datasets are imported inside the functions: ``import
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sketchmind.files import append_jsonl, read_jsonl, write_jsonl_atomic
 from sketchmind.train.collator import AssistantOnlyCollator
 
 if TYPE_CHECKING:
@@ -53,23 +56,55 @@ def last_checkpoint(output_dir: str | Path, marker: str = "trainer_state.json") 
 
 
 def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
-    """The logged steps of ``output_dir/metrics.jsonl``, oldest first (empty if there are none)."""
-    path = Path(output_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The logged steps of ``output_dir/metrics.jsonl``, oldest first (empty if there are none).
+
+    A last line cut short by a killed run is ignored (it was never committed).
+    """
+    return read_jsonl(Path(output_dir) / METRICS_FILE)
 
 
-def metrics_logger(path: Path, resumed_step: int) -> TrainerCallback:
+def batch_digest(inputs: Any) -> str:
+    """A short fingerprint of one training micro-batch: which rows it held, in which order.
+
+    Collated batches (SFT) are fingerprinted by their token ids; lists of dataset rows (GRPO's raw
+    generation batches) by their ``id`` fields. Equal digests at equal steps prove equal data order.
+    """
+    digest = hashlib.sha1()
+    if isinstance(inputs, Mapping) and "input_ids" in inputs:
+        ids = inputs["input_ids"]
+        digest.update(repr(tuple(ids.shape)).encode())
+        digest.update(ids.detach().cpu().numpy().tobytes())
+    elif isinstance(inputs, Sequence):
+        for row in inputs:
+            key = row.get("id", row.get("prompt")) if isinstance(row, Mapping) else row
+            digest.update(json.dumps(key, default=str, sort_keys=True).encode() + b"\n")
+    else:
+        digest.update(repr(type(inputs)).encode())
+    return digest.hexdigest()[:12]
+
+
+class SeenBatches:
+    """The micro-batches trained on since the last log line (filled by the trainer, drained by the logger)."""
+
+    def __init__(self) -> None:
+        self.digests: list[str] = []
+
+    def take(self) -> list[str]:
+        taken, self.digests = self.digests, []
+        return taken
+
+
+def metrics_logger(path: Path, resumed_step: int, seen: SeenBatches | None = None) -> TrainerCallback:
     """A callback appending each training log with a loss to ``path`` as one JSON line.
 
     Lines after ``resumed_step`` come from a run that died after its last checkpoint; the resumed run
-    logs those steps again, so they are dropped first.
+    logs those steps again, so they are dropped first. With ``seen``, each line also holds ``batches``:
+    the ``batch_digest`` of every micro-batch of that step (the data order, checkable across a resume).
     """
     from transformers import TrainerCallback
 
     kept = [row for row in read_metrics(path.parent) if row.get("step", 0) <= resumed_step]
-    path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    write_jsonl_atomic(path, kept)
 
     class MetricsLogger(TrainerCallback):
         def on_log(
@@ -78,10 +113,22 @@ def metrics_logger(path: Path, resumed_step: int) -> TrainerCallback:
             if not state.is_world_process_zero or not logs or "loss" not in logs:
                 return  # the end-of-training summary has train_loss, not loss
             row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, int | float)}}
-            with path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            if seen is not None:
+                row["batches"] = seen.take()
+            append_jsonl(path, [row])
 
     return MetricsLogger()
+
+
+def recording_batches(trainer_class: type[Any], seen: SeenBatches) -> type[Any]:
+    """``trainer_class`` whose every training micro-batch is fingerprinted into ``seen``."""
+
+    class _Recording(trainer_class):  # type: ignore[misc]
+        def training_step(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.digests.append(batch_digest(inputs))
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    return _Recording
 
 
 def _as_dataset(dataset: Dataset | Sequence[Mapping[str, Any]]) -> Dataset:
@@ -186,14 +233,15 @@ def run_sft(
         dataloader_pin_memory=cuda,
         disable_tqdm=rich_progress,
     )
-    trainer = _trainer_class()(
+    seen = SeenBatches()
+    trainer = recording_batches(_trainer_class(), seen)(
         model=model,
         args=config,
         data_collator=AssistantOnlyCollator(processor, max_length=max_length),
         train_dataset=_as_dataset(dataset),
         processing_class=processor,
         peft_config=lora_config(lora) if lora is not None else None,
-        callbacks=[metrics_logger(out / METRICS_FILE, resumed_step), *(callbacks or [])],
+        callbacks=[metrics_logger(out / METRICS_FILE, resumed_step, seen), *(callbacks or [])],
     )
     return train_and_save(trainer, processor, out, checkpoint, lora=lora is not None, rich_progress=rich_progress)
 

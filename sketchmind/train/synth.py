@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from sketchmind.agent import Agent, Budgets
+from sketchmind.files import write_json_atomic
 from sketchmind.models.base import Conversation, Generation, Policy, Sampling
 from sketchmind.models.chat import template_messages, view_images
 from sketchmind.models.expert import ExpertPolicy
@@ -539,12 +541,19 @@ def save_dataset(
     try:
         for index in range(shards):
             shard = dataset.shard(shards, index, contiguous=True)
-            shard.to_parquet(str(data / f"train-{index:05d}-of-{shards:05d}.parquet"))
+            # A temporary name, then a rename: a killed or failed save never leaves a half shard to load.
+            final = data / f"train-{index:05d}-of-{shards:05d}.parquet"
+            partial = data / f".{final.name}.tmp"
+            try:
+                shard.to_parquet(str(partial))
+                os.replace(partial, final)
+            finally:
+                partial.unlink(missing_ok=True)
     finally:
         if not quiet:
             enable_progress_bars()
     summary = stats if stats is not None else SynthStats.from_rows(rows)
-    (root / STATS_FILE).write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(root / STATS_FILE, summary.to_dict())
     return root
 
 

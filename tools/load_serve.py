@@ -1,0 +1,388 @@
+"""Load test of ``sketchmind serve``: concurrent clients against a real server process, and its memory over time.
+
+Starts ``sketchmind serve`` as a subprocess on loopback (the shipped tiny draw policy, or a tiny random
+Qwen2.5-VL when this install has none), runs N client threads that each send realistic chat requests
+(the sketchmind system prompt with the tool specs, an image, a question) for a fixed time, and samples the
+server's RSS from ``/proc/PID/status`` every 0.5 s. Reports requests served, throughput, latency
+percentiles, errors by kind, RSS start/end/max and the RSS growth from the first to the last quarter of
+the run after warm-up, with a "no growth" verdict within a tolerance.
+
+    nice -n 19 .venv/bin/python tools/load_serve.py --clients 4 16 --seconds 60
+    .venv/bin/python tools/load_serve.py --clients 2 --seconds 5 --json
+
+``run_load(clients, seconds, ...)`` returns a ``LoadReport`` for benchmark suites.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MAZE = ROOT / "data" / "vsp-maze-examples" / "maps" / "level4" / "img" / "0.png"
+QUESTION = "Find a path from the start to the goal that avoids the holes. Draw it, then answer."
+SAMPLE_EVERY = 0.5  # seconds between RSS samples
+
+
+@dataclass
+class LoadReport:
+    """What one load run measured. Latencies in seconds, memory in MiB."""
+
+    clients: int
+    seconds: float  # measured duration (clients started to last request done)
+    model: str
+    max_tokens: int
+    requests: int  # answered with 200
+    errors: dict[str, int]  # by kind: "http_413", "ReadTimeout", "bad_response"...
+    throughput: float  # requests per second
+    latency_p50: float
+    latency_p95: float
+    latency_p99: float
+    latency_mean: float
+    rss_start_mb: float  # at the first sample after warm-up
+    rss_end_mb: float
+    rss_max_mb: float
+    rss_first_quarter_mb: float  # mean of the samples in the first quarter after warm-up
+    rss_last_quarter_mb: float
+    rss_growth_mb: float  # last quarter minus first quarter
+    rss_tolerance_mb: float
+    no_growth: bool  # rss_growth_mb <= rss_tolerance_mb
+    rss_samples: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (seconds, MiB), whole run
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def error_rate(self) -> float:
+        total = self.requests + self.error_count
+        return self.error_count / total if total else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the derived error fields."""
+        return {**asdict(self), "error_count": self.error_count, "error_rate": self.error_rate}
+
+
+# ------------------------------------------------------------------------------------------- the server
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def default_model(scratch: Path) -> str:
+    """The shipped tiny draw policy, else a tiny random Qwen2.5-VL saved under ``scratch``."""
+    from sketchmind.models.default import shipped_policy
+
+    shipped = shipped_policy("draw")
+    if shipped is not None:
+        return str(shipped)
+    from sketchmind.models.tiny import build_tiny
+
+    return str(build_tiny("qwen2.5-vl", scratch / "tiny"))
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of ``pid`` in MiB (VmRSS), or None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def serving(model: str, scratch: Path, startup_timeout: float = 300.0) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``sketchmind serve`` on a free loopback port until the block ends: the process and its /v1 URL."""
+    port = _free_port()
+    log = scratch / f"serve-{port}.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "sketchmind", "serve", "--model", model, "--name", "load", "--port", str(port)]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"sketchmind serve did not start (exit {process.poll()}): {tail}")
+            time.sleep(0.2)
+        yield process, f"{url}/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+# ------------------------------------------------------------------------------------------ the clients
+
+
+def chat_request(max_tokens: int) -> dict[str, Any]:
+    """What an agent's first turn sends: the sketchmind system prompt with the tools, an image, a question."""
+    from sketchmind.protocols import get_protocol
+    from sketchmind.tools import specs
+
+    if MAZE.is_file():
+        image = MAZE.read_bytes()
+    else:  # a source checkout without data/: a generated puzzle-sized image
+        import cv2
+
+        pixels = np.full((384, 384, 3), 240, np.uint8)
+        cv2.rectangle(pixels, (40, 40), (340, 340), (30, 30, 30), 3)
+        image = cv2.imencode(".png", pixels)[1].tobytes()
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    protocol = get_protocol("sketchmind")
+    return {
+        "model": "load",
+        "messages": [
+            {"role": "system", "content": protocol.system_prompt(specs())},
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": QUESTION}],
+            },
+        ],
+        "max_tokens": max_tokens,
+        "temperature": 0.7,
+    }
+
+
+@dataclass
+class _Tally:
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _client(url: str, body: dict[str, Any], until: float, tally: _Tally, timeout: float) -> None:
+    """One client: send the request again and again until ``until``, one at a time, on one keep-alive connection."""
+    with httpx.Client(base_url=url, timeout=timeout) as client:
+        while time.monotonic() < until:
+            started = time.perf_counter()
+            kind: str | None = None
+            try:
+                response = client.post("/chat/completions", json=body)
+                if response.status_code != 200:
+                    kind = f"http_{response.status_code}"
+                elif not response.json().get("choices"):
+                    kind = "bad_response"
+            except httpx.HTTPError as error:
+                kind = type(error).__name__
+            except ValueError:  # the body was not JSON
+                kind = "bad_response"
+            elapsed = time.perf_counter() - started
+            with tally.lock:
+                if kind is None:
+                    tally.latencies.append(elapsed)
+                else:
+                    tally.errors[kind] += 1
+
+
+def _sampler(pid: int, stop: threading.Event, samples: list[tuple[float, float]], origin: float) -> None:
+    while not stop.is_set():
+        value = rss_mb(pid)
+        if value is not None:
+            samples.append((time.monotonic() - origin, value))
+        stop.wait(SAMPLE_EVERY)
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+def _quarters(values: Sequence[float]) -> tuple[float, float]:
+    """Means of the first and last quarter (at least one sample each)."""
+    size = max(1, len(values) // 4)
+    return statistics.fmean(values[:size]), statistics.fmean(values[-size:])
+
+
+def run_load(
+    clients: int,
+    seconds: float,
+    *,
+    model: str | None = None,
+    max_tokens: int = 16,
+    warmup: float | None = None,
+    tolerance_mb: float | None = None,
+    request_timeout: float = 120.0,
+    scratch: Path | None = None,
+) -> LoadReport:
+    """Serve ``model`` in a subprocess and drive it with ``clients`` threads for ``seconds``.
+
+    ``warmup`` (default: a fifth of the run, at most 10 s) is left out of the RSS trend: allocator pools and
+    caches fill then. ``tolerance_mb`` (default: 16 MiB or 5% of the post-warm-up RSS, the larger) is how
+    much the last quarter's mean RSS may exceed the first quarter's for a "no growth" verdict.
+    """
+    if clients < 1 or seconds <= 0:
+        raise ValueError("clients must be >= 1 and seconds > 0")
+    warm = min(10.0, seconds / 5) if warmup is None else warmup
+    with contextlib.ExitStack() as stack:
+        if scratch is None:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="load-serve-")))
+        chosen = model or default_model(scratch)
+        process, url = stack.enter_context(serving(chosen, scratch))
+        body = chat_request(max_tokens)
+        with httpx.Client(base_url=url, timeout=request_timeout) as client:  # first request: lazy imports, caches
+            client.post("/chat/completions", json=body).raise_for_status()
+        tally, samples, stop = _Tally(), [], threading.Event()
+        origin = time.monotonic()
+        sampler = threading.Thread(target=_sampler, args=(process.pid, stop, samples, origin), daemon=True)
+        sampler.start()
+        until = origin + seconds
+        threads = [
+            threading.Thread(target=_client, args=(url, body, until, tally, request_timeout), daemon=True)
+            for _ in range(clients)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - origin
+        stop.set()
+        sampler.join()
+    return _report(clients, elapsed, chosen, max_tokens, tally, samples, warm, tolerance_mb)
+
+
+def _report(
+    clients: int,
+    elapsed: float,
+    model: str,
+    max_tokens: int,
+    tally: _Tally,
+    samples: list[tuple[float, float]],
+    warm: float,
+    tolerance_mb: float | None,
+) -> LoadReport:
+    latencies = np.asarray(tally.latencies, dtype=np.float64)
+    p50, p95, p99 = (float(np.percentile(latencies, q)) for q in (50, 95, 99)) if latencies.size else (0.0,) * 3
+    steady = [mb for t, mb in samples if t >= warm] or [mb for _, mb in samples] or [0.0]
+    first, last = _quarters(steady)
+    tolerance = tolerance_mb if tolerance_mb is not None else max(16.0, 0.05 * steady[0])
+    return LoadReport(
+        clients=clients,
+        seconds=elapsed,
+        model=model,
+        max_tokens=max_tokens,
+        requests=int(latencies.size),
+        errors=dict(tally.errors),
+        throughput=latencies.size / elapsed if elapsed > 0 else 0.0,
+        latency_p50=p50,
+        latency_p95=p95,
+        latency_p99=p99,
+        latency_mean=float(latencies.mean()) if latencies.size else 0.0,
+        rss_start_mb=steady[0],
+        rss_end_mb=steady[-1],
+        rss_max_mb=max(mb for _, mb in samples) if samples else 0.0,
+        rss_first_quarter_mb=first,
+        rss_last_quarter_mb=last,
+        rss_growth_mb=last - first,
+        rss_tolerance_mb=tolerance,
+        no_growth=last - first <= tolerance,
+        rss_samples=samples,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+COLUMNS = (
+    ("clients", "{:d}"),
+    ("requests", "{:d}"),
+    ("req/s", "{:.2f}"),
+    ("p50 ms", "{:.0f}"),
+    ("p95 ms", "{:.0f}"),
+    ("p99 ms", "{:.0f}"),
+    ("errors", "{}"),
+    ("RSS start/end/max MiB", "{}"),
+    ("RSS growth MiB", "{}"),
+)
+
+
+def table_rows(reports: Sequence[LoadReport]) -> list[list[str]]:
+    """One row of formatted cells per report, in ``COLUMNS`` order."""
+    rows = []
+    for r in reports:
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(r.errors.items())) or "0"
+        verdict = "no growth" if r.no_growth else "GROWS"
+        values: list[Any] = [
+            r.clients,
+            r.requests,
+            r.throughput,
+            r.latency_p50 * 1000,
+            r.latency_p95 * 1000,
+            r.latency_p99 * 1000,
+            f"{errors} ({r.error_rate:.1%})",
+            f"{r.rss_start_mb:.0f} / {r.rss_end_mb:.0f} / {r.rss_max_mb:.0f}",
+            f"{r.rss_growth_mb:+.1f} (tol {r.rss_tolerance_mb:.0f}): {verdict}",
+        ]
+        rows.append([fmt.format(v) for (_, fmt), v in zip(COLUMNS, values, strict=True)])
+    return rows
+
+
+def markdown(reports: Sequence[LoadReport]) -> str:
+    """The reports as a Markdown table."""
+    header = [name for name, _ in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(reports)]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--clients", type=int, nargs="+", default=[4], help="concurrent clients (one run each)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="duration of each run")
+    parser.add_argument("--model", help="checkpoint to serve (default: the shipped tiny draw policy)")
+    parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of every request")
+    parser.add_argument("--json", action="store_true", help="print the reports as JSON lines instead of tables")
+    args = parser.parse_args(argv)
+    reports = []
+    for clients in args.clients:
+        report = run_load(clients, args.seconds, model=args.model, max_tokens=args.max_tokens)
+        reports.append(report)
+        if args.json:
+            print(json.dumps({k: v for k, v in report.as_dict().items() if k != "rss_samples"}), flush=True)
+    if not args.json:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"sketchmind serve under load ({args.seconds:g} s per run, max_tokens {args.max_tokens})")
+        for name, _ in COLUMNS:
+            table.add_column(name, justify="right")
+        for row in table_rows(reports):
+            table.add_row(*row)
+        Console(width=None if sys.stdout.isatty() else 160).print(table)
+        print()
+        print(markdown(reports))
+    return 0 if all(r.error_count == 0 and r.no_growth for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
