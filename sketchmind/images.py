@@ -100,6 +100,20 @@ def _open_header(stream: io.BytesIO) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from an encoded image's header alone, without decoding the pixels.
+
+    None when Pillow cannot tell (not an image, truncated): ``load_image`` then says why, in one line.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with _open_header(io.BytesIO(data)) as image:
+                return int(image.width), int(image.height)
+    except Exception:  # any decoder failure means "unknown"; the caller's load_image words the error
+        return None
+
+
 def load_image(source: ImageSource, *, max_pixels: int | None = None) -> np.ndarray:
     """Read an image from a path, bytes, a PIL image or an array as contiguous RGB uint8 (H, W, 3).
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import ipaddress
 import json
 import logging
@@ -33,7 +32,6 @@ import sys
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -44,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from sketchmind.images import ImageInputError, _open_header, load_image
+from sketchmind.images import ImageInputError, image_size, load_image
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols.base import Message
 from sketchmind.server_sessions import Sessions, with_id
@@ -108,17 +106,6 @@ class _Budget:
             )
 
 
-def _image_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the image header alone (None when Pillow cannot tell: ``load_image`` will say why)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with _open_header(io.BytesIO(data)) as image:  # Pillow's own bomb guard lifted: we name the size
-                return int(image.width), int(image.height)
-    except Exception:  # not an image, truncated...: load_image words the error
-        return None
-
-
 def _decode_image(url: Any, where: str, budget: _Budget | None = None) -> np.ndarray:
     if not isinstance(url, str) or not url:
         raise RequestError(f"{where}: image_url.url must be a non-empty string")
@@ -136,7 +123,7 @@ def _decode_image(url: Any, where: str, budget: _Budget | None = None) -> np.nda
     limit = None
     if budget is not None:
         limits = budget.limits
-        size = _image_size(data)
+        size = image_size(data)
         if size is not None:  # refused from the header, before a pixel is decoded
             pixels = size[0] * size[1]
             if pixels > limits.max_image_pixels:

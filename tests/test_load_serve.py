@@ -69,3 +69,9 @@ def test_growth_verdict_uses_the_quarters() -> None:
     assert load_serve._report(1, 20.0, "m", 4, tally, flat, 1.0, 8.0).no_growth
     grown = load_serve._report(1, 20.0, "m", 4, tally, climb, 1.0, 8.0)
     assert not grown.no_growth and grown.rss_growth_mb > 8.0
+
+
+def test_memory_over_time_reads_evenly_spaced_samples() -> None:
+    samples = [(i * 0.5, 900.0 + i) for i in range(21)]
+    assert load_serve.rss_over_time(samples) == [900.0, 905.0, 910.0, 915.0, 920.0]
+    assert load_serve.rss_over_time([(0.0, 5.0)]) == [5.0] and load_serve.rss_over_time([]) == []

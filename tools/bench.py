@@ -1,7 +1,7 @@
 """The performance suite: every ratio SketchMind promises, measured in one run on this machine.
 
 Run with ``make bench`` (``.venv/bin/python tools/bench.py``); ``--write README.md`` replaces the README's
-summary table (between ``<!-- bench:suite -->`` markers) with this run's, ``--json PATH`` saves it.
+summary table (between its ``<!-- bench:suite -->`` markers) with this run's, ``--json PATH`` saves it.
 Each row is a ratio against its floor or its naive counterpart, both sides measured in this run
 (interleaved where they are timings), with the target an earlier issue set:
 
@@ -42,7 +42,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))  # the part benchmarks live beside this file
 
-MARK_START, MARK_END = "<!-- bench:suite -->", "<!-- /bench:suite -->"
+import readme_block  # noqa: E402  (found through the path above)
+
+README_BLOCK = "bench:suite"  # the README block this run rewrites
 FRONTIER_TOKENS = (1_700, 22_800)  # per maze solve (DESIGN.md: text grid + BFS in prose)
 TOKENS_PER_SOLVE_TARGET = 1_000  # issue 7
 
@@ -213,11 +215,39 @@ def tokens_part(quick: bool) -> list[Ratio]:
     ]
 
 
+def load_part(quick: bool) -> list[Ratio]:
+    """``sketchmind serve`` under concurrent clients on loopback: throughput, tail latency, errors, memory."""
+    import load_serve
+
+    clients, seconds = (2, 10.0) if quick else (4, 30.0)
+    report = load_serve.run_load(clients, seconds)
+    errors = report.error_count
+    return [
+        Ratio(
+            "serve",
+            f"{clients} clients for {seconds:.0f} s on loopback: {report.requests} requests, {errors} errors",
+            f"p50 {report.latency_p50 * 1000:.0f} / p99 {report.latency_p99 * 1000:.0f} ms",
+            f"{report.throughput:.1f} req/s",
+            "0 errors",
+            errors == 0,
+        ),
+        Ratio(
+            "serve",
+            "… server memory, first vs last quarter of the run after warm-up",
+            f"{report.rss_first_quarter_mb:.0f} vs {report.rss_last_quarter_mb:.0f} MiB",
+            f"{report.rss_growth_mb:+.1f} MiB",
+            f"growth <= {report.rss_tolerance_mb:.0f} MiB",
+            report.no_growth,
+        ),
+    ]
+
+
 PARTS: dict[str, Callable[[bool], list[Ratio]]] = {
     "canvas": canvas_part,
     "backend": backend_part,
     "latent": latent_part,
     "tokens": tokens_part,
+    "load": load_part,
 }
 
 
@@ -253,16 +283,6 @@ def machine_line(seconds: float) -> str:
     )
 
 
-def write_readme(path: Path, table: str, footer: str) -> None:
-    """Replace the block between the suite's markers in ``path`` with this run's table."""
-    text = path.read_text(encoding="utf-8")
-    if MARK_START not in text or MARK_END not in text:
-        raise SystemExit(f"{path}: no {MARK_START} ... {MARK_END} block to replace")
-    head, rest = text.split(MARK_START, 1)
-    tail = rest.split(MARK_END, 1)[1]
-    path.write_text(f"{head}{MARK_START}\n{table}\n\n{footer}\n{MARK_END}{tail}", encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Every ratio SketchMind promises, measured in one run.")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and puzzles (a smoke run)")
@@ -290,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown(rows)
     print(f"\n{table}\n\n{footer}")
     if options.write:
-        write_readme(options.write, table, footer)
+        readme_block.replace_block(options.write, README_BLOCK, f"{table}\n\n{footer}")
     if options.json:
         options.json.parent.mkdir(parents=True, exist_ok=True)
         options.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "machine": footer}, indent=2) + "\n")

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAZE = ROOT / "data" / "vsp-maze-examples" / "maps" / "level4" / "img" / "0.png"
 QUESTION = "Find a path from the start to the goal that avoids the holes. Draw it, then answer."
 SAMPLE_EVERY = 0.5  # seconds between RSS samples
+README_BLOCK = "bench:load"  # the README block --write rewrites
 
 
 @dataclass
@@ -321,9 +322,17 @@ COLUMNS = (
     ("p95 ms", "{:.0f}"),
     ("p99 ms", "{:.0f}"),
     ("errors", "{}"),
-    ("RSS start/end/max MiB", "{}"),
+    ("RSS over time MiB", "{}"),
     ("RSS growth MiB", "{}"),
 )
+
+
+def rss_over_time(samples: Sequence[tuple[float, float]], points: int = 5) -> list[float]:
+    """The RSS at ``points`` evenly spaced moments of the run, first and last sample included."""
+    if not samples:
+        return []
+    last = len(samples) - 1
+    return [samples[round(i * last / (points - 1))][1] for i in range(points)] if last else [samples[0][1]]
 
 
 def table_rows(reports: Sequence[LoadReport]) -> list[list[str]]:
@@ -340,7 +349,7 @@ def table_rows(reports: Sequence[LoadReport]) -> list[list[str]]:
             r.latency_p95 * 1000,
             r.latency_p99 * 1000,
             f"{errors} ({r.error_rate:.1%})",
-            f"{r.rss_start_mb:.0f} / {r.rss_end_mb:.0f} / {r.rss_max_mb:.0f}",
+            " → ".join(f"{mb:.0f}" for mb in rss_over_time(r.rss_samples)) + f" (max {r.rss_max_mb:.0f})",
             f"{r.rss_growth_mb:+.1f} (tol {r.rss_tolerance_mb:.0f}): {verdict}",
         ]
         rows.append([fmt.format(v) for (_, fmt), v in zip(COLUMNS, values, strict=True)])
@@ -362,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint to serve (default: the shipped tiny draw policy)")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of every request")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON lines instead of tables")
+    parser.add_argument("--write", type=Path, metavar="README", help="replace the load table in this file")
     args = parser.parse_args(argv)
     reports = []
     for clients in args.clients:
@@ -381,6 +391,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         Console(width=None if sys.stdout.isatty() else 160).print(table)
         print()
         print(markdown(reports))
+    if args.write:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import readme_block
+
+        note = (
+            f"`sketchmind serve` ({Path(reports[0].model).name} policy) on loopback, {args.seconds:g} s per run, "
+            f"max_tokens {args.max_tokens}; {time.strftime('%Y-%m-%d')}."
+        )
+        readme_block.replace_block(args.write, README_BLOCK, f"{markdown(reports)}\n\n{note}")
     return 0 if all(r.error_count == 0 and r.no_growth for r in reports) else 1
 
 

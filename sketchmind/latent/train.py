@@ -66,7 +66,7 @@ def load_latent_model(path: str | Path, k: int, device: str) -> tuple[Any, Any, 
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model: Any = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    model: Any = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
     model.to(device)
     processor = AutoProcessor.from_pretrained(path)  # type: ignore[no-untyped-call]
     check_supported(model)

@@ -180,7 +180,7 @@ def run_grpo(
     processor = prepare_processor(AutoProcessor.from_pretrained(str(model_path)), family)  # type: ignore[no-untyped-call]
     # A full fine-tune resumes its weights here (see _trainer_class); LoRA resumes its adapter in the Trainer.
     weights = checkpoint if checkpoint is not None and lora is None else model_path
-    model: Any = AutoModelForImageTextToText.from_pretrained(str(weights), dtype=torch.float32)
+    model: Any = AutoModelForImageTextToText.from_pretrained(str(weights), dtype=torch.float32, use_safetensors=True)
     settings: dict[str, Any] = {
         "output_dir": str(out),
         "max_steps": max_steps,

@@ -206,7 +206,9 @@ def run_sft(
     processor: Any = AutoProcessor.from_pretrained(str(model_path))  # type: ignore[no-untyped-call]
     # A full fine-tune resumes its weights through from_pretrained (see _Trainer); LoRA resumes its adapter.
     weights = checkpoint if checkpoint and lora is None else model_path
-    model: Any = AutoModelForImageTextToText.from_pretrained(str(weights), dtype=getattr(torch, dtype))
+    model: Any = AutoModelForImageTextToText.from_pretrained(
+        str(weights), dtype=getattr(torch, dtype), use_safetensors=True
+    )
     config = SFTConfig(
         output_dir=str(out),
         num_train_epochs=epochs,

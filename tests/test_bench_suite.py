@@ -1,0 +1,46 @@
+"""The performance suite's plumbing: its table, and the README block it rewrites (no timings here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import bench  # noqa: E402
+import readme_block  # noqa: E402
+
+
+def test_the_readme_has_the_blocks_the_tools_rewrite() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in (bench.README_BLOCK, "bench:load"):
+        assert text.count(f"<!-- {name} -->") == 1 and text.count(f"<!-- /{name} -->") == 1
+
+
+def test_replace_block_keeps_the_prose_around_it(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- x -->\nold table\n<!-- /x -->\noutro\n", encoding="utf-8")
+    readme_block.replace_block(readme, "x", "| a |\n")
+    assert readme.read_text(encoding="utf-8") == "intro\n<!-- x -->\n| a |\n<!-- /x -->\noutro\n"
+    with pytest.raises(SystemExit, match="no <!-- y -->"):
+        readme_block.replace_block(readme, "y", "| b |")
+
+
+def test_rows_render_with_their_verdicts() -> None:
+    rows = [
+        bench.Ratio("canvas", "render vs memcpy", "0.6 vs 0.2 ms", "2.6x", "<= 5x", True),
+        bench.Ratio("backend", "KV reuse", "251 vs 486 ms", "1.9x", ">= 3x", False),
+        bench.Ratio("backend", "… first token", "52 vs 304 ms", "5.8x", "", None),
+    ]
+    lines = bench.markdown(rows).splitlines()
+    assert lines[0] == "| " + " | ".join(bench.COLUMNS) + " |"
+    assert [line.rsplit("|", 2)[1].strip() for line in lines[2:]] == ["PASS", "FAIL", ""]
+
+
+def test_unknown_parts_are_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--only", "canvas,warp"])
+    assert exit_info.value.code == 2 and "unknown part warp" in capsys.readouterr().err
