@@ -41,7 +41,7 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# Every promised ratio in one run (about 15 minutes); rewrites the README's performance table.
+# Every promised ratio in one run (about 3 minutes); rewrites the README's performance table.
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench.py --write README.md
 

@@ -6,6 +6,8 @@
   file and raises ``SaveError`` with one line naming the path and the reason.
 - ``append_jsonl`` / ``read_jsonl``: append-only JSON lines, synced after each append; a reader drops a
   last line left unfinished by a killed writer (``drop_cut_line`` truncates it before appending more).
+- ``replace_marked_block``: regenerate the part of a hand-written page (the README's tables) between
+  ``<!-- NAME -->`` and ``<!-- /NAME -->``, atomically.
 - ``safe_child(root, name)``: the path of ``name`` inside ``root``; ``..``, absolute paths, NUL bytes and
   symlinks that lead out of ``root`` are refused with ``UnsafePathError``.
 """
@@ -116,6 +118,18 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         with contextlib.suppress(json.JSONDecodeError):  # the writer died mid-line: never committed
             rows.append(json.loads(tail))
     return rows
+
+
+def replace_marked_block(path: str | os.PathLike[str], name: str, text: str) -> bool:
+    """Put ``text`` between ``<!-- name -->`` and ``<!-- /name -->`` in ``path``; False (unchanged) if absent."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    source = Path(path).read_text(encoding="utf-8")
+    head, found, rest = source.partition(start)
+    if not found or end not in rest:
+        return False
+    tail = rest.split(end, 1)[1]
+    write_text_atomic(path, f"{head}{start}\n{text.rstrip()}\n{end}{tail}")
+    return True
 
 
 def safe_child(root: str | os.PathLike[str], name: str) -> Path:

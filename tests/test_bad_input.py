@@ -302,3 +302,12 @@ def test_in_a_real_process(tmp_path: Path, argv: list[str], fragment: str) -> No
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "usage:" not in result.stderr
     assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
+
+
+def test_a_bad_data_folder_leaves_the_run_folder_free(capsys: pytest.CaptureFixture[str], vsp: Path) -> None:
+    """The typo is refused before the run folder is claimed, so the corrected command may use it."""
+    out = vsp.parent / "run"
+    usage_error(capsys, "bench", "vsp", "--model", "expert", "--data", str(vsp.parent / "typo"), "--out", str(out))
+    assert not (out / "run.json").exists()
+    assert main(["bench", "vsp", "--model", "expert", "--data", str(vsp), "--out", str(out), "--n", "1"]) == 0
+    assert (out / "results.jsonl").read_text(encoding="utf-8").count("\n") == 1

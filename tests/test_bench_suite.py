@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from sketchmind.files import replace_marked_block
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import bench  # noqa: E402
-import readme_block  # noqa: E402
 
 
 def test_the_readme_has_the_blocks_the_tools_rewrite() -> None:
@@ -20,13 +21,13 @@ def test_the_readme_has_the_blocks_the_tools_rewrite() -> None:
         assert text.count(f"<!-- {name} -->") == 1 and text.count(f"<!-- /{name} -->") == 1
 
 
-def test_replace_block_keeps_the_prose_around_it(tmp_path: Path) -> None:
+def test_replace_marked_block_keeps_the_prose_around_it(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- x -->\nold table\n<!-- /x -->\noutro\n", encoding="utf-8")
-    readme_block.replace_block(readme, "x", "| a |\n")
+    assert replace_marked_block(readme, "x", "| a |\n")
     assert readme.read_text(encoding="utf-8") == "intro\n<!-- x -->\n| a |\n<!-- /x -->\noutro\n"
-    with pytest.raises(SystemExit, match="no <!-- y -->"):
-        readme_block.replace_block(readme, "y", "| b |")
+    assert not replace_marked_block(readme, "y", "| b |")
+    assert readme.read_text(encoding="utf-8").count("| a |") == 1  # untouched
 
 
 def test_rows_render_with_their_verdicts() -> None:

@@ -39,10 +39,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub: neve
 from rich.console import Console
 from rich.table import Table
 
+from sketchmind.files import replace_marked_block
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))  # the part benchmarks live beside this file
-
-import readme_block  # noqa: E402  (found through the path above)
 
 README_BLOCK = "bench:suite"  # the README block this run rewrites
 FRONTIER_TOKENS = (1_700, 22_800)  # per maze solve (DESIGN.md: text grid + BFS in prose)
@@ -309,8 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(footer)
     table = markdown(rows)
     print(f"\n{table}\n\n{footer}")
-    if options.write:
-        readme_block.replace_block(options.write, README_BLOCK, f"{table}\n\n{footer}")
+    if options.write and not replace_marked_block(options.write, README_BLOCK, f"{table}\n\n{footer}"):
+        raise SystemExit(f"{options.write}: no <!-- {README_BLOCK} --> block to replace")
     if options.json:
         options.json.parent.mkdir(parents=True, exist_ok=True)
         options.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "machine": footer}, indent=2) + "\n")

@@ -392,14 +392,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(markdown(reports))
     if args.write:
-        sys.path.insert(0, str(Path(__file__).parent))
-        import readme_block
+        from sketchmind.files import replace_marked_block
 
         note = (
             f"`sketchmind serve` ({Path(reports[0].model).name} policy) on loopback, {args.seconds:g} s per run, "
             f"max_tokens {args.max_tokens}; {time.strftime('%Y-%m-%d')}."
         )
-        readme_block.replace_block(args.write, README_BLOCK, f"{markdown(reports)}\n\n{note}")
+        if not replace_marked_block(args.write, README_BLOCK, f"{markdown(reports)}\n\n{note}"):
+            raise SystemExit(f"{args.write}: no <!-- {README_BLOCK} --> block to replace")
     return 0 if all(r.error_count == 0 and r.no_growth for r in reports) else 1
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sketchmind.bench.report import LevelSummary, read_results, summarise
+from sketchmind.files import replace_marked_block
 from sketchmind.train.recipe import Recipe, RecipeError, load_recipe
 
 MODE_NAMES = {
@@ -134,13 +134,7 @@ def render(recipe: Recipe) -> str:
 
 def write_block(path: str | Path, name: str, text: str) -> bool:
     """Replace the ``<!-- results:name -->`` ... ``<!-- /results:name -->`` block of ``path``; False if absent."""
-    file = Path(path)
-    source = file.read_text(encoding="utf-8")
-    pattern = re.compile(rf"(<!-- results:{re.escape(name)} -->\n).*?(<!-- /results:{re.escape(name)} -->)", re.DOTALL)
-    if not pattern.search(source):
-        return False
-    file.write_text(pattern.sub(lambda m: f"{m.group(1)}{text}\n{m.group(2)}", source), encoding="utf-8")
-    return True
+    return replace_marked_block(path, f"results:{name}", text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

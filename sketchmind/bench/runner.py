@@ -137,8 +137,8 @@ def run_bench(
     from sketchmind.models.expert import ExpertPolicy
 
     out = Path(directory)
+    family, puzzles = load_puzzles(config)  # first: a bad --data must not leave a run.json claiming the folder
     _check_directory(out, config)
-    family, puzzles = load_puzzles(config)
     results = out / RESULTS_FILE
     drop_cut_line(results)
     done = {r["id"] for r in read_results(results)}

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sketchmind.files import write_json_atomic
+
 if TYPE_CHECKING:
     import torch
 
@@ -48,9 +50,7 @@ class LatentSpec:
 
 def write_spec(spec: LatentSpec, out_dir: str | Path) -> Path:
     """Write ``latent.json`` into ``out_dir`` and return its path."""
-    path = Path(out_dir) / LATENT_FILE
-    path.write_text(json.dumps(asdict(spec), indent=2) + "\n")
-    return path
+    return write_json_atomic(Path(out_dir) / LATENT_FILE, asdict(spec))
 
 
 def read_spec(model_dir: str | Path) -> LatentSpec:

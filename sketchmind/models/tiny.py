@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sketchmind.files import write_json_atomic
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
@@ -507,5 +509,5 @@ def build_tiny(
         "builtin_corpus": corpus is None,
         "parameters": n_params,
     }
-    (out / "sketchmind_tiny.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(out / "sketchmind_tiny.json", meta)
     return out

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from sketchmind.files import write_json_atomic, write_text_atomic
+
 IMAGE_TOKEN = "<image>"
 DATA_FILE = "data.json"
 INFO_FILE = "dataset_info.json"
@@ -94,11 +96,11 @@ def export_llamafactory(rows: Iterable[Mapping[str, Any]], out_dir: str | Path, 
             _as_pil(image).save(root / path)
             paths.append(path)
         records.append({"messages": messages, "images": paths})
-    (root / DATA_FILE).write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(root / DATA_FILE, json.dumps(records, ensure_ascii=False, indent=1) + "\n")
     info_path = root / INFO_FILE
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     info.update(dataset_info(name))
-    info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(info_path, info)
     return root
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sketchmind.files import write_json_atomic
 from sketchmind.train.pipeline import Pipeline, parameter_count
 from sketchmind.train.recipe import RecipeError, load_recipe
 
@@ -77,7 +77,7 @@ def ship(pipeline: Pipeline, dest: str | Path, *, max_megabytes: float = MAX_MEG
             "parameters": parameter_count(target),
             "sha256": {f.name: _sha256(target / f.name) for f in files[variant]},
         }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(out / "manifest.json", manifest)
     return manifest
 
 
