@@ -234,6 +234,18 @@ def test_a_non_loopback_bind_warns_in_one_line(host: str, exposed: bool) -> None
         assert host in lines[0] and "no authentication" in lines[0]
 
 
+@pytest.mark.parametrize("share", [False, True])
+def test_a_public_demo_link_warns_in_one_line(share: bool) -> None:
+    import io
+
+    from sketchmind.demo import warn_if_shared
+
+    stream = io.StringIO()
+    assert warn_if_shared(share, stream=stream) is share
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == int(share) and (not share or "public gradio.live link" in lines[0])
+
+
 class _Server:
     """``sketchmind serve`` as a real subprocess; stderr goes to a file so it can be read while it runs."""
 
