@@ -55,7 +55,7 @@ bench-detail: $(STAMP)
 # The long runs CI leaves out: ~102k model outputs and 1k odd images (about 25 minutes), plus 20k
 # coverage-guided inputs when atheris is installed (`pip install -e '.[fuzz]'`, needs clang).
 fuzz: $(STAMP)
-	nice -n 19 $(BIN)/python tools/fuzz.py $$($(BIN)/python -c 'import atheris' 2>/dev/null && echo --atheris 20000)
+	nice -n 19 $(BIN)/python tools/fuzz.py --write README.md $$($(BIN)/python -c 'import atheris' 2>/dev/null && echo --atheris 20000)
 
 # `sketchmind serve` under 4 and 16 concurrent clients for a minute each (memory sampled every 0.5 s).
 load: $(STAMP)

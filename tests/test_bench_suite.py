@@ -17,7 +17,7 @@ import bench  # noqa: E402
 
 def test_the_readme_has_the_blocks_the_tools_rewrite() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    for name in (bench.README_BLOCK, "bench:load"):
+    for name in (bench.README_BLOCK, "bench:load", "bench:fuzz"):
         assert text.count(f"<!-- {name} -->") == 1 and text.count(f"<!-- /{name} -->") == 1
 
 
