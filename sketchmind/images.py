@@ -8,11 +8,13 @@ Decompression bombs are refused from the header, before a single pixel is decode
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,14 +87,24 @@ def _from_array(array: np.ndarray, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-_PILLOW_GUARD = threading.Lock()
+# Pillow's bomb guard and Python's warning filters are process-wide; catch_warnings saves and restores
+# them, which two threads interleaving would leave changed (an "ignore everything" filter stuck on for the
+# process: seen with 8 threads loading at once). One re-entrant lock around every such section.
+_PILLOW_GUARD = threading.RLock()
+
+
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Pillow's warnings (corrupt metadata it skips, several stderr lines) silenced, thread-safely."""
+    with _PILLOW_GUARD, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _open_header(stream: io.BytesIO) -> Image.Image:
     """Open lazily (header only) with Pillow's global bomb guard lifted, so our own limit, which
-    names the image size, is the one that speaks. The lock keeps other threads' guard intact."""
-    with _PILLOW_GUARD, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    names the image size, is the one that speaks."""
+    with _quiet_pillow():
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             return Image.open(stream)
@@ -106,10 +118,8 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     None when Pillow cannot tell (not an image, truncated): ``load_image`` then says why, in one line.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with _open_header(io.BytesIO(data)) as image:
-                return int(image.width), int(image.height)
+        with _quiet_pillow(), _open_header(io.BytesIO(data)) as image:
+            return int(image.width), int(image.height)
     except Exception:  # any decoder failure means "unknown"; the caller's load_image words the error
         return None
 
@@ -141,13 +151,10 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> np.ndar
             raise ImageInputError(f"{name}: file is over 1 GiB")
         stream = io.BytesIO(path.read_bytes())
     try:
-        # Pillow warns (several stderr lines) about corrupt metadata it skips; the outcome is what counts.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with _open_header(stream) as image:
-                _check_size(image.width, image.height, limit, name)
-                image.load()
-                rgb = _to_rgb(ImageOps.exif_transpose(image))
+        with _quiet_pillow(), _open_header(stream) as image:  # the outcome counts, not Pillow's warnings
+            _check_size(image.width, image.height, limit, name)
+            image.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(image))
     except ImageInputError:
         raise
     except UnidentifiedImageError:

@@ -144,3 +144,24 @@ def test_smart_resize_matches_qwen_vl_utils(height: int, width: int, expected: t
     assert smart_resize_shape(height, width, max_pixels=351_232) == expected
     resized = smart_resize(np.zeros((height, width, 3), np.uint8), max_pixels=351_232)
     assert resized.shape[:2] == expected and resized.shape[0] * resized.shape[1] <= 351_232
+
+
+def test_concurrent_loads_leave_the_warning_filters_as_they_were() -> None:
+    """Silencing Pillow per call must not leave an 'ignore' filter behind when threads interleave."""
+    import threading
+    import warnings
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buffer, format="PNG")
+    data, before = buffer.getvalue(), list(warnings.filters)
+
+    def load_many() -> None:
+        for _ in range(300):
+            load_image(data)
+
+    threads = [threading.Thread(target=load_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert warnings.filters == before
