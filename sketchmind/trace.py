@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
-from sketchmind.files import write_atomic
+from sketchmind.files import write_atomic, write_json_atomic
 
 if TYPE_CHECKING:
     from sketchmind.canvas import Canvas
@@ -132,8 +132,7 @@ class Trace:
                 if not path.exists():
                     write_atomic(path, view.png())
             self.views = canvas.provenance()[:count]
-        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
-        write_atomic(root / TRACE_FILE, text.encode("utf-8"))
+        write_json_atomic(root / TRACE_FILE, self.to_dict())
         return root
 
     @classmethod

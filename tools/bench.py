@@ -36,6 +36,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub: never wait on it
 
+from machine import usable_cpus
 from rich.console import Console
 from rich.table import Table
 
@@ -275,7 +276,7 @@ def rich_table(rows: Sequence[Ratio]) -> Table:
 def machine_line(seconds: float) -> str:
     import torch
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cpus()
     device = "CUDA " + torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (
         f"{cpus} CPU cores, {device}, torch {torch.__version__}, Python {platform.python_version()}; "

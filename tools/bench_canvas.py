@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
 import resource
 import statistics
@@ -52,6 +51,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from machine import usable_cpus
 from rich.console import Console
 from rich.table import Table
 
@@ -502,7 +502,7 @@ def machine() -> dict[str, Any]:
         "numpy": np.__version__,
         "opencv": cv2.__version__,
         "opencv_threads": cv2.getNumThreads(),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus": usable_cpus(),
         "platform": platform.platform(),
         "glibc_allocator_control": ALLOCATOR.available,
     }

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from machine import usable_cpus
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 README_BLOCK = "bench:fuzz"  # the README block --write rewrites
@@ -210,7 +212,7 @@ def main() -> int:
     if args.write:
         from sketchmind.files import replace_marked_block
 
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = usable_cpus()
         note = f"`tools/fuzz.py`, parser scale {args.scale:g}, {cores} CPU cores; {time.strftime('%Y-%m-%d')}."
         if not replace_marked_block(args.write, README_BLOCK, f"{markdown(rows)}\n\n{note}"):
             raise SystemExit(f"{args.write}: no <!-- {README_BLOCK} --> block to replace")

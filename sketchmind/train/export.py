@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sketchmind.files import write_json_atomic, write_text_atomic
+from sketchmind.files import write_json_atomic
 
 IMAGE_TOKEN = "<image>"
 DATA_FILE = "data.json"
@@ -96,7 +96,7 @@ def export_llamafactory(rows: Iterable[Mapping[str, Any]], out_dir: str | Path, 
             _as_pil(image).save(root / path)
             paths.append(path)
         records.append({"messages": messages, "images": paths})
-    write_text_atomic(root / DATA_FILE, json.dumps(records, ensure_ascii=False, indent=1) + "\n")
+    write_json_atomic(root / DATA_FILE, records, indent=1)
     info_path = root / INFO_FILE
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     info.update(dataset_info(name))
