@@ -15,7 +15,7 @@ $(BIN)/python:
 # constraints.txt, the versions the tests last passed with (OpenCV 5.1 moved label glyphs by a pixel).
 $(STAMP): $(BIN)/python pyproject.toml setup.py constraints.txt
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,train,demo]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,train,demo,mcp]'
 	touch $(STAMP)
 
 # A VSP map the default policy never saw, asked the way frozen-lake puzzles are asked.

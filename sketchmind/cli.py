@@ -28,8 +28,6 @@ from sketchmind.memory import reuse_freed_memory
 from sketchmind.models.default import DEFAULT_POLICY, NOTICE, shipped_policy
 from sketchmind.trace import TraceError
 
-DEFAULT_VSP_DATA = "data/vsp-maze-examples"
-
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -409,8 +407,8 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     """Serve the drawing tools to MCP clients (Claude Desktop, Cursor, ...) over stdio."""
     try:
         from sketchmind.mcp_server import main as serve_mcp
-    except ImportError as error:  # the mcp SDK is the optional "demo" extra
-        raise UsageError(f"sketchmind mcp needs the mcp SDK: pip install 'sketchmind[demo]' ({error})") from None
+    except ImportError as error:  # the mcp SDK is the optional "mcp" extra
+        raise UsageError(f"sketchmind mcp needs the mcp SDK: pip install 'sketchmind[mcp]' ({error})") from None
     return serve_mcp()
 
 
@@ -505,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n", type=positive_int, help="puzzles per level (default 20; VSP: all)")
     bench.add_argument("--seed", type=natural_int, default=0, help="dataset seed (datasets are deterministic)")
     bench.add_argument("--samples", type=positive_int, default=1, help="sample N trajectories per puzzle and vote")
-    bench.add_argument("--data", help=f"VSP folder holding maps/ (default {DEFAULT_VSP_DATA})")
+    bench.add_argument("--data", help="VSP folder holding maps/ (default: the examples bundled with sketchmind)")
     bench.add_argument("--max-turns", type=positive_int, default=10)
     bench.add_argument("--batch-size", type=positive_int, default=8, help="puzzles solved in lockstep per batch")
     bench.add_argument("--out", help="run directory (default runs/bench/TARGET-MODEL-MODE); re-runs resume")

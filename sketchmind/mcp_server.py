@@ -54,7 +54,7 @@ try:
     from mcp.server import Server, ServerRequestContext
     from mcp.server.stdio import stdio_server
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("the MCP server needs the 'mcp' package: pip install 'sketchmind[demo]'") from exc
+    raise ImportError("the MCP server needs the 'mcp' package: pip install 'sketchmind[mcp]'") from exc
 
 from sketchmind import __version__
 from sketchmind.actions import ACTIONS, ActionError, parameters_schema

@@ -140,3 +140,16 @@ def test_missing_files_and_folders(level_copy: Path, tmp_path: Path) -> None:
         load_vsp(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="no levelN folders"):
         load_vsp(level_copy)
+
+
+def test_bench_vsp_without_bundled_examples_says_where_to_get_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sketchmind import cli
+    from sketchmind.tasks import vsp
+
+    monkeypatch.setattr(vsp, "BUNDLED_VSP", tmp_path / "missing")
+    code = cli.main(["bench", "vsp", "--model", "expert", "--out", str(tmp_path / "run")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert "--data" in lines[0] and vsp.VSP_SOURCE in lines[0]

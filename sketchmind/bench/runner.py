@@ -23,7 +23,6 @@ from sketchmind.trace import Trace
 
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "run.json"
-DEFAULT_VSP_DATA = "data/vsp-maze-examples"
 # Changing any of these changes what the numbers mean, so a run directory refuses them.
 _IDENTITY = ("target", "model", "mode", "protocol", "seed", "samples", "data", "max_turns", "max_new_tokens")
 
@@ -60,9 +59,9 @@ class BenchRun:
 def load_puzzles(config: BenchConfig) -> tuple[TaskFamily, list[Puzzle]]:
     """The benchmark's puzzles, deterministic from the config."""
     if config.target == "vsp":
-        from sketchmind.tasks.vsp import load_vsp
+        from sketchmind.tasks.vsp import bundled_vsp, load_vsp
 
-        puzzles = load_vsp(config.data or DEFAULT_VSP_DATA, levels=config.levels)
+        puzzles = load_vsp(config.data or bundled_vsp(), levels=config.levels)
         if config.n is not None:
             puzzles = [p for p in puzzles if p.index < config.n]
         return get_family("frozenlake"), puzzles

@@ -8,6 +8,7 @@ and ``FrozenLake().expert`` work on these puzzles unchanged.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,11 @@ from pathlib import Path
 from sketchmind.images import ImageInputError, load_image
 from sketchmind.tasks.base import Puzzle
 from sketchmind.tasks.frozenlake import FrozenLake, Lake, format_plan, parse_plan, question_text, solve
+
+# VSP's maze examples (MIT, their LICENSE beside them) ship inside the package, so `sketchmind bench vsp`
+# works from a wheel install; the repository's data/vsp-maze-examples is a link to this folder.
+BUNDLED_VSP = Path(__file__).resolve().parent / "assets" / "vsp-maze-examples"
+VSP_SOURCE = "https://github.com/UCSB-NLP-Chang/Visual-Spatial-Planning"
 
 _LEVEL = re.compile(r"^level(\d+)$")
 _ROW = re.compile(r"^\|\s*Row\s*\d+\s*\|", re.IGNORECASE)
@@ -125,12 +131,22 @@ def load_vsp(root: str | Path, levels: Iterable[int] | None = None) -> list[Puzz
     return puzzles
 
 
+def bundled_vsp() -> Path:
+    """The VSP examples shipped with the package; ``ValueError`` saying where to get them if they are missing."""
+    if not (BUNDLED_VSP / "maps").is_dir():
+        raise ValueError(
+            f"this install has no bundled VSP examples: pass --data, a copy of VSP's maps (from {VSP_SOURCE})"
+        )
+    return BUNDLED_VSP
+
+
 def vsp_puzzle_for_image(path: str | Path) -> Puzzle | None:
     """The puzzle of an image inside VSP's layout (``.../levelN/img/K.png`` with its ``table/K.txt``).
 
     ``None`` for any other image; ``ValueError`` if it is in the layout but its files are malformed.
     """
-    image = Path(path).resolve()
+    # abspath, not resolve: a puzzle found through a link (data/vsp-maze-examples) keeps the path it was given.
+    image = Path(os.path.abspath(path))
     level_dir = image.parent.parent
     if image.suffix.lower() != ".png" or image.parent.name != "img" or not _LEVEL.match(level_dir.name):
         return None
