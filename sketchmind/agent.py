@@ -15,13 +15,16 @@ batch one turn of many puzzles into one forward pass.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar
 
 import numpy as np
 from langchain_core.runnables import RunnableConfig
@@ -35,6 +38,9 @@ from sketchmind.protocols.base import Message, image_budget_error, text_part
 from sketchmind.selection import Select, select
 from sketchmind.tools import specs
 from sketchmind.trace import Step, Trace
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Mode = Literal["draw", "text", "latent", "auto"]
 MODES: tuple[Mode, ...] = ("draw", "text", "latent", "auto")
@@ -128,7 +134,8 @@ class Agent:
         # it and a failure reads as the backend's reason ("answered 503 after 3 retries"), not a timeout.
         self.sampling = self._budgeted(sampling, budgets)
         self._canvases: dict[str, Canvas] = {}
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sketchmind-model")
+        # One model call at a time per agent (policies need not be thread-safe); released at the timeout.
+        self._calls = threading.Lock()
         checkpointer = None
         if checkpoint is not None:
             from langgraph.checkpoint.sqlite import SqliteSaver
@@ -178,6 +185,15 @@ class Agent:
         run_ids: Sequence[str] | None = None,
     ) -> list[Trace]:
         """Solve many questions in lockstep: each turn is one ``generate_batch`` call for all live runs."""
+        return [trace for trace, _canvas in self._lockstep(items, sampling, run_ids)]
+
+    def _lockstep(
+        self,
+        items: Sequence[tuple[ImageSource | None, str]],
+        sampling: Sampling | None,
+        run_ids: Sequence[str] | None,
+    ) -> list[tuple[Trace, Canvas]]:
+        """``solve_batch``, with each run's canvas: the cache drops them, and a saved trace needs its views."""
         if run_ids is not None and len(run_ids) != len(items):
             raise ValueError(f"got {len(run_ids)} run ids for {len(items)} items")
         ids: Sequence[str | None] = run_ids or [None] * len(items)
@@ -189,8 +205,9 @@ class Agent:
                 break
             conversations = [self._conversation(s) for s in live]
             try:
-                generations = self._with_timeout(lambda batch=conversations: self.policy.generate_batch(batch, turn))
+                generations = self._with_timeout(partial(self.policy.generate_batch, conversations, turn))
             except BackendError as error:
+                log.debug("a batched model call failed", exc_info=error)
                 for state in live:
                     _merge(state, {"status": "error", "error": str(error)})
                 break
@@ -199,10 +216,10 @@ class Agent:
                 self._advance(state)
         for state in states:
             self.policy.release(state["run_id"])
-        traces = [self.trace(s) for s in states]
+        done = [(self.trace(s), self._canvas(s)) for s in states]
         for state in states:
-            self._canvases.pop(state["run_id"], None)  # the traces hold what callers need
-        return traces
+            self._canvases.pop(state["run_id"], None)  # a long benchmark must not keep every run's views
+        return done
 
     def resume(self, run_id: str) -> Trace:
         """Continue a checkpointed (or interrupted) run to the end."""
@@ -352,14 +369,16 @@ class Agent:
             return replace(sampling, timeout=budgets.timeout)
         return sampling
 
-    def _with_timeout(self, call: Any) -> Any:
+    def _with_timeout(self, call: Callable[[], T]) -> T:
         """Run a backend call with the per-call timeout (a hung call is abandoned, not killed)."""
-        future = self._pool.submit(call)
-        limit = None if self.budgets.timeout is None else self.budgets.timeout + TIMEOUT_GRACE
-        try:
-            return future.result(timeout=limit)
-        except concurrent.futures.TimeoutError:
-            raise BackendError(f"the model did not answer within {self.budgets.timeout:g} s") from None
+        if self.budgets.timeout is None:
+            with self._calls:
+                return call()
+        with self._calls:
+            try:
+                return _call_within(call, self.budgets.timeout + TIMEOUT_GRACE)
+            except concurrent.futures.TimeoutError:
+                raise BackendError(f"the model did not answer within {self.budgets.timeout:g} s") from None
 
     # ------------------------------------------------------------------ nodes
 
@@ -374,6 +393,7 @@ class Agent:
         try:
             generation = self._with_timeout(lambda: self.policy.generate(self._conversation(state), self.sampling))
         except BackendError as error:
+            log.debug("run %s: the model call failed", state["run_id"], exc_info=error)  # the cause, on request
             return {"status": "error", "error": str(error)}
         return self._after_generation(state, generation)
 
@@ -502,13 +522,34 @@ class Agent:
         sampling = self.sampling
         if sampling.temperature == 0:
             sampling = Sampling(**{**asdict(sampling), "temperature": 0.7})
-        traces = self.solve_batch([(image, question)] * samples, sampling=sampling)
+        runs = self._lockstep([(image, question)] * samples, sampling, None)
+        traces = [trace for trace, _canvas in runs]
         chosen = select(traces, select_by)
-        trace = traces[chosen]
+        trace, canvas = runs[chosen]
         trace.meta.update(samples=[t.answer for t in traces], selected=chosen, select=select_by)
         if save is not None:
-            trace.save(save)
+            trace.save(save, canvas)  # with its canvas: the views the trace names are written beside it
         return trace
+
+
+def _call_within(call: Callable[[], T], limit: float) -> T:
+    """``call()`` on a fresh daemon thread, waited for at most ``limit`` seconds (``TimeoutError`` past it).
+
+    Python cannot kill a thread, so a call still running at the limit is abandoned: its thread ends or
+    hangs on its own, and as a daemon it never holds up the process's exit. A thread per call, not a
+    shared one-worker pool, so an abandoned call never queues every later call behind it.
+    """
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(call())
+        except BaseException as error:  # handed to the waiting caller, who re-raises it
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="sketchmind-model", daemon=True).start()
+    return future.result(timeout=limit)
 
 
 def _merge(state: AgentState, update: dict[str, Any]) -> None:

@@ -1,19 +1,22 @@
 """The ``sketchmind`` command.
 
 Exit codes: 0 success (answered); 1 ran but got no answer within budget, or a call failed (the trace is
-still saved); 2 bad input or usage; 3 backend failure. Bad input is always one line on stderr, never a
-traceback.
+still saved); 2 bad input or usage; 3 a failure that is not the input's: the model backend, or a save
+(disk full). Bad input is always one line on stderr, never a traceback; ``SKETCHMIND_DEBUG=1`` adds the
+traceback (with its cause) to a backend or internal error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,6 +26,7 @@ from rich.markup import escape
 
 from sketchmind.actions import ActionError
 from sketchmind.canvas import Canvas, View
+from sketchmind.files import SaveError
 from sketchmind.images import ImageInputError, load_image
 from sketchmind.memory import reuse_freed_memory
 from sketchmind.models.default import DEFAULT_POLICY, NOTICE, shipped_policy
@@ -81,6 +85,18 @@ def _port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
     return value
+
+
+def _debugging() -> bool:
+    return bool(os.environ.get("SKETCHMIND_DEBUG"))
+
+
+def _backend_failure(error: BaseException) -> int:
+    """Report a backend failure in one line (with its traceback and cause under SKETCHMIND_DEBUG); exit 3."""
+    err.print(f"sketchmind: backend error: {error}", soft_wrap=True, markup=False)
+    if _debugging():
+        traceback.print_exception(error, file=sys.stderr)
+    return EXIT_BACKEND
 
 
 def _check_question(question: str) -> None:
@@ -225,8 +241,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
                 elif not args.json:
                     _print_event(event)
     except BackendError as error:
-        err.print(f"sketchmind: backend error: {error}", soft_wrap=True, markup=False)
-        return EXIT_BACKEND
+        return _backend_failure(error)
     if trace is None:  # pragma: no cover - a run without an interrupt always ends
         return EXIT_FAILED
     if args.json:
@@ -323,8 +338,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 config, directory, on_batch=lambda done, total: progress.update(task, completed=done, total=total)
             )
     except BackendError as error:
-        err.print(f"sketchmind: backend error: {error}", soft_wrap=True, markup=False)
-        return EXIT_BACKEND
+        return _backend_failure(error)
     except ValueError as error:
         raise UsageError(str(error)) from None
     if run.records:
@@ -432,8 +446,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.model)
     except BackendError as error:
-        err.print(f"sketchmind: backend error: {error}", soft_wrap=True, markup=False)
-        return EXIT_BACKEND
+        return _backend_failure(error)
     name = args.name or Path(args.model.rstrip("/")).name
     out.print(f"serving {args.model} as {name!r} at http://{args.host}:{args.port}/v1")
     serve(policy, name, host=args.host, port=args.port, sessions=args.sessions, limits=limits)
@@ -574,8 +587,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help (0) or a usage error (2), already printed
         return done.code if isinstance(done.code, int) else EXIT_USAGE
     reuse_freed_memory()
+    if _debugging():  # the agent logs the cause of a failed model call that it turns into an "error" trace
+        logging.basicConfig(format="%(name)s: %(message)s")
+        logging.getLogger("sketchmind").setLevel(logging.DEBUG)
     try:
         return int(args.run(args))
+    except SaveError as exc:  # the disk, not the user's input (SaveError is an OSError: caught first)
+        err.print(f"sketchmind: error: {exc}", soft_wrap=True, markup=False)
+        return EXIT_BACKEND
     except (UsageError, ImageInputError, TraceError, OSError) as exc:
         err.print(f"sketchmind: error: {exc}", soft_wrap=True, markup=False)
         return EXIT_USAGE
@@ -583,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("sketchmind: interrupted", markup=False)
         return 130
     except Exception as exc:  # a bug, not the user's input: one line, the traceback on request
-        if os.environ.get("SKETCHMIND_DEBUG"):
+        if _debugging():
             raise
         err.print(
             f"sketchmind: internal error: {type(exc).__name__}: {exc} (SKETCHMIND_DEBUG=1 shows the traceback)",

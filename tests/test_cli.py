@@ -121,6 +121,21 @@ def test_solve_answers_with_exit_0_and_the_answer_last(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "trace.json").read_text())["status"] == "answered"
 
 
+def test_solve_samples_saves_the_views_its_trace_names(tmp_path: Path) -> None:
+    from sketchmind.cli import main
+    from sketchmind.trace import Trace, view_filename
+
+    model = f"replay:{_recorded(tmp_path, EXPERT)}"
+    code = main(
+        ["solve", str(MAZE), "Find a path.", "--model", model, "--samples", "3", "--save", str(tmp_path / "run")]
+    )
+    assert code == 0
+    trace = Trace.load(tmp_path / "run")
+    assert trace.meta["samples"] == ["Action plan: R,U,U,U"] * 3 and len(trace.views) == 2
+    for view in trace.views:
+        assert (tmp_path / "run" / "views" / view_filename(view["index"])).is_file(), view
+
+
 def test_solve_json_prints_the_trace(tmp_path: Path) -> None:
     model = f"replay:{_recorded(tmp_path, EXPERT)}"
     result = sketchmind("solve", MAZE, "Find a path.", "--model", model, "--json")
@@ -168,6 +183,15 @@ def test_solve_against_an_unreachable_server_exits_3_with_one_line() -> None:
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach http://127.0.0.1:" in lines[0]
+
+
+def test_sketchmind_debug_shows_a_backend_errors_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    monkeypatch.setenv("SKETCHMIND_DEBUG", "1")
+    result = sketchmind("solve", MAZE, "q", "--model", "openai:tiny", "--base-url", url, "--timeout", "5")
+    assert result.returncode == 3
+    assert "cannot reach http://127.0.0.1:" in result.stderr.splitlines()[-1]  # the one line still comes last
+    assert "APIConnectionError" in result.stderr and "direct cause" in result.stderr
 
 
 def test_serve_a_tiny_checkpoint_and_solve_through_it(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 from loopback import Served
 from recorded import EXPERT, MAZE
 
-from sketchmind.agent import Agent
+from sketchmind.agent import Agent, Budgets
 from sketchmind.canvas import Canvas
 from sketchmind.files import (
     SaveError,
@@ -34,7 +35,9 @@ from sketchmind.files import (
     write_atomic,
     write_json_atomic,
 )
+from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.models.openai import OpenAIPolicy
+from sketchmind.protocols.base import text_part
 from sketchmind.trace import TRACE_FILE, VIEWS_DIR, Trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,7 +267,8 @@ def test_a_full_disk_while_saving_a_trace_raises_one_clear_error_and_keeps_the_o
     assert set(listing) <= {p.relative_to(run) for p in run.rglob("*")}
 
 
-def test_cli_draw_on_a_full_disk_is_one_line_and_non_zero(tmp_path: Path) -> None:
+def test_cli_draw_on_a_full_disk_is_one_line_and_exits_3(tmp_path: Path) -> None:
+    """Exit 2 means bad input or usage; a full disk is not the user's input."""
     run = tmp_path / "run"
     calls = json.dumps([{"name": "grid", "arguments": {"rows": 4, "cols": 4}}])
     script = (
@@ -276,7 +280,7 @@ def test_cli_draw_on_a_full_disk_is_one_line_and_non_zero(tmp_path: Path) -> Non
     )
     command = [sys.executable, "-c", script, "draw", str(MAZE), calls, "--save", str(run)]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
+    assert done.returncode == 3
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith(f"sketchmind: error: cannot write {run}"), done.stderr
     assert errors[0].endswith("(file too large)")
@@ -327,3 +331,42 @@ def test_symlinks_out_of_the_folder_are_refused(tmp_path: Path) -> None:
     assert safe_child(root, "views/001.png") == root.resolve() / "views" / "001.png"
     (root / "inner").symlink_to(root / "views", target_is_directory=True)
     assert safe_child(root, "inner/x.png").name == "x.png"  # a link that stays inside is fine
+
+
+def test_an_unreachable_server_keeps_the_cause_of_its_backend_error() -> None:
+    from loopback import free_port
+
+    policy = OpenAIPolicy("x", base_url=f"http://127.0.0.1:{free_port()}/v1", timeout=5, max_retries=0)
+    with pytest.raises(BackendError, match="cannot reach") as failure:
+        policy.generate(Conversation(id="c", messages=[{"role": "user", "content": [text_part("hi")]}]))
+    assert failure.value.__cause__ is not None  # what SKETCHMIND_DEBUG=1 shows
+
+
+class HangsOnce(Policy):
+    """The first call hangs until released; every later call answers at once."""
+
+    name = "hangs-once"
+
+    def __init__(self) -> None:
+        self.unblock = threading.Event()
+        self.calls = 0
+
+    def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
+        self.calls += 1
+        if self.calls == 1:
+            self.unblock.wait(60)
+        return Generation(text="<answer>done</answer>")
+
+
+def test_a_hung_model_call_does_not_block_the_next_call_on_the_same_agent() -> None:
+    policy = HangsOnce()
+    agent = Agent(policy, budgets=Budgets(timeout=0.2))
+    try:
+        hung = agent.solve(None, "first")
+        assert hung.status == "error" and "did not answer within 0.2 s" in (hung.error or "")
+        started = time.monotonic()
+        answered = agent.solve(None, "second")  # the first call is still hanging in its thread
+        assert answered.status == "answered" and answered.answer == "done", answered.error
+        assert time.monotonic() - started < 1.0
+    finally:
+        policy.unblock.set()

@@ -195,8 +195,8 @@ class HFPolicy(Policy):
             model_: Any = AutoModelForImageTextToText.from_pretrained(source, dtype=self.dtype, use_safetensors=True)
         except Exception as error:  # transformers raises OSError, ValueError, hub errors...
             if not Path(source).exists() and _offline():
-                raise BackendError(f"model {source!r} not found locally and the hub is offline") from None
-            raise BackendError(f"cannot load model {source!r}: {_one_line(error)}") from None
+                raise BackendError(f"model {source!r} not found locally and the hub is offline") from error
+            raise BackendError(f"cannot load model {source!r}: {_one_line(error)}") from error
         self._processor = processor
         self._model = model_.to(self.device).eval()
         self.coords = getattr(model_.config, COORDS_KEY, None)
@@ -258,8 +258,8 @@ class HFPolicy(Policy):
             if _is_oom(error):
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                raise BackendError(f"out of memory on {self.device.type}: {_one_line(error)}") from None
-            raise BackendError(f"model error: {_one_line(error)}") from None
+                raise BackendError(f"out of memory on {self.device.type}: {_one_line(error)}") from error
+            raise BackendError(f"model error: {_one_line(error)}") from error
 
     def release(self, conversation_id: str) -> None:
         """Drop the conversation's cached ids and KV."""
@@ -329,7 +329,7 @@ class HFPolicy(Policy):
             messages, _ = template_messages(conversation.messages)
             arrays = view_images(conversation.messages, conversation.images)
         except ValueError as error:
-            raise BackendError(str(error)) from None
+            raise BackendError(str(error)) from error
         renderer = self._processor if getattr(self._processor, "chat_template", None) else self._tok
         tools = list(conversation.tools) if conversation.tools else None
         text = renderer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)

@@ -182,7 +182,7 @@ class LatentPolicy(HFPolicy):
             self.spec = read_spec(directory)
             self._projection = projection_for_inference(directory, self.spec, device=self.device, dtype=self.dtype)
         except (ValueError, KeyError, OSError) as error:
-            raise BackendError(f"cannot load the latent head of {str(model)!r}: {error}") from None
+            raise BackendError(f"cannot load the latent head of {str(model)!r}: {error}") from error
         vocab = self._tok.get_vocab()
         named = {LATENT_START: self.spec.start_id, LATENT_PAD: self.spec.pad_id, LATENT_END: self.spec.end_id}
         for token, token_id in named.items():

@@ -335,36 +335,42 @@ class OpenAIPolicy(Policy):
             attempt = remaining if self.attempt_timeout is None else min(remaining, self.attempt_timeout)
             wait: float | None = None
             timed_out = False
+            cause: Exception | None = None  # the last failure, kept as the BackendError's cause for debugging
             try:
                 with self._lock:
                     self.requests_sent += 1
                 completion: ChatCompletion = self._client.chat.completions.create(**request, timeout=max(attempt, 0.01))
                 return completion
-            except openai.APITimeoutError:
+            except openai.APITimeoutError as error:
+                cause = error
                 # Abandoned before the budget's end: another attempt may still fit in the time left.
                 timed_out = attempt >= remaining
                 failure = f"no answer from {self.base_url} within {budget if timed_out else attempt:g} s"
             except openai.APIConnectionError as error:
+                cause = error
                 failure = f"cannot reach {self.base_url} ({_root_reason(error)})"
             except openai.APIStatusError as error:
+                cause = error
                 status = error.status_code
                 detail = _status_detail(error)
                 if status not in RETRY_STATUSES and status < 500:
                     hint = " (check OPENAI_API_KEY)" if status in (401, 403) else ""
                     raise BackendError(
                         f"{self.base_url} rejected the request ({status}: {detail}){hint}{_retries(retries)}"
-                    ) from None
+                    ) from error
                 failure = f"{self.base_url} answered {status} ({detail})"
                 wait = _retry_after(error.response.headers)
             except openai.OpenAIError as error:  # e.g. a 200 whose body is not a chat completion
-                raise BackendError(f"{self.base_url} sent an unusable answer ({_one_line(str(error))})") from None
+                raise BackendError(f"{self.base_url} sent an unusable answer ({_one_line(str(error))})") from error
             if retries >= self.max_retries:
-                raise BackendError(failure + _retries(retries))
+                raise BackendError(failure + _retries(retries)) from cause
             delay = wait if wait is not None else min(self.backoff * 2**retries, MAX_BACKOFF) * random.uniform(0.5, 1)
             if time.monotonic() + delay >= deadline:
                 if timed_out:  # that attempt had all the time left: nothing more to say
-                    raise BackendError(failure + _retries(retries))
-                raise BackendError(f"{failure}{_retries(retries)}; no time left for more retries ({budget:g} s budget)")
+                    raise BackendError(failure + _retries(retries)) from cause
+                raise BackendError(
+                    f"{failure}{_retries(retries)}; no time left for more retries ({budget:g} s budget)"
+                ) from cause
             time.sleep(delay)
             retries += 1
 
