@@ -75,12 +75,6 @@ def _as_bbox(value: Any) -> Any:
     return value
 
 
-def _as_points(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_as_point(v) for v in value]
-    return value
-
-
 Point = Annotated[
     list[Number],
     BeforeValidator(_as_point),

@@ -51,8 +51,3 @@ def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture
 def image_640x480() -> np.ndarray:
     return photo(640, 480)
-
-
-@pytest.fixture
-def maze_path() -> Path:
-    return MAZE

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from sketchmind.agent import Agent
 from sketchmind.images import load_image
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
-from sketchmind.models.openai import OpenAIPolicy, parse_model_spec, png_data_url, to_openai_messages
+from sketchmind.models.openai import OpenAIPolicy, png_data_url, to_openai_messages
 from sketchmind.models.replay import ReplayPolicy
 from sketchmind.server import create_app
 from sketchmind.trace import Trace
@@ -385,14 +385,6 @@ def test_a_server_that_dies_mid_trace_ends_the_run_with_an_error(tmp_path: Path)
     assert trace.status == "error" and len(trace.steps) == 1 and trace.steps[0].view_ids == [2, 3]
     assert trace.error == f"cannot reach {served.url} (connection refused) after 2 retries"
     assert policy.requests_sent == 1 + 3
-
-
-def test_model_spec() -> None:
-    assert parse_model_spec("openai:gpt-4o") == ("openai", "gpt-4o")
-    assert parse_model_spec("openai:qwen2.5vl:7b") == ("openai", "qwen2.5vl:7b")
-    for bad in ("gpt-4o", "openai:", ":x"):
-        with pytest.raises(ValueError, match="KIND:NAME"):
-            parse_model_spec(bad)
 
 
 # ---------------------------------------------------------------------- a real model behind the server

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))  # the part benchmarks live beside this file
 
 README_BLOCK = "bench:suite"  # the README block this run rewrites
-FRONTIER_TOKENS = (1_700, 22_800)  # per maze solve (DESIGN.md: text grid + BFS in prose)
+FRONTIER_TOKENS = (1_700, 22_800)  # per maze solve by frontier models that write the grid and a BFS in prose
 TOKENS_PER_SOLVE_TARGET = 1_000  # issue 7
 
 

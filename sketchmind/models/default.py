@@ -1,7 +1,7 @@
 """The policy that ships inside the package: what ``sketchmind solve`` runs when no ``--model`` is given.
 
 ``sketchmind-tiny`` is trained from scratch by ``make policy`` (``policies/sketchmind-tiny.yaml``) and
-copied into ``policies/sketchmind-tiny/`` by ``tools/ship_policy.py``: ``draw/`` is the draw policy,
+copied into ``policies/sketchmind-tiny/`` by ``python -m sketchmind.train.ship``: ``draw/`` is the draw policy,
 ``latent/`` its latent variant (a latent checkpoint: ``latent.json`` beside the weights). The
 ``policies/`` folder installs as the package ``sketchmind.policies`` (see ``setup.py``), so a wheel
 install finds it as well as an editable one.

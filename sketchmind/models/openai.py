@@ -27,7 +27,6 @@ import concurrent.futures
 import json
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,15 +47,6 @@ MAX_BACKOFF = 8.0  # seconds between two attempts, at most
 MAX_RETRY_AFTER = 30.0  # the longest server-requested wait we honour
 RETRY_STATUSES = frozenset({408, 429})  # and every 5xx
 PNG_COMPRESSION = 1  # fast: the images are small, the encoding happens once per view
-
-
-def parse_model_spec(spec: str) -> tuple[str, str]:
-    """Split ``"openai:gpt-4o"`` into ``("openai", "gpt-4o")``; the name may hold colons (``ollama:qwen2.5:7b``)."""
-    kind, sep, name = spec.partition(":")
-    kind = kind.strip().lower()
-    if not sep or not re.fullmatch(r"[a-z][a-z0-9_.-]*", kind) or not name.strip():
-        raise ValueError(f"model spec {spec!r} is not of the form KIND:NAME (e.g. openai:gpt-4o)")
-    return kind, name.strip()
 
 
 def png_data_url(image: np.ndarray) -> str:

@@ -109,9 +109,7 @@ FINAL_PROMPT = IMAGE_INDEX + (
 
 # ViLaSR resizes inputs with qwen_vl_utils to at most 448*28*28 pixels (eval/infer.sh), sides multiples of 28.
 IMAGE_MAX_PIXELS = 351_232
-MAX_TURNS = 10
-MAX_TURNS_MAZE = 20
-MAX_IMAGES = 45
+# ViLaSR's own budgets (10 turns, 20 on mazes, 45 images) are the agent's to enforce: see ``agent.Budgets``.
 
 _BLOCK = re.compile(r"```json[ \t]*\n(.*?)(?:```|</think>|\Z)", re.S | re.I)
 _THINK = re.compile(r"<think>(.*?)(?:</think>|\Z)", re.S | re.I)
