@@ -16,23 +16,28 @@ import sys
 import sysconfig
 import tomllib
 import venv
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from sketchmind.models.default import DEFAULT_POLICY
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "sketchmind", "policies")
 QUESTION = "Find a safe path to the goal."
 
 
-def _pyproject() -> dict[str, object]:
+def _pyproject() -> dict[str, Any]:
     with (ROOT / "pyproject.toml").open("rb") as handle:
-        return tomllib.load(handle)["project"]  # type: ignore[no-any-return]
+        project: dict[str, Any] = tomllib.load(handle)["project"]
+        return project
 
 
 def test_torch_has_a_lower_bound_not_an_exact_pin() -> None:
     """A user's own torch build must satisfy the wheel; exact pins live in constraints.txt and the Makefile."""
-    deps = {d.split(">")[0].split("=")[0].split("<")[0].strip(): d for d in _pyproject()["dependencies"]}  # type: ignore[attr-defined]
+    deps = {d.split(">")[0].split("=")[0].split("<")[0].strip(): d for d in _pyproject()["dependencies"]}
     for name in ("torch", "torchvision"):
         assert "==" not in deps[name] and ">=" in deps[name], deps[name]
     assert "torch==" in (ROOT / "Makefile").read_text() and "\ntorch==" in (ROOT / "constraints.txt").read_text()
@@ -40,14 +45,21 @@ def test_torch_has_a_lower_bound_not_an_exact_pin() -> None:
 
 def test_extras_are_named_by_what_they_serve() -> None:
     extras = _pyproject()["optional-dependencies"]
-    assert {"train", "demo", "mcp", "dev", "docs"} <= set(extras)  # type: ignore[arg-type]
-    assert not any(d.startswith("mcp") for d in extras["demo"])  # type: ignore[index]  # the MCP server is not the demo
-    assert any(d.startswith("mcp") for d in extras["mcp"])  # type: ignore[index]
+    assert {"train", "demo", "mcp", "dev", "docs"} <= set(extras)
+    assert not any(d.startswith("mcp") for d in extras["demo"])  # the MCP server is not the demo
+    assert any(d.startswith("mcp") for d in extras["mcp"])
+
+
+def _pip(*args: str) -> None:
+    """This environment's pip with no package index: nothing is downloaded, torch least of all."""
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    done = subprocess.run([sys.executable, "-m", "pip", *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ``bin`` folder of a fresh virtualenv holding only the built sketchmind wheel."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sketchmind wheel, built offline from a copy of the sources."""
     base = tmp_path_factory.mktemp("wheel")
     source = base / "src"
     source.mkdir()
@@ -56,17 +68,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(ROOT / name, source / name)
-    offline = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    pip = [sys.executable, "-m", "pip"]
     wheels = base / "wheels"
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(source)],
-        check=True,
-        env=offline,
-        capture_output=True,
-    )
-    (wheel,) = wheels.glob("sketchmind-*.whl")
-    env = base / "env"
+    _pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(source))
+    (built,) = wheels.glob("sketchmind-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``bin`` folder of a fresh virtualenv holding only the built sketchmind wheel."""
+    env = tmp_path_factory.mktemp("venv") / "env"
     venv.create(env, with_pip=False)  # pip comes from this environment (``--python``): no ensurepip wait
     python = env / "bin" / "python"
     purelib = subprocess.run(
@@ -78,13 +89,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Dependencies come from this environment, appended after the new one's own site-packages, so the
     # installed wheel (not the editable checkout, whose finder .pth is never processed) is what imports.
     Path(purelib, "zz_borrowed_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run(
-        [*pip, "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-        check=True,
-        env=offline,
-        capture_output=True,
-    )
+    _pip("--python", str(python), "install", "--no-deps", "-q", str(wheel))
     return env / "bin"
+
+
+def test_the_wheel_carries_the_shipped_policy_and_the_vsp_examples(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for variant in ("draw", "latent"):
+        assert f"sketchmind/policies/{DEFAULT_POLICY}/{variant}/model.safetensors" in names
+        assert f"sketchmind/policies/{DEFAULT_POLICY}/{variant}/tokenizer.json" in names
+    assert f"sketchmind/policies/{DEFAULT_POLICY}/README.md" in names and "sketchmind/policies/micro.yaml" in names
+    assert any(n.startswith("sketchmind/tasks/assets/frozenlake/") and n.endswith(".png") for n in names)
+    vsp = "sketchmind/tasks/assets/vsp-maze-examples/"
+    assert f"{vsp}LICENSE" in names and f"{vsp}maps/level8/table/7.txt" in names
 
 
 def _run(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
