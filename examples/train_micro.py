@@ -1,6 +1,6 @@
 """Train a policy at micro scale with the pipeline that trains the shipped one, then solve a held-out maze with it.
 
-    python examples/train_micro.py runs/micro-example          # synth, base, sft: about 30 s on 2 CPU cores
+    python examples/train_micro.py runs/micro-example          # synth, base, perceive, sft: about a minute on 2 CPU cores
     python examples/train_micro.py runs/micro-example --all    # every stage of policies/micro.yaml: a few minutes
 
 Runs policies/micro.yaml (synthesized expert drawings -> a tiny Qwen2.5-VL built from scratch -> SFT ...) with its
@@ -23,7 +23,9 @@ RECIPE = Path(__file__).resolve().parents[1] / "policies" / "micro.yaml"
 def main() -> int:
     parser = argparse.ArgumentParser(description="Train at micro scale, then solve a held-out puzzle.")
     parser.add_argument("out_dir", type=Path, help="where every stage writes (re-runs resume)")
-    parser.add_argument("--stages", default="synth,base,sft", help=f"comma-separated, in order: {', '.join(STAGES)}")
+    parser.add_argument(
+        "--stages", default="synth,base,perceive,sft", help=f"comma-separated, in order: {', '.join(STAGES)}"
+    )
     parser.add_argument("--all", action="store_true", help="every stage: rejection, GRPO, latent, baselines, eval")
     args = parser.parse_args()
     stages = None if args.all else [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -40,7 +42,9 @@ def main() -> int:
         return 2
     checkpoint = pipeline.latest_model()
     if not (Path(checkpoint) / "config.json").is_file():
-        print(f"train_micro: no trained model yet at {checkpoint}; run the base and sft stages", file=sys.stderr)
+        print(
+            f"train_micro: no trained model yet at {checkpoint}; run the base, perceive and sft stages", file=sys.stderr
+        )
         return 2
     print(f"trained draw policy: {checkpoint}")
 

@@ -38,6 +38,15 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
     assert list(summaries) == list(STAGES)
     assert summaries["synth"]["rows"] == 12 and summaries["base"]["parameters"] > 100_000
 
+    # Reading comes first: fresh maps, a gate checked every 2 steps, a perception table, and SFT starts from it.
+    perceive = summaries["perceive"]
+    assert perceive["global_step"] == 4 and perceive["gate_passed_at"] is None
+    assert 0.0 <= perceive["generated_cell"] <= 1.0
+    assert sum("perceive step" in line for line in lines) == 2
+    table = json.loads((tmp_path / "run" / "perceive" / "perception.json").read_text())["rows"]
+    assert [(row["set"], row["level"], row["n"]) for row in table] == [("generated", 3, 16), ("generated", "all", 16)]
+    assert pipeline.model_after("perceive") == str(tmp_path / "run" / "perceive" / "final")
+
     sft = [m for m in _metrics(tmp_path / "run" / "sft" / "metrics.jsonl") if "loss" in m]
     first, last = sum(m["loss"] for m in sft[:3]) / 3, sum(m["loss"] for m in sft[-3:]) / 3
     assert last < 0.8 * first, f"SFT loss did not fall: {first:.2f} -> {last:.2f}"

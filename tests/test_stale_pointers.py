@@ -12,8 +12,6 @@ SOURCE_DIRS = ("sketchmind", "tools", "examples")
 # Paths from the repository root, as docstrings and comments name them (``tools/bench.py``).
 REPO_PATH = re.compile(r"\b((?:sketchmind|tools|tests|examples|policies|configs|data)/[\w./-]*\.(?:py|yaml|md|json))\b")
 PLACEHOLDER = re.compile(r"\b(?!README\b|LICENSE\b)[A-Z]{2,}\b")  # ``policies/NAME.yaml`` names no one file
-# Under another change right now; each drops out of this set with its citation.
-CITES_DESIGN_PENDING = {"sketchmind/latent/losses.py"}
 
 
 def _sources() -> list[Path]:
@@ -51,6 +49,5 @@ def test_nothing_cites_a_design_document_or_a_folder_outside_the_repository() ->
         ROOT / "Makefile",
         ROOT / "pyproject.toml",
     ]
-    citing = {str(p.relative_to(ROOT)) for p in files if design in p.read_text(encoding="utf-8")}
-    assert citing <= CITES_DESIGN_PENDING, citing - CITES_DESIGN_PENDING
+    assert [str(p.relative_to(ROOT)) for p in files if design in p.read_text(encoding="utf-8")] == []
     assert [p for p in files if outside in p.read_text(encoding="utf-8")] == []

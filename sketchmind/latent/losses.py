@@ -4,7 +4,7 @@
   targets come out of the vision merger at whatever norm it has; the language model expects token-scale
   inputs). Loss = gamma * CE + a grounding term between p_j = P(h_prev_j) and t_j, h_prev_j being the
   final hidden state at the position before slot j (``<|latent_start|>`` for the first). The term is
-  taken after P (DESIGN.md writes cos(h_prev, t)): at P's initialisation (a uniform rescale) the two are
+  taken after P (Mirage compares h_prev with t directly): at P's initialisation (a uniform rescale) the two are
   equal, but only this way does P get a training signal in stage 1, and P(h_prev) is exactly what
   replaces t_j as the slot input in stage 2 and at decoding. ``grounding`` picks the term:
 

@@ -299,7 +299,14 @@ def _mrope_section(family: str, head_dim: int) -> list[int]:
 
 
 def _configs(
-    family: str, token_ids: dict[str, int], vocab: int, hidden: int, layers: int, image_size: int, init_std: float
+    family: str,
+    token_ids: dict[str, int],
+    vocab: int,
+    hidden: int,
+    layers: int,
+    image_size: int,
+    init_std: float,
+    rope_theta: float | None = None,
 ) -> Any:
     """The tiny ``PreTrainedConfig`` for ``family``. Token ids go in both the top level and text_config."""
     from transformers import AutoConfig
@@ -340,7 +347,7 @@ def _configs(
     if family == "qwen2.5-vl":
         text["rope_parameters"] = {
             "rope_type": "default",
-            "rope_theta": 1_000_000.0,
+            "rope_theta": rope_theta or 1_000_000.0,
             "mrope_section": _mrope_section(family, hidden // heads),
         }
         # window_size is in pixels: 112 / 14 / 2 = 4x4 merged tokens per window; the last block attends fully.
@@ -351,7 +358,7 @@ def _configs(
             "head_dim": hidden // heads,
             "rope_parameters": {
                 "rope_type": "default",
-                "rope_theta": 5_000_000.0,
+                "rope_theta": rope_theta or 5_000_000.0,
                 "mrope_section": _mrope_section(family, hidden // heads),
                 "mrope_interleaved": True,
             },
@@ -445,6 +452,7 @@ def build_tiny(
     max_pixels: int = 256 * 28 * 28,
     image_size: int = 64,
     init_std: float = 0.1,
+    rope_theta: float | None = None,
 ) -> Path:
     """Build a tiny random ``family`` checkpoint in ``out_dir`` and return the directory.
 
@@ -482,7 +490,7 @@ def build_tiny(
     # The end-of-text token stops generation too, as in the real generation configs.
     stop = [ids["eos"], ids["<|endoftext|>" if family != "idefics3" else "<|end_of_text|>"]]
 
-    config = _configs(family, ids, len(tokenizer), hidden_size, layers, image_size, init_std)
+    config = _configs(family, ids, len(tokenizer), hidden_size, layers, image_size, init_std, rope_theta)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]

@@ -18,10 +18,11 @@ The optional baselines (``stages.baselines``: ``sft_text``, ``sft_direct``) star
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,9 +35,9 @@ if TYPE_CHECKING:
     from sketchmind.train.synth import SynthStats
 
 STAGES: tuple[str, ...] = (
-    "synth", "base", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "sft_text", "sft_direct", "eval",
+    "synth", "base", "perceive", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "sft_text", "sft_direct", "eval",
 )  # fmt: skip
-DRAW_TRAINERS: tuple[str, ...] = ("sft", "sft2", "grpo")  # the stages that train the draw policy
+DRAW_TRAINERS: tuple[str, ...] = ("perceive", "sft", "sft2", "grpo")  # the stages that train the draw policy
 LATENT_MODES: tuple[str, ...] = ("latent", "auto", "latent-mean", "latent-noise")  # eval modes of the latent policy
 ABLATIONS: tuple[str, ...] = ("latent-mean", "latent-noise")  # latent mode with the latents replaced
 MEANS_FILE = "latent_means.safetensors"  # a latent run's mean latent per slot index, for latent-mean
@@ -71,6 +72,7 @@ class Pipeline:
         stages = self.recipe.stages
         skip = {
             "base": self.recipe.model.tiny is None,
+            "perceive": stages.perceive is None,
             "rejection": stages.rejection is None,
             "sft2": stages.rejection is None,
             "grpo": stages.grpo is None,
@@ -198,18 +200,52 @@ class Pipeline:
 
         tiny = self.recipe.model.tiny
         assert tiny is not None
+        texts: Iterable[str] = corpus(self.folder("synth"))
+        if self.recipe.stages.perceive is not None:  # the reading rows' symbols must be tokens of their own
+            from sketchmind.train.perception import perception_corpus
+
+            texts = itertools.chain(texts, perception_corpus())
         path = build_tiny(
             tiny.family,
             self.folder("base") / "model",
-            corpus=corpus(self.folder("synth")),
+            corpus=texts,
             vocab_size=tiny.vocab_size,
             hidden_size=tiny.hidden_size,
             layers=tiny.layers,
             seed=self.recipe.seed,
             max_pixels=tiny.max_pixels,
             image_size=tiny.image_size,
+            init_std=tiny.init_std,
+            rope_theta=tiny.rope_theta,
         )
         return {"model": str(path), "parameters": parameter_count(path)}
+
+    def _perceive(self) -> dict[str, Any]:
+        """Teach reading on fresh maps until the validation gate passes; then measure it on held-out maps."""
+        from sketchmind.train.perception import gate_callback, reading_dataset, reading_table, validation_puzzles
+        from sketchmind.train.sft import run_sft
+
+        spec = self.recipe.stages.perceive
+        assert spec is not None
+        start = self.model_after(self.previous("perceive"))
+        gate = gate_callback(validation_puzzles(spec), spec.gate, every=spec.eval_every, report=self.report)
+        metrics = run_sft(
+            start,
+            reading_dataset(spec.family, spec.levels, spec.max_steps * spec.batch_size, spec.seed),
+            self.folder("perceive"),
+            max_steps=spec.max_steps,
+            lr=spec.learning_rate,
+            batch_size=spec.batch_size,
+            warmup=spec.warmup_steps,
+            save_steps=spec.save_steps,
+            seed=self.recipe.seed,
+            callbacks=[gate],
+            rich_progress=self.rich_progress,
+        )
+        final = str(self.folder("perceive") / "final")
+        table = reading_table(final, self.recipe, self.folder("perceive"))
+        self.report(table.markdown())
+        return {"final": final, "gate_passed_at": gate.passed_at, **table.summary(), **_scalars(metrics)}
 
     def _sft(self) -> dict[str, Any]:
         from sketchmind.train.synth import load_dataset

@@ -49,6 +49,10 @@ class TinyModel(Strict):
     vocab_size: PosInt = 2000
     image_size: PosInt = 64  # the vision tower's native patch grid, in pixels
     max_pixels: PosInt = 256 * 28 * 28
+    init_std: PosFloat = 0.1
+    # The language model's rotary base. Qwen's 1e6 leaves a tiny model's image rows and columns only its
+    # slowest frequencies (under 0.03 and 0.0002 radians per cell): it cannot tell cells apart by position.
+    rope_theta: PosFloat | None = None
 
 
 class ModelSpec(Strict):
@@ -96,6 +100,39 @@ class SFTSpec(Strict):
     save_steps: PosInt = 50
     max_length: PosInt | None = None
     lora: dict[str, Any] | None = None  # peft LoraConfig arguments, e.g. {"r": 16, "lora_alpha": 32}
+
+
+class ReadingGate(Strict):
+    """When a model reads well enough to move on: teacher-forced accuracy on held-out validation maps."""
+
+    cell: Fraction = 0.99  # cells read right
+    exact: Fraction = 0.95  # maps read right in every cell
+
+
+class PerceiveSpec(Strict):
+    """Reading before reasoning (``train/perception.py``): transcribe fresh maps until the gate is passed.
+
+    Every training row is a new map, generated when the trainer asks for it (``seed``, never a data or eval
+    seed); ``max_steps`` bounds the time spent if the gate is never reached. The gate is checked every
+    ``eval_every`` steps on ``eval_n`` validation maps per level (seed ``seed + 1``, never trained on).
+    """
+
+    family: str = "frozenlake-classic"
+    levels: list[PosInt] = Field(default_factory=lambda: [3, 4, 5, 6, 7, 8])
+    max_steps: PosInt = 1000
+    batch_size: PosInt = 16
+    learning_rate: PosFloat = 1e-3
+    warmup_steps: NonNegInt = 20
+    save_steps: PosInt = 100
+    seed: NonNegInt = 4000
+    eval_every: PosInt = 50
+    eval_n: PosInt = 8
+    gate: ReadingGate = ReadingGate()
+
+    @model_validator(mode="after")
+    def known_family(self) -> PerceiveSpec:
+        _check_families([self.family], {self.family: self.levels})
+        return self
 
 
 class RejectionSpec(Strict):
@@ -194,6 +231,7 @@ class LatentTrainSpec(Strict):
 
 
 class Stages(Strict):
+    perceive: PerceiveSpec | None = None  # reading first: the draw policy's SFT starts from its model
     sft: SFTSpec = SFTSpec()
     rejection: RejectionSpec | None = None
     grpo: GRPOSpec | None = None

@@ -1,0 +1,176 @@
+"""Perception probe: how fast does a tiny VLM learn to read a frozen-lake map from pixels?
+
+Trains one tiny model on fresh maps at every step (no map seen twice) to transcribe the grid, and
+logs teacher-forced per-cell accuracy and exact-grid rate on fixed held-out maps (another seed) and
+on VSP's own examples. One run = one arm; arms differ by family, init std, lr, batch and format.
+
+    python tools/perception_probe.py --family qwen3-vl --minutes 15 --out runs/probe/q3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="qwen2.5-vl")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--rope-theta", type=float, default=None)
+    parser.add_argument("--init-std", type=float, default=0.02)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--minutes", type=float, default=15)
+    parser.add_argument("--levels", default="3-8")
+    parser.add_argument("--curriculum", action="store_true", help="levels unlock as the reader improves")
+    parser.add_argument("--max-pixels", type=int, default=224 * 224)
+    parser.add_argument("--eval-every", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--guide", type=float, default=0.0, help="weight of the attention-guidance loss (0: off)")
+    parser.add_argument("--aux", type=float, default=0.0, help="weight of a per-token cell loss on the vision output")
+    parser.add_argument("--guide-layer", type=int, default=1)
+    parser.add_argument("--format", choices=["grid", "rows"], default="grid")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from sketchmind.models.tiny import build_tiny
+    from sketchmind.train.collator import AssistantOnlyCollator
+    from sketchmind.train.perception import (
+        PERCEPTION_FAMILY,
+        cell_token_ids,
+        perception_corpus,
+        perception_row,
+        row_crop_row,
+        score_batch,
+        vsp_puzzles,
+    )
+    from sketchmind.tasks import get_family
+    from sketchmind.tasks.base import make_dataset, puzzle_rng
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lo, hi = (int(x) for x in args.levels.split("-"))
+    levels = list(range(lo, hi + 1))
+    family = get_family(PERCEPTION_FAMILY)
+    model_dir = build_tiny(
+        args.family,
+        out / "model",
+        corpus=perception_corpus(),
+        vocab_size=4000,
+        hidden_size=args.hidden,
+        layers=args.layers,
+        init_std=args.init_std,
+        rope_theta=args.rope_theta,
+        max_pixels=args.max_pixels,
+    )
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(model_dir))
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(model_dir), use_safetensors=True, attn_implementation="eager" if args.guide else None
+    )
+    collator = AssistantOnlyCollator(processor)
+    cells = cell_token_ids(processor.tokenizer)
+    if args.format == "rows":
+        perception_row = row_crop_row  # noqa: F811 - the arm's format
+    held_puzzles = make_dataset(family, levels, 8, seed=99)
+    held = [perception_row(p) for p in held_puzzles]
+    vsp = [perception_row(p) for p in vsp_puzzles(Path("data/vsp-maze-examples"))]
+    captured: dict[str, Any] = {}
+    head = torch.nn.Linear(args.hidden, 4)
+    if args.aux:
+        model.model.visual.register_forward_hook(lambda m, i, o: captured.__setitem__("merged", o.pooler_output))
+    opt = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=args.lr, weight_decay=0.0)
+
+    def token_classes(puzzles: list[Any], grids: Any) -> Any:
+        classes = []
+        for puzzle, (_, gh, gw) in zip(puzzles, grids.tolist(), strict=True):
+            gh, gw, n = gh // 2, gw // 2, puzzle.truth["rows"]
+            kinds = {tuple(puzzle.truth["player"]): 2, tuple(puzzle.truth["goal"]): 3}
+            kinds |= {tuple(h): 1 for h in puzzle.truth["holes"]}
+            for y in range(gh):
+                for x in range(gw):
+                    classes.append(kinds.get((int((y + 0.5) * n / gh), int((x + 0.5) * n / gw)), 0))
+        return torch.tensor(classes)
+
+    params = sum(p.numel() for p in model.parameters())
+    log = open(out / "log.jsonl", "w")
+    start = time.perf_counter()
+    step, seen = 0, 0
+    unlocked = levels[:1] if args.curriculum else levels
+
+    def evaluate(rows: list[dict[str, Any]]) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            totals = np.zeros(4)
+            for k in range(0, len(rows), 16):
+                batch = collator(rows[k : k + 16])
+                logits = model(**batch).logits
+                totals += score_batch(logits, batch["labels"], cells)
+        model.train()
+        right, total, exact, grids = totals
+        return {"cell": right / total, "exact": exact / grids}
+
+    while time.perf_counter() - start < args.minutes * 60:
+        rows, sizes, puzzles = [], [], []
+        for _ in range(args.batch):
+            level = unlocked[seen % len(unlocked)]
+            puzzles.append(family.generate(puzzle_rng("probe", 0, level, seen), level, seen))
+            rows.append(perception_row(puzzles[-1]))
+            sizes.append(level)
+            seen += 1
+        batch = collator(rows)
+        if args.guide:
+            from sketchmind.train.perception import guide_targets
+
+            output = model(**batch, output_attentions=True)
+            attention = output.attentions[args.guide_layer][:, 0]  # (batch, query, key) of head 0
+            queries, mask = guide_targets(batch, sizes, cells, processor)
+            mass = (attention[queries[:, 0], queries[:, 1]] * mask).sum(-1).clamp_min(1e-6)
+            loss = output.loss - args.guide * mass.log().mean()
+        else:
+            loss = model(**batch).loss
+        if args.aux:
+            aux = torch.nn.functional.cross_entropy(
+                head(captured["merged"]), token_classes(puzzles, batch["image_grid_thw"])
+            )
+            loss = loss + args.aux * aux
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        step += 1
+        if step % args.eval_every == 0:
+            held_score, vsp_score = evaluate(held), evaluate(vsp)
+            if args.curriculum:
+                now = [r for r, p in zip(held, held_puzzles, strict=True) if p.level <= unlocked[-1]]
+                held_score["unlocked"] = evaluate(now)["cell"]
+            line = {
+                "step": step,
+                "maps": seen,
+                "minutes": round((time.perf_counter() - start) / 60, 2),
+                "loss": round(float(loss), 4),
+                "held": held_score,
+                "vsp": vsp_score,
+                "unlocked": unlocked[-1],
+            }
+            log.write(json.dumps(line) + "\n")
+            log.flush()
+            print(json.dumps(line), flush=True)
+            if args.curriculum and held_score["unlocked"] > 0.97 and len(unlocked) < len(levels):
+                unlocked = levels[: len(unlocked) + 1]
+    print(json.dumps({"parameters": params, "steps": step, "maps": seen}))
+
+
+if __name__ == "__main__":
+    main()
