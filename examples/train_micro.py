@@ -1,6 +1,6 @@
 """Train a policy at micro scale with the pipeline that trains the shipped one, then solve a held-out maze with it.
 
-    python examples/train_micro.py runs/micro-example          # synth, base, perceive, sft: about a minute on 2 CPU cores
+    python examples/train_micro.py runs/micro-example          # synth, base, perceive, sft: a minute on 2 cores
     python examples/train_micro.py runs/micro-example --all    # every stage of policies/micro.yaml: a few minutes
 
 Runs policies/micro.yaml (synthesized expert drawings -> a tiny Qwen2.5-VL built from scratch -> SFT ...) with its

@@ -268,7 +268,8 @@ def test_expert_draws_cells_where_they_are() -> None:
     assert r * 64 < player_box[1] < player_box[3] < (r + 1) * 64
     first = next(call for t in turns for call in t.calls if call.name == "line")
     assert first.arguments["start"] == [c * 64 + 32, r * 64 + 32] and first.arguments["arrow"] is True
-    assert turns[0].thought.startswith(f"The player is at row {r + 1}, column {c + 1}; the goal at row")
+    assert turns[0].thought.startswith("I read the map:\nRow 1: ") and turns[0].thought.count("\nRow ") == 5
+    assert f"The player is at row {r + 1}, column {c + 1}; the goal at row" in turns[0].thought
 
 
 def test_reflective_expert_notices_and_redraws_its_mistake() -> None:

@@ -11,6 +11,7 @@ from sketchmind.tasks import get_family
 from sketchmind.tasks.base import make_dataset
 from sketchmind.tasks.frozenlake import Lake
 from sketchmind.train.perception import (
+    Curriculum,
     cell_token_ids,
     perception_corpus,
     perception_row,
@@ -45,15 +46,18 @@ def _desc(puzzle: object) -> list[str]:
 
 
 def test_training_maps_are_made_on_demand_and_the_same_every_time() -> None:
-    data = reading_dataset("frozenlake-classic", [3, 5], n=6, seed=7)
-    assert len(data) == 6 and data.column_names == ["level", "index"]  # nothing but specs is stored
-    first, again = data[3], reading_dataset("frozenlake-classic", [3, 5], n=6, seed=7)[3]
+    curriculum = Curriculum([3, 5])
+    data = reading_dataset("frozenlake-classic", curriculum, n=6, seed=7)
+    assert len(data) == 6 and data.column_names == ["index"]  # nothing but indices is stored
+    assert data[3]["id"] == "read-frozenlake-classic-L3-3"  # only the first level is open
+    curriculum.widen()
+    first = data[3]
+    again = reading_dataset("frozenlake-classic", Curriculum([3, 5], unlocked=2), n=6, seed=7)[3]
     assert first["id"] == again["id"] == "read-frozenlake-classic-L5-3"
     assert np.array_equal(np.asarray(first["images"][0]), np.asarray(again["images"][0]))
-    other = reading_dataset("frozenlake-classic", [3, 5], n=6, seed=8)[3]
-    assert first["messages"][1] != other["messages"][1] or not np.array_equal(
-        np.asarray(first["images"][0]), np.asarray(other["images"][0])
-    )
+    other = reading_dataset("frozenlake-classic", Curriculum([3, 5], unlocked=2), n=6, seed=8)[3]
+    assert first["messages"][1] != other["messages"][1]
+    assert not curriculum.widen() and curriculum.current() == [3, 5]
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +83,36 @@ def test_every_cell_symbol_is_one_token_and_scoring_counts_cells(reader: Path) -
     assert summary["n"] == 4 and 0.0 <= summary["cell"] <= 1.0
     perfect = summarise_reading([{"right": 9, "cells": 9, "player": 1, "goal": 1}])
     assert perfect == {"n": 1, "cell": 1.0, "exact": 1.0, "player": 1.0, "goal": 1.0}
+
+
+def test_guidance_targets_point_each_cell_at_its_own_image_tokens(reader: Path) -> None:
+    import torch
+    from transformers import AutoProcessor
+
+    from sketchmind.train.collator import AssistantOnlyCollator
+    from sketchmind.train.perception import reading_targets
+
+    processor = AutoProcessor.from_pretrained(str(reader))
+    puzzles = make_dataset(get_family("frozenlake-classic"), [3, 4], 1, seed=2)
+    batch = AssistantOnlyCollator(processor)([perception_row(p) for p in puzzles])
+    cells = cell_token_ids(processor.tokenizer)
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    targets = reading_targets(batch, cells, image_id)
+    assert targets.queries.shape == (9 + 16, 2) and targets.mask.shape[0] == 25
+    # every cell owns at least one image token, and each image token belongs to exactly one cell
+    assert bool((targets.mask.sum(1) >= 1).all())
+    for row in range(2):
+        owned = targets.mask[targets.queries[:, 0] == row].sum(0)
+        assert torch.equal(owned[owned > 0], torch.ones(int((batch["input_ids"][row] == image_id).sum())))
+    # the query is the token right before its cell's symbol, and the token classes follow the map
+    for (row, position), label in zip(
+        targets.queries.tolist(), [c for r in range(2) for c in _cells(batch, r, cells)], strict=True
+    ):
+        assert int(batch["labels"][row, position + 1]) == label
+    merged = [(int(h) // 2) * (int(w) // 2) for _, h, w in batch["image_grid_thw"]]
+    assert targets.classes.shape == (sum(merged),)
+    assert set(targets.classes.tolist()) <= {0, 1, 2, 3} and (targets.classes == 0).any()  # the player is seen
+
+
+def _cells(batch: dict, row: int, cells: list[int]) -> list[int]:
+    return [int(t) for t in batch["labels"][row] if int(t) in cells]

@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--minutes", type=float, default=15)
+    parser.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: only --minutes)")
     parser.add_argument("--levels", default="3-8")
     parser.add_argument("--curriculum", action="store_true", help="levels unlock as the reader improves")
     parser.add_argument("--max-pixels", type=int, default=224 * 224)
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--guide", type=float, default=0.0, help="weight of the attention-guidance loss (0: off)")
     parser.add_argument("--aux", type=float, default=0.0, help="weight of a per-token cell loss on the vision output")
+    parser.add_argument("--aux-tied", action="store_true", help="classify tokens with the cell symbols' embeddings")
     parser.add_argument("--guide-layer", type=int, default=1)
     parser.add_argument("--format", choices=["grid", "rows"], default="grid")
     parser.add_argument("--out", required=True)
@@ -121,7 +123,7 @@ def main() -> None:
         right, total, exact, grids = totals
         return {"cell": right / total, "exact": exact / grids}
 
-    while time.perf_counter() - start < args.minutes * 60:
+    while time.perf_counter() - start < args.minutes * 60 and not (args.steps and step >= args.steps):
         rows, sizes, puzzles = [], [], []
         for _ in range(args.batch):
             level = unlocked[seen % len(unlocked)]
@@ -131,19 +133,23 @@ def main() -> None:
             seen += 1
         batch = collator(rows)
         if args.guide:
-            from sketchmind.train.perception import guide_targets
+            from sketchmind.train.perception import reading_targets
 
             output = model(**batch, output_attentions=True)
             attention = output.attentions[args.guide_layer][:, 0]  # (batch, query, key) of head 0
-            queries, mask = guide_targets(batch, sizes, cells, processor)
+            targets = reading_targets(batch, cells, processor.tokenizer.convert_tokens_to_ids(processor.image_token))
+            queries, mask = targets.queries, targets.mask
             mass = (attention[queries[:, 0], queries[:, 1]] * mask).sum(-1).clamp_min(1e-6)
             loss = output.loss - args.guide * mass.log().mean()
         else:
             loss = model(**batch).loss
         if args.aux:
-            aux = torch.nn.functional.cross_entropy(
-                head(captured["merged"]), token_classes(puzzles, batch["image_grid_thw"])
-            )
+            if args.aux_tied:  # the symbols' own embeddings as the classifier: no extra weights
+                symbols = model.get_input_embeddings().weight[torch.tensor([cells[3], cells[2], cells[0], cells[1]])]
+                logits = captured["merged"] @ symbols.T
+            else:
+                logits = head(captured["merged"])
+            aux = torch.nn.functional.cross_entropy(logits, token_classes(puzzles, batch["image_grid_thw"]))
             loss = loss + args.aux * aux
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

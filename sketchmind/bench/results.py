@@ -4,7 +4,8 @@
 every benchmark the recipe's ``eval`` stage ran (``RUN/eval/TARGET-MODE/results.jsonl``) and prints two
 tables: per target and mode (accuracy with its Wilson 95% interval, context tokens and seconds per
 solve), and accuracy per level. With ``--write``, each file's block between
-``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` is replaced by the tables (NAME: the recipe's).
+``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` is replaced by the tables (NAME: the recipe's), and
+the block ``<!-- perception:NAME -->`` by the perceive stage's reading table (``perceive/perception.json``).
 Nothing is re-run: ``sketchmind train RECIPE --stage eval`` makes the runs, resumably.
 """
 
@@ -117,6 +118,26 @@ def _stage_note(summary: Mapping[str, object]) -> str:
     return ""
 
 
+def perception_block(recipe: Recipe) -> str | None:
+    """The perceive stage's reading table (``perceive/perception.json``) with what it measured; None before it ran."""
+    from sketchmind.train.perception import READING_FILE, ReadingTable
+
+    path = Path(recipe.output) / "perceive" / READING_FILE
+    if recipe.stages.perceive is None or not path.is_file():
+        return None
+    done = Path(recipe.output) / "perceive" / "done.json"
+    passed = json.loads(done.read_text(encoding="utf-8")).get("gate_passed_at") if done.is_file() else None
+    gate = recipe.stages.perceive.gate
+    verdict = f"passed at step {passed}" if passed else "not passed within max_steps"
+    seed = recipe.eval.seed if recipe.eval is not None else 99
+    return (
+        f"Reading after the perceive stage of `{recipe.name}`: the model transcribes each map, teacher-forced "
+        f"(each cell predicted from the image and the true cells before it). Generated maps: held-out seed {seed}; "
+        f"VSP: its own maps, never trained on. Gate (per cell >= {gate.cell}, exact maps >= {gate.exact} on "
+        f"validation maps): {verdict}.\n\n{ReadingTable.load(path).markdown()}"
+    )
+
+
 def render(recipe: Recipe) -> str:
     """The results tables and the compute table, with a line saying what was measured."""
     found = collect(recipe)
@@ -144,14 +165,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     try:
         recipe = load_recipe(options.recipe)
-        text = render(recipe)
-    except (RecipeError, ValueError) as error:
+    except RecipeError as error:
         print(f"results: {error}", file=sys.stderr)
         return 2
-    print(text)
+    reading = perception_block(recipe)  # the reading table exists as soon as the perceive stage has run
+    try:
+        text: str | None = render(recipe)
+    except ValueError as error:
+        if reading is None:
+            print(f"results: {error}", file=sys.stderr)
+            return 2
+        text = None
+    print("\n\n".join(block for block in (text, reading) if block))
     for path in options.write:
-        if not write_block(path, recipe.name, text):
-            print(f"results: {path} has no <!-- results:{recipe.name} --> block", file=sys.stderr)
+        wrote = text is not None and write_block(path, recipe.name, text)
+        wrote = (reading is not None and replace_marked_block(path, f"perception:{recipe.name}", reading)) or wrote
+        if not wrote:
+            print(f"results: {path} has no <!-- results:{recipe.name} --> or perception block", file=sys.stderr)
             return 2
     return 0
 

@@ -430,15 +430,28 @@ def _pick_mistake(lake: Lake, runs: Sequence[Segment], rng: np.random.Generator)
     return options[int(rng.integers(len(options)))]
 
 
+READ_SYMBOLS = {"player": "P", "goal": "G", "hole": "H", "safe": "F"}  # a space + a letter: one token each
+
+
+def transcribe(lake: Lake) -> str:
+    """The map as one ``Row k: ...`` line per row, one symbol per cell (``READ_SYMBOLS``): what a reader sees."""
+    symbols = READ_SYMBOLS
+    tiles = {lake.player: symbols["player"], lake.goal: symbols["goal"]} | dict.fromkeys(lake.holes, symbols["hole"])
+    return "\n".join(
+        f"Row {r + 1}: " + " ".join(tiles.get((r, c), symbols["safe"]) for c in range(lake.cols))
+        for r in range(lake.rows)
+    )
+
+
 def _intro(lake: Lake) -> str:
-    text = f"The player is at {_where(lake.player)}; the goal at {_where(lake.goal)}."
-    holes = sorted(lake.holes)
-    if not holes:
-        return text + " There are no holes."
-    if len(holes) > 6:
-        return text + f" There are {len(holes)} holes to avoid."
-    listed = "; ".join(_where(h) for h in holes)
-    return text + (f" There is 1 hole, at {listed}." if len(holes) == 1 else f" The holes are at {listed}.")
+    """The first thought: the map read cell by cell (the skill the perceive stage teaches), then where the ends are.
+
+    Writing the whole map first makes every later decision a look-up in the text just written; the player
+    and goal sentence reads them back out of it.
+    """
+    return (
+        f"I read the map:\n{transcribe(lake)}\nThe player is at {_where(lake.player)}; the goal at {_where(lake.goal)}."
+    )
 
 
 # --- the family -----------------------------------------------------------------------------------------

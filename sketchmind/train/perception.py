@@ -15,7 +15,7 @@ tiny tokenizer (a space and a symbol), so per-cell accuracy can be read off the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,36 +23,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sketchmind.tasks.base import Puzzle
-from sketchmind.tasks.frozenlake import Lake
+from sketchmind.tasks.frozenlake import READ_SYMBOLS, Lake, transcribe
 
 if TYPE_CHECKING:
     import torch
 
 PERCEPTION_FAMILY = "frozenlake-classic"
-SYMBOLS = {
-    "player": "P",
-    "goal": "G",
-    "hole": "H",
-    "safe": "F",
-}  # letters: a space + letter is one token, never glued to "\n"
+SYMBOLS = READ_SYMBOLS
 CELL_TOKENS = tuple(f" {s}" for s in SYMBOLS.values())
 
 # The same request in several wordings, one of them without the map size: users will not phrase it our way.
 _ASKS = (
-    "Transcribe this {rows}x{cols} frozen-lake map, one line per row: P is the player, G the goal, H a hole, F safe ice.",
+    "Transcribe this {rows}x{cols} frozen-lake map, one line per row: "
+    "P is the player, G the goal, H a hole, F safe ice.",
     "Read the map cell by cell. Write each row as 'Row k:' then its cells: P player, G goal, H hole, F ice.",
     "What is on each cell of this grid? Answer row by row with P (player), G (goal), H (hole) or F (safe).",
 )
 
 
 def transcription(lake: Lake) -> str:
-    """The map as ``Row k: ...`` lines (see the module docstring)."""
-    tiles = {lake.player: SYMBOLS["player"], lake.goal: SYMBOLS["goal"]} | dict.fromkeys(lake.holes, SYMBOLS["hole"])
-    lines = []
-    for r in range(lake.rows):
-        cells = " ".join(tiles.get((r, c), SYMBOLS["safe"]) for c in range(lake.cols))
-        lines.append(f"Row {r + 1}: {cells}")
-    return "\n".join(lines)
+    """The map as ``Row k: ...`` lines (see the module docstring); the expert's first thought holds the same."""
+    return transcribe(lake)
 
 
 def read_transcription(text: str) -> list[list[str]]:
@@ -164,59 +155,161 @@ def vsp_puzzles(root: Path) -> list[Puzzle]:
     return load_vsp(root)
 
 
-def guide_targets(
-    batch: dict[str, torch.Tensor], sizes: Sequence[int], cells: Sequence[int], processor: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where each cell symbol should look: ``(queries, mask)`` for an attention-guidance loss.
+@dataclass(frozen=True)
+class Guidance:
+    """Training-time help for reading; nothing of it ships (the model keeps its architecture and size).
 
-    ``queries`` is ``(m, 2)``: (row in batch, position) of the token that predicts each cell symbol (one
-    before the symbol); ``mask`` is ``(m, sequence)``, 1 on the merged image tokens of the first image
-    whose centres fall inside that cell. ``sizes`` is each row's map side; cells come in raster order.
+    Two extra losses, both read off the batch itself (the labels hold every cell's symbol):
+
+    - ``attention``: one attention head (``head`` of layer ``layer``) is told where to look. The token that
+      predicts a cell's symbol should attend to that cell's image tokens; the loss is ``-log`` of the
+      attention mass it puts there. Without it a tiny model takes thousands of maps to discover which
+      image token belongs to which output position (a long plateau at the majority class).
+    - ``tokens``: each merged image token is classified as its cell's symbol by the dot product with the
+      symbols' own (tied) embeddings, so the vision tower learns features the language model can copy.
     """
+
+    attention: float = 1.0
+    tokens: float = 1.0
+    layer: int = 1
+    head: int = 0
+
+
+@dataclass(frozen=True)
+class ReadingTargets:
+    """What ``Guidance`` compares against, for one collated batch of reading rows (one image each)."""
+
+    queries: torch.Tensor  # (m, 2): (row, position) of the token that predicts each cell symbol
+    mask: torch.Tensor  # (m, sequence): 1 on the image tokens inside that cell
+    classes: torch.Tensor  # (image tokens,): each merged image token's cell symbol, as an index into ``cells``
+
+
+def reading_targets(batch: dict[str, torch.Tensor], cells: Sequence[int], image_token_id: int) -> ReadingTargets:
+    """The guidance targets of a batch: the map side comes from the number of cell symbols in its labels."""
+    import math
+
     import torch
 
-    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
-    merge = 2
-    labels, ids = batch["labels"], batch["input_ids"]
-    grids = batch["image_grid_thw"]
-    images_per_row = (ids == image_id).any(1)  # every row has an image
-    assert bool(images_per_row.all())
-    queries, masks = [], []
-    image_index = 0
+    merge = 2  # Qwen's 2x2 patch merge: one image token per 2x2 patches
+    labels, ids, grids = batch["labels"], batch["input_ids"], batch["image_grid_thw"]
+    if len(grids) != len(ids):
+        raise ValueError(f"reading rows hold one image each; this batch has {len(grids)} for {len(ids)} rows")
     cell_ids = torch.tensor(list(cells))
-    for b, n in enumerate(sizes):
-        row_ids = ids[b]
-        starts = (row_ids == image_id).nonzero().flatten()
-        _, gh, gw = (int(v) for v in grids[image_index])
-        gh, gw = gh // merge, gw // merge
-        first = int(starts[0])
-        # Count this row's images so the next row's first grid is found.
-        boundaries = ((row_ids[1:] == image_id) & (row_ids[:-1] != image_id)).sum() + int(row_ids[0] == image_id)
-        image_index += int(boundaries)
+    queries: list[tuple[int, int]] = []
+    masks: list[torch.Tensor] = []
+    classes: list[torch.Tensor] = []
+    for b in range(len(ids)):
         positions = torch.isin(labels[b], cell_ids).nonzero().flatten()
-        ys = (torch.arange(gh) + 0.5) * n / gh
-        xs = (torch.arange(gw) + 0.5) * n / gw
-        if len(positions) != n * n:
-            raise ValueError(f"row {b}: {len(positions)} cell symbols for a {n}x{n} map")
+        n = math.isqrt(len(positions))
+        if n * n != len(positions) or n == 0:
+            raise ValueError(f"row {b}: {len(positions)} cell symbols is not a square map")
+        symbols = torch.tensor([list(cells).index(int(labels[b, p])) for p in positions]).view(n, n)
+        _, gh, gw = (int(v) // f for v, f in zip(grids[b], (1, merge, merge), strict=True))
+        first = int((ids[b] == image_token_id).nonzero()[0])
+        cell_row = ((torch.arange(gh) + 0.5) * n / gh).long()  # the cell each token's centre falls in
+        cell_col = ((torch.arange(gw) + 0.5) * n / gw).long()
+        classes.append(symbols[cell_row][:, cell_col].flatten())
         for k, position in enumerate(positions.tolist()):
-            r, c = divmod(k, n)
-            inside = ((ys >= r) & (ys < r + 1))[:, None] & ((xs >= c) & (xs < c + 1))[None, :]
+            inside = (cell_row == k // n)[:, None] & (cell_col == k % n)[None, :]
             mask = torch.zeros(ids.shape[1])
             mask[first : first + gh * gw] = inside.flatten().float()
             queries.append((b, position - 1))
             masks.append(mask)
-    return torch.tensor(queries), torch.stack(masks)
+    return ReadingTargets(torch.tensor(queries), torch.stack(masks), torch.cat(classes))
+
+
+def _pooled(out: Any) -> torch.Tensor:
+    """The merged image tokens of a Qwen vision tower's output (a model output, or its tuple form)."""
+    pooled = getattr(out, "pooler_output", None)
+    return pooled if pooled is not None else out[1]  # type: ignore[no-any-return]
+
+
+def guided_trainer(base: type[Any], guidance: Guidance) -> type[Any]:
+    """``base`` (an ``SFTTrainer``) whose loss adds ``guidance``'s two terms; the model must use eager attention."""
+    import torch
+    import torch.nn.functional as F
+
+    class GuidedReading(base):  # type: ignore[misc]
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            # Hooks, not return_outputs: TRL's fused loss would run a second forward pass to build the logits.
+            seen: dict[str, torch.Tensor] = {}
+            visual = model.model.visual  # Qwen2.5-VL / Qwen3-VL: the merged tokens are the tower's pooler output
+            attention = model.model.language_model.layers[guidance.layer].self_attn  # eager: returns its weights
+
+            def keep(name: str, pick: Callable[[Any], torch.Tensor]) -> Callable[..., None]:
+                def hook(module: Any, args: Any, out: Any) -> None:  # returns None: the output is left as it is
+                    seen.setdefault(name, pick(out))
+
+                return hook
+
+            hooks = [
+                visual.register_forward_hook(keep("merged", _pooled)),
+                attention.register_forward_hook(keep("weights", lambda out: out[1])),
+            ]
+            try:
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            loss = result[0] if return_outputs else result
+            tokenizer = self.processing_class.tokenizer
+            cells = cell_token_ids(tokenizer)
+            targets = reading_targets(inputs, cells, tokenizer.convert_tokens_to_ids(self.processing_class.image_token))
+            weights = seen["weights"][:, guidance.head]
+            mass = (weights[targets.queries[:, 0], targets.queries[:, 1]] * targets.mask).sum(-1)
+            look = -mass.clamp_min(1e-6).log().mean()
+            symbols = model.get_input_embeddings().weight[torch.tensor(cells)]
+            tokens = F.cross_entropy(seen["merged"] @ symbols.T, targets.classes)
+            self._guidance_logs = {"look": look.item(), "token_ce": tokens.item()}
+            loss = loss + guidance.attention * look + guidance.tokens * tokens
+            return (loss, result[1]) if return_outputs else loss
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            super().log({**logs, **getattr(self, "_guidance_logs", {})}, *args, **kwargs)
+
+    return GuidedReading
 
 
 # --------------------------------------------------------------------------------------------- training data
 
 
-def reading_dataset(family: str, levels: Sequence[int], n: int, seed: int) -> Any:
+@dataclass
+class Curriculum:
+    """Which levels the reading rows draw from now: the first ``unlocked`` of ``levels`` (small maps first).
+
+    The dataset transform reads it when it makes a row, and the gate widens it, so the next level joins
+    as soon as the ones so far are read well. Saved with each checkpoint (``CURRICULUM_FILE``), so a
+    resumed run goes on with the levels it had.
+    """
+
+    levels: list[int]
+    unlocked: int = 1
+
+    def level_for(self, index: int) -> int:
+        return self.levels[index % self.unlocked]
+
+    def current(self) -> list[int]:
+        return self.levels[: self.unlocked]
+
+    def widen(self) -> bool:
+        """Open the next level; False when every level is already open."""
+        if self.unlocked >= len(self.levels):
+            return False
+        self.unlocked += 1
+        return True
+
+
+CURRICULUM_FILE = "curriculum.json"
+
+
+def reading_dataset(family: str, curriculum: Curriculum, n: int, seed: int) -> Any:
     """``n`` reading rows of fresh maps, each generated when the trainer asks for it.
 
-    The stored rows are only ``(level, index)``: the map, its image and the row are made from them by a
-    ``datasets`` transform, deterministically (row ``k`` is the same map in every run and after a resume),
-    so a run of any length costs no disk and no generation up front.
+    The stored rows are only indices: the map, its image and the row are made by a ``datasets``
+    transform, at the level ``curriculum`` gives that index now. Row ``k`` at level ``L`` is the same map
+    in every run and after a resume, and a run of any length costs no disk and no generation up front.
     """
     from datasets import Dataset  # type: ignore[import-untyped]
 
@@ -224,13 +317,13 @@ def reading_dataset(family: str, levels: Sequence[int], n: int, seed: int) -> An
     from sketchmind.tasks.base import puzzle_rng
 
     task = get_family(family)
-    specs = Dataset.from_dict({"level": [levels[k % len(levels)] for k in range(n)], "index": list(range(n))})
+    specs = Dataset.from_dict({"index": list(range(n))})
 
     def materialise(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        rows = [
-            perception_row(task.generate(puzzle_rng(f"read-{family}", seed, level, index), level, index))
-            for level, index in zip(batch["level"], batch["index"], strict=True)
-        ]
+        rows = []
+        for index in batch["index"]:
+            level = curriculum.level_for(index)
+            rows.append(perception_row(task.generate(puzzle_rng(f"read-{family}", seed, level, index), level, index)))
         return {key: [row[key] for row in rows] for key in ("id", "messages", "images")}
 
     specs.set_transform(materialise)
@@ -290,46 +383,69 @@ def summarise_reading(results: Sequence[dict[str, int]]) -> dict[str, float]:
 
 
 def validation_puzzles(spec: Any) -> list[Puzzle]:
-    """The gate's maps: ``spec.eval_n`` per level from seed ``spec.seed + 1`` (never trained on, never the eval seed)."""
+    """The gate's maps: ``spec.eval_n`` per level, seed ``spec.seed + 1`` (never trained on, never the eval seed)."""
     from sketchmind.tasks import get_family
     from sketchmind.tasks.base import make_dataset
 
     return make_dataset(get_family(spec.family), spec.levels, spec.eval_n, seed=spec.seed + 1)
 
 
-def gate_callback(puzzles: Sequence[Puzzle], gate: Any, *, every: int, report: Any = print) -> Any:
-    """A ``TrainerCallback`` that stops training once held-out reading passes ``gate``.
+def gate_callback(
+    puzzles: Sequence[Puzzle], gate: Any, widen: Any, curriculum: Curriculum, *, every: int, report: Any = print
+) -> Any:
+    """A ``TrainerCallback`` that widens the curriculum, then stops training, as held-out reading improves.
 
-    Every ``every`` steps it reads ``puzzles`` teacher-forced; when per-cell accuracy and exact maps reach
-    ``gate``'s thresholds, training stops and saves (``passed_at`` is that step). Each check is reported
-    as one line and kept in ``history``.
+    Every ``every`` steps it reads the ``puzzles`` of the open levels teacher-forced. When per-cell accuracy
+    and exact maps reach ``widen``'s thresholds, the next level opens; once every level is open and reading
+    passes ``gate``'s, training stops and saves (``passed_at`` is that step). Each check is one reported
+    line, kept in ``history``.
     """
+    import json
+
     from transformers import TrainerCallback
 
     from sketchmind.train.collator import AssistantOnlyCollator
 
     class ReadingGateCallback(TrainerCallback):
         def __init__(self) -> None:
-            self.rows = [perception_row(p) for p in puzzles]
             self.passed_at: int | None = None
             self.history: list[dict[str, Any]] = []
             self._collator: AssistantOnlyCollator | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / CURRICULUM_FILE
+            if state.global_step and saved.is_file():  # a resumed run: the levels its checkpoint had
+                curriculum.unlocked = int(json.loads(saved.read_text(encoding="utf-8"))["unlocked"])
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            from sketchmind.files import write_json_atomic
+
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                write_json_atomic(folder / CURRICULUM_FILE, {"unlocked": curriculum.unlocked})
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step % every:
                 return
             if self._collator is None:
                 self._collator = AssistantOnlyCollator(kwargs["processing_class"])
-            score = summarise_reading(teacher_forced(kwargs["model"], self._collator, self.rows))
-            self.history.append({"step": state.global_step, **score})
+            levels = curriculum.current()
+            rows = [perception_row(p) for p in puzzles if p.level in levels]
+            score = summarise_reading(teacher_forced(kwargs["model"], self._collator, rows))
+            self.history.append({"step": state.global_step, "levels": levels, **score})
             report(
-                f"perceive step {state.global_step}: cells {score['cell']:.3f}, maps {score['exact']:.3f}, "
-                f"player {score['player']:.3f}, goal {score['goal']:.3f}"
+                f"perceive step {state.global_step}, levels {levels[0]}-{levels[-1]}: cells {score['cell']:.3f}, "
+                f"maps {score['exact']:.3f}, player {score['player']:.3f}, goal {score['goal']:.3f}"
             )
-            if score["cell"] >= gate.cell and score["exact"] >= gate.exact:
-                self.passed_at = state.global_step
-                control.should_training_stop = True
-                control.should_save = True
+            if len(levels) < len(curriculum.levels):
+                if score["cell"] >= widen.cell and score["exact"] >= widen.exact and curriculum.widen():
+                    report(f"perceive: level {curriculum.current()[-1]} joins")
+                return
+            if score["cell"] < gate.cell or score["exact"] < gate.exact:
+                return
+            self.passed_at = state.global_step
+            control.should_training_stop = True
+            control.should_save = True
 
     return ReadingGateCallback()
 
@@ -340,7 +456,7 @@ HELD_OUT_PER_LEVEL = 16
 
 @dataclass(frozen=True)
 class ReadingTable:
-    """Reading accuracy per map set and level (``rows``), each a ``summarise_reading`` dict plus ``set`` and ``level``."""
+    """Reading accuracy per map set and level: each row a ``summarise_reading`` dict plus ``set`` and ``level``."""
 
     rows: list[dict[str, Any]]
 

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from sketchmind.train.synth import SynthStats
 
 STAGES: tuple[str, ...] = (
-    "synth", "base", "perceive", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "sft_text", "sft_direct", "eval",
+    "synth", "base", "perceive", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "sft_text", "sft_direct",
+    "eval",
 )  # fmt: skip
 DRAW_TRAINERS: tuple[str, ...] = ("perceive", "sft", "sft2", "grpo")  # the stages that train the draw policy
 LATENT_MODES: tuple[str, ...] = ("latent", "auto", "latent-mean", "latent-noise")  # eval modes of the latent policy
@@ -221,17 +222,29 @@ class Pipeline:
         return {"model": str(path), "parameters": parameter_count(path)}
 
     def _perceive(self) -> dict[str, Any]:
-        """Teach reading on fresh maps until the validation gate passes; then measure it on held-out maps."""
-        from sketchmind.train.perception import gate_callback, reading_dataset, reading_table, validation_puzzles
+        """Teach reading on fresh maps, small ones first, until the validation gate passes; then measure it."""
+        from sketchmind.train.perception import (
+            Curriculum,
+            Guidance,
+            gate_callback,
+            guided_trainer,
+            reading_dataset,
+            reading_table,
+            validation_puzzles,
+        )
         from sketchmind.train.sft import run_sft
 
         spec = self.recipe.stages.perceive
         assert spec is not None
-        start = self.model_after(self.previous("perceive"))
-        gate = gate_callback(validation_puzzles(spec), spec.gate, every=spec.eval_every, report=self.report)
+        curriculum = Curriculum(sorted(spec.levels), 1 if spec.curriculum else len(spec.levels))
+        gate = gate_callback(
+            validation_puzzles(spec), spec.gate, spec.widen, curriculum, every=spec.eval_every, report=self.report
+        )
+        guidance = Guidance(attention=spec.guide_attention, tokens=spec.guide_tokens)
+        guided = guidance.attention > 0 or guidance.tokens > 0
         metrics = run_sft(
-            start,
-            reading_dataset(spec.family, spec.levels, spec.max_steps * spec.batch_size, spec.seed),
+            self.model_after(self.previous("perceive")),
+            reading_dataset(spec.family, curriculum, spec.max_steps * spec.batch_size, spec.seed),
             self.folder("perceive"),
             max_steps=spec.max_steps,
             lr=spec.learning_rate,
@@ -241,11 +254,14 @@ class Pipeline:
             seed=self.recipe.seed,
             callbacks=[gate],
             rich_progress=self.rich_progress,
+            trainer_extension=(lambda base: guided_trainer(base, guidance)) if guided else None,
+            attn_implementation="eager" if guidance.attention > 0 else None,  # the guidance reads attention weights
         )
         final = str(self.folder("perceive") / "final")
         table = reading_table(final, self.recipe, self.folder("perceive"))
         self.report(table.markdown())
-        return {"final": final, "gate_passed_at": gate.passed_at, **table.summary(), **_scalars(metrics)}
+        summary = {"final": final, "gate_passed_at": gate.passed_at, "levels_open": curriculum.current()[-1]}
+        return summary | table.summary() | _scalars(metrics)
 
     def _sft(self) -> dict[str, Any]:
         from sketchmind.train.synth import load_dataset

@@ -127,7 +127,12 @@ class PerceiveSpec(Strict):
     seed: NonNegInt = 4000
     eval_every: PosInt = 50
     eval_n: PosInt = 8
-    gate: ReadingGate = ReadingGate()
+    gate: ReadingGate = ReadingGate()  # every level open and read this well: reading is done
+    widen: ReadingGate = ReadingGate(cell=0.97, exact=0.75)  # the open levels read this well: the next one joins
+    # Training-only help (train/perception.py Guidance): weights of the attention and image-token losses, 0 = off.
+    guide_attention: NonNegFloat = 1.0
+    guide_tokens: NonNegFloat = 1.0
+    curriculum: bool = True  # levels in order, small maps first: the next joins once the open ones pass ``widen``
 
     @model_validator(mode="after")
     def known_family(self) -> PerceiveSpec:

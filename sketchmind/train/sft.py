@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +173,8 @@ def run_sft(
     seed: int = 0,
     gradient_checkpointing: bool | None = None,
     dtype: str = "float32",
+    trainer_extension: Callable[[type[Any]], type[Any]] | None = None,
+    attn_implementation: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model_path`` on trajectory rows; return the run's metrics.
 
@@ -186,7 +188,9 @@ def run_sft(
     weights by default; ``"bfloat16"`` halves the memory of large models). On CUDA the forward runs in
     bf16 mixed precision with gradient checkpointing; on CPU in float32 without it. A run that does not
     resume starts ``metrics.jsonl`` afresh. ``rich_progress`` shows a rich bar with the latest logs
-    instead of tqdm (the CLI's choice).
+    instead of tqdm (the CLI's choice). ``trainer_extension`` wraps the trainer class (the perceive stage adds
+    its guidance losses this way); ``attn_implementation`` picks the model's attention (``"eager"`` when
+    a loss reads attention weights).
 
     Returns ``global_step``, ``train_loss`` (this run's mean), ``resumed_from`` (checkpoint path or
     None), ``history`` (every logged step in ``metrics.jsonl``, earlier runs included), ``final`` (the
@@ -207,7 +211,7 @@ def run_sft(
     # A full fine-tune resumes its weights through from_pretrained (see _Trainer); LoRA resumes its adapter.
     weights = checkpoint if checkpoint and lora is None else model_path
     model: Any = AutoModelForImageTextToText.from_pretrained(
-        str(weights), dtype=getattr(torch, dtype), use_safetensors=True
+        str(weights), dtype=getattr(torch, dtype), use_safetensors=True, attn_implementation=attn_implementation
     )
     config = SFTConfig(
         output_dir=str(out),
@@ -236,7 +240,10 @@ def run_sft(
         disable_tqdm=rich_progress,
     )
     seen = SeenBatches()
-    trainer = recording_batches(_trainer_class(), seen)(
+    trainer_class = _trainer_class()
+    if trainer_extension is not None:
+        trainer_class = trainer_extension(trainer_class)
+    trainer = recording_batches(trainer_class, seen)(
         model=model,
         args=config,
         data_collator=AssistantOnlyCollator(processor, max_length=max_length),
