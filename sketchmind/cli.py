@@ -29,7 +29,7 @@ from sketchmind.canvas import Canvas, View
 from sketchmind.files import SaveError
 from sketchmind.images import ImageInputError, load_image
 from sketchmind.memory import reuse_freed_memory
-from sketchmind.models.default import DEFAULT_POLICY, NOTICE, shipped_policy
+from sketchmind.models.default import DEFAULT_POLICY, NOTICE, is_shipped, resolve_model
 from sketchmind.trace import TraceError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
@@ -192,14 +192,9 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
 
 def _default_model(mode: str) -> str:
-    """The shipped policy's checkpoint for ``mode``; a usage error when this install has none."""
-    folder = shipped_policy(mode)
-    if folder is None:
-        raise UsageError(
-            f"this install has no {DEFAULT_POLICY} policy (run `make policy`): pass --model "
-            "(a checkpoint path, openai:NAME, replay:DIR or expert)"
-        )
-    return str(folder)
+    """The shipped policy's name, checked first: a usage error when this install has none for ``mode``."""
+    resolve_model(DEFAULT_POLICY, mode)  # raises ShippedPolicyMissing (one line, exit 2) before anything loads
+    return DEFAULT_POLICY
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
@@ -224,7 +219,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         if args.model == "expert":
             policy, run_id = _expert_for_image(args)
         else:
-            policy = load_policy(args.model, base_url=args.base_url)
+            policy = load_policy(args.model, base_url=args.base_url, mode=args.mode)
         sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
         budgets = Budgets(max_turns=args.max_turns, max_images=args.max_images, timeout=args.timeout)
         try:
@@ -432,7 +427,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from sketchmind.demo import launch
     except ImportError as error:  # gradio is the optional "demo" extra
         raise UsageError(f"sketchmind demo needs gradio: pip install 'sketchmind[demo]' ({error})") from None
-    launch(host=args.host, port=args.port, share=args.share, default_model=args.model)
+    from sketchmind.demo.models import DEFAULT
+
+    model = DEFAULT if args.model == DEFAULT_POLICY else args.model  # the dropdown's own entry for it
+    launch(host=args.host, port=args.port, share=args.share, default_model=model)
     return EXIT_OK
 
 
@@ -443,11 +441,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sketchmind.server import Limits, serve
 
     limits = Limits(**{k: v for k, v in vars(args).items() if k in Limits.__dataclass_fields__ and v is not None})
+    if args.model is None:
+        args.model = _default_model("draw")
+        err.print(NOTICE, soft_wrap=True, markup=False)
     try:
         policy = load_policy(args.model)
     except BackendError as error:
         return _backend_failure(error)
-    name = args.name or Path(args.model.rstrip("/")).name
+    shipped = is_shipped(resolve_model(args.model))
+    name = args.name or (DEFAULT_POLICY if shipped else Path(args.model.rstrip("/")).name)
     out.print(f"serving {args.model} as {name!r} at http://{args.host}:{args.port}/v1")
     serve(policy, name, host=args.host, port=args.port, sessions=args.sessions, limits=limits)
     return EXIT_OK
@@ -541,8 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     served = sub.add_parser("serve", help="serve a checkpoint behind an OpenAI-compatible /v1/chat/completions")
-    served.add_argument("--model", required=True, help="checkpoint path or hub id")
-    served.add_argument("--name", help="model name clients use (default: the checkpoint's folder name)")
+    served.add_argument(
+        "--model",
+        help=f"checkpoint path or hub id, openai:NAME or replay:TRACE_DIR (default: {DEFAULT_POLICY})",
+    )
+    served.add_argument(
+        "--name", help=f"model name clients use (default: {DEFAULT_POLICY} for it, else the checkpoint's folder name)"
+    )
     served.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     served.add_argument("--port", type=_port, default=8000)
     served.add_argument(
@@ -567,7 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     demo.add_argument("--port", type=_port, default=7860)
     demo.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    demo.add_argument("--model", help="preselect this model (a checkpoint path, hub id or openai:NAME)")
+    demo.add_argument(
+        "--model", help=f"preselect this model ({DEFAULT_POLICY}, a checkpoint path, hub id or openai:NAME)"
+    )
     demo.set_defaults(run=cmd_demo)
 
     mcp = sub.add_parser("mcp", help="serve the drawing tools to MCP clients over stdio (Claude Desktop, Cursor)")

@@ -51,4 +51,4 @@ def test_solve_without_a_model_uses_the_shipped_policy_and_says_so(tmp_path: Pat
     assert done.returncode in (0, 1), done.stderr[-2000:]  # answered, or not: never a crash
     assert NOTICE in done.stderr and "Traceback" not in done.stderr
     trace = json.loads((tmp_path / "run" / "trace.json").read_text())
-    assert trace["model"] == "hf:draw" and trace["steps"]
+    assert trace["model"] == DEFAULT_POLICY and trace["steps"]

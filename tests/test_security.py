@@ -249,11 +249,12 @@ def test_a_public_demo_link_warns_in_one_line(share: bool) -> None:
 class _Server:
     """``sketchmind serve`` as a real subprocess; stderr goes to a file so it can be read while it runs."""
 
-    def __init__(self, tmp: Path, model: str, *extra: str) -> None:
+    def __init__(self, tmp: Path, model: str | None, *extra: str) -> None:
         self.port = free_port()
         self.stderr = tmp / f"stderr-{self.port}.log"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        command = [sys.executable, "-m", "sketchmind", "serve", "--model", model, "--port", str(self.port), *extra]
+        chosen = ["--model", model] if model is not None else []  # None: the shipped default
+        command = [sys.executable, "-m", "sketchmind", "serve", *chosen, "--port", str(self.port), *extra]
         with self.stderr.open("w") as errors:
             self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors, cwd=ROOT)
 
@@ -287,14 +288,14 @@ def exposed_address() -> str:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory, exposed_address: str) -> Iterator[tuple[_Server, _Server]]:
-    """Two servers started together: the shipped tiny policy on the default host, and a replay on the network."""
+    """Two servers started together: the shipped policy (no --model) on the default host, a replay on the network."""
     from sketchmind.trace import Step, Trace
 
     tmp = tmp_path_factory.mktemp("serve")
     replay = Trace(question="q", protocol="sketchmind", model="none", mode="draw")
     replay.add_step(Step(index=1, thought="", calls=[], view_ids=[], errors=[], raw="<answer>1</answer>"))
     replay.save(tmp / "trace")
-    default = _Server(tmp, str(DRAW_POLICY), "--max-tokens", "8")
+    default = _Server(tmp, None, "--max-tokens", "8")
     exposed = _Server(tmp, f"replay:{tmp / 'trace'}", "--host", exposed_address)
     try:
         default.wait_until_up()
@@ -308,12 +309,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory, exposed_address: str) -> I
 def test_serve_by_default_is_reachable_on_loopback_only(servers: tuple[_Server, _Server], exposed_address: str) -> None:
     default, _ = servers
     with urllib.request.urlopen(f"http://127.0.0.1:{default.port}/v1/models", timeout=10) as response:
-        assert json.load(response)["data"][0]["id"] == "draw"
+        assert json.load(response)["data"][0]["id"] == "sketchmind-tiny"  # serve without --model
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((exposed_address, default.port), timeout=5).close()
     # The serve flags reach the server: --max-tokens 8 caps what a request may ask for.
-    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{default.port}/v1/chat/completions", body)
+    body = json.dumps({"model": "sketchmind-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9})
+    request = urllib.request.Request(f"http://127.0.0.1:{default.port}/v1/chat/completions", body.encode())
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     error = json.load(refused.value)["error"]

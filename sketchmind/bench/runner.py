@@ -118,7 +118,7 @@ def _make_policy(config: BenchConfig) -> Policy:
         return ExpertPolicy(config.protocol, mode="text" if config.mode == "text" else "draw")
     from sketchmind.models.loading import load_policy
 
-    return load_policy(config.model, base_url=config.base_url)
+    return load_policy(config.model, base_url=config.base_url, mode=config.mode)
 
 
 def run_bench(

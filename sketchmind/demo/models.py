@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from sketchmind.agent import MODES, Mode
 from sketchmind.demo.limits import DemoInputError, one_line
-from sketchmind.models.default import DEFAULT_POLICY, shipped_policy
+from sketchmind.models.default import DEFAULT_POLICY, ShippedPolicyMissing, resolve_model, shipped_policy
 
 if TYPE_CHECKING:
     from sketchmind.models.base import Policy
@@ -48,13 +48,13 @@ def modes_for(model: str | None) -> list[Mode]:
 
 
 def policy_spec(model: str, mode: Mode) -> str:
-    """The ``load_policy`` spec a dropdown value names (the shipped policy's folder for ``default``)."""
-    if model != DEFAULT:
-        return model
-    folder = shipped_policy(mode)
-    if folder is None:
-        raise DemoInputError(f"This install has no {DEFAULT_POLICY} policy for mode {mode!r}; pick another model.")
-    return str(folder)
+    """The ``load_policy`` spec a dropdown value names (the shipped policy's folder for ``default`` or its name)."""
+    try:
+        return resolve_model(DEFAULT_POLICY if model == DEFAULT else model, mode)
+    except ShippedPolicyMissing:
+        raise DemoInputError(
+            f"This install has no {DEFAULT_POLICY} policy for mode {mode!r}; pick another model."
+        ) from None
 
 
 def load_cached(spec: str) -> Policy:

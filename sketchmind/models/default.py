@@ -5,6 +5,10 @@ copied into ``policies/sketchmind-tiny/`` by ``python -m sketchmind.train.ship``
 ``latent/`` its latent variant (a latent checkpoint: ``latent.json`` beside the weights). The
 ``policies/`` folder installs as the package ``sketchmind.policies`` (see ``setup.py``), so a wheel
 install finds it as well as an editable one.
+
+``--model sketchmind-tiny`` names it in ``solve``, ``bench``, ``serve`` and the demo: ``resolve_model`` turns the
+name into the folder for the agent's mode, and ``load_policy`` names a policy loaded from that folder
+``sketchmind-tiny`` (in traces and in ``serve``'s ``/v1/models``), never after its folder.
 """
 
 from __future__ import annotations
@@ -29,3 +33,33 @@ def shipped_policy(mode: str = "draw") -> Path | None:
         return None
     folder = Path(str(root)) / DEFAULT_POLICY / variant
     return folder if (folder / "config.json").is_file() else None
+
+
+class ShippedPolicyMissing(FileNotFoundError):
+    """``sketchmind-tiny`` was asked for and this install has none; the message is one line for the user."""
+
+
+def resolve_model(spec: str, mode: str = "draw") -> str:
+    """The checkpoint a ``--model`` string names: the shipped folder for ``sketchmind-tiny``, else ``spec``.
+
+    Raises ``ShippedPolicyMissing`` when ``spec`` is the shipped policy's name and this install lacks it.
+    """
+    if spec != DEFAULT_POLICY:
+        return spec
+    folder = shipped_policy(mode)
+    if folder is None:
+        variant = " (latent variant)" if mode in ("latent", "auto") else ""
+        raise ShippedPolicyMissing(
+            f"this install has no {DEFAULT_POLICY} policy{variant} (run `make policy`): pass --model "
+            "(a checkpoint path, openai:NAME, replay:DIR or expert)"
+        )
+    return str(folder)
+
+
+def is_shipped(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` is a folder of the shipped policy (its draw or latent variant)."""
+    try:
+        path = Path(checkpoint).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+    return any(folder is not None and folder.resolve() == path for folder in map(shipped_policy, ("draw", "latent")))

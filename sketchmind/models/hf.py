@@ -35,7 +35,6 @@ so ``import sketchmind`` stays light.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sketchmind.models import hub
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 
 if TYPE_CHECKING:
@@ -130,14 +130,6 @@ def _is_oom(error: BaseException) -> bool:
     )
 
 
-def _offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
-        return True
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # weight formats that unpickle when loaded
 
 
@@ -189,13 +181,18 @@ class HFPolicy(Policy):
         source = str(Path(model).expanduser()) if isinstance(model, Path) else model
         self.name = f"hf:{Path(source).name or source}"
         self._check_source(source)
+        # No network when it cannot help: a hub id that is not cached then fails at once, not after retries.
+        local = hub.local_files_only(source)
         try:
-            processor: Any = AutoProcessor.from_pretrained(source)  # type: ignore[no-untyped-call]
+            processor: Any = AutoProcessor.from_pretrained(source, local_files_only=local)  # type: ignore[no-untyped-call]
             # safetensors only: a .bin/.pt checkpoint is a pickle, and loading one can run arbitrary code.
-            model_: Any = AutoModelForImageTextToText.from_pretrained(source, dtype=self.dtype, use_safetensors=True)
+            model_: Any = AutoModelForImageTextToText.from_pretrained(
+                source, dtype=self.dtype, use_safetensors=True, local_files_only=local
+            )
         except Exception as error:  # transformers raises OSError, ValueError, hub errors...
-            if not Path(source).exists() and _offline():
-                raise BackendError(f"model {source!r} not found locally and the hub is offline") from error
+            if not Path(source).exists() and local:
+                why = "the hub is offline" if hub.offline() else f"the hub ({hub.endpoint()}) cannot be reached"
+                raise BackendError(f"model {source!r} not found locally and {why}") from error
             raise BackendError(f"cannot load model {source!r}: {_one_line(error)}") from error
         self._processor = processor
         self._model = model_.to(self.device).eval()
