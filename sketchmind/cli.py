@@ -566,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--max-total-pixels", "pixels of all images of one request (default 67108864)"),
         ("--max-text-chars", "characters of text in one request (default 1000000)"),
         ("--max-tokens", "largest max_tokens a request may ask for (default 4096)"),
+        ("--max-n", "completions one request may sample, n (default 8)"),
     ):
         served.add_argument(flag, type=positive_int, help=meaning)
     served.set_defaults(run=cmd_serve)

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import numpy as np
@@ -45,6 +45,8 @@ from starlette.responses import JSONResponse, Response
 from sketchmind.images import ImageInputError, image_size, load_image
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols.base import Message
+from sketchmind.server_params import ParameterError, Settings, check_parameters
+from sketchmind.server_replies import completion_response
 from sketchmind.server_sessions import Sessions, with_id
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class Limits:
     max_total_pixels: int = 67_108_864  # all images of one request together
     max_text_chars: int = 1_000_000  # text parts, tool calls and tool specs together
     max_tokens: int = 4096
+    max_n: int = 8  # completions one request may sample (``n``)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -188,10 +191,6 @@ def conversation_from_request(body: Any, limits: Limits = Limits()) -> tuple[Con
     """
     if not isinstance(body, Mapping):
         raise RequestError("the request body must be a JSON object")
-    if body.get("stream"):
-        raise RequestError("streaming is not supported yet; send stream=false")
-    if body.get("n", 1) != 1:
-        raise RequestError("n > 1 is not supported yet; send one request per sample")
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise RequestError("'messages' must be a non-empty list")
@@ -272,57 +271,9 @@ def _sampling(body: Mapping[str, Any], cap: int = Limits.max_tokens) -> Sampling
     )
 
 
-def _tool_calls(message: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """The generation's tool calls in OpenAI's shape (from OpenAI-shaped or ``{"name", "arguments"}`` dicts)."""
-    calls = (message or {}).get("tool_calls") or []
-    out: list[dict[str, Any]] = []
-    for call in calls:
-        function = call.get("function") or call
-        arguments = function.get("arguments", {})
-        out.append(
-            {
-                "id": str(call.get("id") or f"call_{uuid.uuid4().hex[:12]}"),
-                "type": "function",
-                "function": {
-                    "name": str(function.get("name", "")),
-                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-                },
-            }
-        )
-    return out
-
-
-def completion_response(generation: Generation, model_name: str, sampling: Sampling, logprobs: bool) -> dict[str, Any]:
-    """A ChatCompletion JSON object for one generation.
-
-    With ``logprobs`` requested and known, the summed log-probability is reported as a single
-    entry covering the whole text (the ``Policy`` interface keeps only the sum).
-    """
-    calls = _tool_calls(generation.message)
-    text = generation.text
-    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
-    if calls:
-        message["tool_calls"] = calls
-    if calls:
-        finish = "tool_calls"
-    elif generation.tokens_out is not None and generation.tokens_out >= sampling.max_new_tokens:
-        finish = "length"
-    else:
-        finish = "stop"
-    choice_logprobs = None
-    if logprobs and generation.logprob is not None:
-        choice_logprobs = {
-            "content": [{"token": text, "logprob": generation.logprob, "bytes": None, "top_logprobs": []}]
-        }
-    prompt, completion = generation.tokens_in or 0, generation.tokens_out or 0
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model_name,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": choice_logprobs}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-    }
+def _seeded(sampling: Sampling, row: int) -> Sampling:
+    """The sampling of completion ``row`` of ``n``: seed + row, so the samples differ yet stay reproducible."""
+    return sampling if sampling.seed is None or row == 0 else replace(sampling, seed=sampling.seed + row)
 
 
 def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
@@ -369,6 +320,26 @@ def create_app(
     gate = threading.BoundedSemaphore(concurrency)  # taken in the worker thread: works under any event loop
     created = int(time.time())
 
+    def generate(conversation: Conversation, sampling: Sampling, settings: Settings) -> list[Generation]:
+        """``settings.n`` completions in one batch; the first continues (and keeps) the matched session."""
+        session, digests = recent.checkout(conversation)
+        extra = [uuid.uuid4().hex for _ in range(settings.n - 1)]  # samples 2..n: fresh caches, freed after
+        with gate:
+            try:
+                copies = [with_id(conversation, conversation_id) for conversation_id in (session, *extra)]
+                if extra and type(policy).generate_batch is not Policy.generate_batch:
+                    generations = policy.generate_batch(copies, sampling)  # a batching backend: seed + i per row
+                else:  # one by one, with the seeds a batching backend would give each row
+                    generations = [policy.generate(copy, _seeded(sampling, i)) for i, copy in enumerate(copies)]
+            except BaseException:
+                recent.discard(session)
+                raise
+            finally:
+                for conversation_id in extra:
+                    policy.release(conversation_id)
+        recent.checkin(session, digests)
+        return generations
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
         kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
@@ -391,35 +362,34 @@ def create_app(
                 body = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 raise RequestError("the request body is not valid JSON") from None
-            model = body.get("model") if isinstance(body, Mapping) else None
-            if model not in (None, model_name):
+            if not isinstance(body, Mapping):
+                raise RequestError("the request body must be a JSON object")
+            try:
+                settings = check_parameters(body, bounds.max_n)
+            except ParameterError as error:
+                raise RequestError(str(error)) from None
+            if body["model"] != model_name:
                 raise RequestError(
-                    f"model {model!r} is not served here (this server serves {model_name!r})", 404, "not_found_error"
+                    f"model {body['model']!r} is not served here (this server serves {model_name!r})",
+                    404,
+                    "not_found_error",
                 )
+            if settings.stream:
+                raise RequestError("streaming is not supported yet; send stream=false")
             # Decoding the images is CPU work: keep it off the event loop.
             conversation, sampling = await run_in_threadpool(conversation_from_request, body, bounds)
         except RequestError as error:
             return _error(error.status, str(error), error.kind, error.code)
 
-        def generate() -> Generation:
-            session, digests = recent.checkout(conversation)
-            with gate:
-                try:
-                    generation = policy.generate(with_id(conversation, session), sampling)
-                except BaseException:
-                    recent.discard(session)
-                    raise
-            recent.checkin(session, digests)
-            return generation
-
         try:
-            generation = await run_in_threadpool(generate)
+            generations = await run_in_threadpool(generate, conversation, sampling, settings)
         except BackendError as error:
             return _error(500, str(error) or "the model backend failed", "server_error")
         except Exception as error:  # the policy's bug, reported in one line; the traceback goes to the log
             log.exception("policy %s failed", getattr(policy, "name", type(policy).__name__))
             return _error(500, f"{type(error).__name__}: {error}", "server_error")
-        return JSONResponse(completion_response(generation, model_name, sampling, bool(body.get("logprobs"))))
+        logprobs = bool(body.get("logprobs"))
+        return JSONResponse(completion_response(generations, model_name, sampling, logprobs, conversation.tools))
 
     return app
 

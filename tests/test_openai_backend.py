@@ -122,11 +122,11 @@ def test_bad_requests_get_400_with_an_openai_error_body(served_replay: tuple[Ser
         ({"model": "replay-model"}, "'messages' must be a non-empty list"),
         ({"model": "replay-model", "messages": []}, "'messages' must be a non-empty list"),
         ({"model": "replay-model", "messages": [user], "stream": True}, "streaming is not supported yet"),
-        ({"messages": [image("https://example.com/a.png")]}, "image URLs are not fetched"),
-        ({"messages": [image("data:image/png;base64,@@@")]}, "not valid base64"),
-        ({"messages": [image("data:image/png;base64,aGVsbG8=")]}, "not an image"),
-        ({"messages": [{"role": "robot", "content": "hi"}]}, "unknown role 'robot'"),
-        ({"messages": [user], "temperature": 9}, "'temperature' must be a number"),
+        ({"model": "replay-model", "messages": [image("https://example.com/a.png")]}, "image URLs are not fetched"),
+        ({"model": "replay-model", "messages": [image("data:image/png;base64,@@@")]}, "not valid base64"),
+        ({"model": "replay-model", "messages": [image("data:image/png;base64,aGVsbG8=")]}, "not an image"),
+        ({"model": "replay-model", "messages": [{"role": "robot", "content": "hi"}]}, "unknown role 'robot'"),
+        ({"model": "replay-model", "messages": [user], "temperature": 9}, "'temperature' must be a number"),
         (b"{not json", "not valid JSON"),
     ]
     for body, message in cases:
@@ -141,7 +141,9 @@ def test_bad_requests_get_400_with_an_openai_error_body(served_replay: tuple[Ser
 
 def test_backend_errors_are_500_with_one_line(served_replay: tuple[Served, Recording]) -> None:
     with Served(create_app(ReplayPolicy([]), "empty")) as served:
-        status, answer = post(served.url + "/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+        status, answer = post(
+            served.url + "/chat/completions", {"model": "empty", "messages": [{"role": "user", "content": "hi"}]}
+        )
         assert status == 500 and answer["error"] == {
             "message": "replay has only 0 recorded turns",
             "type": "server_error",

@@ -54,7 +54,7 @@ def image_part(data: bytes) -> dict[str, Any]:
 
 def request(*parts: dict[str, Any] | str, **extra: Any) -> dict[str, Any]:
     content = [{"type": "text", "text": p} if isinstance(p, str) else p for p in parts]
-    return {"messages": [{"role": "user", "content": content}], **extra}
+    return {"model": "m", "messages": [{"role": "user", "content": content}], **extra}
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,12 @@ def test_a_request_within_every_limit_is_served(served: tuple[Served, Recording]
 @pytest.mark.parametrize(
     ("body", "status", "code", "fragment"),
     [
-        ({"messages": [{"role": "user", "content": "hi"}] * 5}, 413, "too_many_messages", "over the limit of 4"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}] * 5},
+            413,
+            "too_many_messages",
+            "over the limit of 4",
+        ),
         (request(*[image_part(png(10, 10))] * 3), 413, "too_many_images", "over the limit of 2 images"),
         (request(image_part(png(60, 50))), 413, "image_too_large", "60x50, over the limit of 2500 pixels"),
         (request(image_part(png(45, 45)), image_part(png(45, 45))), 413, "image_too_large", "4000 pixels in all"),
@@ -134,7 +139,8 @@ def test_tool_call_arguments_count_as_text(served: tuple[Served, Recording]) -> 
     server, _ = served
     call = {"id": "c", "type": "function", "function": {"name": "box", "arguments": json.dumps({"label": "x" * 2000})}}
     body = {
-        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]}]
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]}],
     }
     refused(*post(server.port, json.dumps(body).encode()), 413, "text_too_long", "messages[1].tool_calls")
 
