@@ -152,3 +152,26 @@ def test_shipped_recipes_are_valid(recipe: Path) -> None:
     loaded = load_recipe(recipe)
     assert loaded.name.startswith("sketchmind-")
     assert Pipeline(loaded).enabled()[0] == "synth"
+
+
+def test_perceive_widens_its_curriculum_then_stops_at_the_gate(tmp_path: Path) -> None:
+    from sketchmind.train.perception import CURRICULUM_FILE
+    from sketchmind.train.recipe import PerceiveSpec, ReadingGate
+
+    micro = load_recipe(MICRO)
+    assert micro.stages.perceive is not None
+    anything = ReadingGate(cell=0.0, exact=0.0)  # every check passes: widen at the first, stop once all are open
+    perceive = PerceiveSpec(
+        **{**micro.stages.perceive.model_dump(), "levels": [3, 4], "gate": anything, "widen": anything}
+    )
+    recipe = micro.model_copy(
+        update={"output": str(tmp_path / "run"), "stages": micro.stages.model_copy(update={"perceive": perceive})}
+    )
+    lines: list[str] = []
+    summary = Pipeline(recipe, report=lines.append).run(only=["synth", "base", "perceive"])["perceive"]
+    assert "perceive: level 4 joins" in lines
+    assert summary["gate_passed_at"] == 4 and summary["levels_open"] == 4 and summary["global_step"] == 4
+    saved = json.loads((tmp_path / "run" / "perceive" / "checkpoint-2" / CURRICULUM_FILE).read_text())
+    assert saved == {"unlocked": 2}  # a run resumed from step 2 goes on with both sizes
+    table = json.loads((tmp_path / "run" / "perceive" / "perception.json").read_text())["rows"]
+    assert [(row["set"], row["level"]) for row in table] == [("generated", 3), ("generated", 4), ("generated", "all")]
