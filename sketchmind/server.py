@@ -3,7 +3,9 @@
 Any OpenAI client (the ``openai`` SDK, ``OpenAIPolicy``, LangChain, curl) can then drive a local
 model (``HFPolicy``), a replayed trace (``ReplayPolicy``) or a proxy to another server. Images must
 arrive inline as ``data:`` URLs; http(s) image URLs are refused, the server fetches nothing. Responses
-are non-streaming ChatCompletion objects, with ``tool_calls`` when the policy returns structured calls.
+are ChatCompletion objects (``server_replies.py``: ``tool_calls`` when the policy calls offered tools),
+or Server-Sent Events with ``stream=true`` (``server_stream.py``); parameters it does not honour are
+refused (``server_params.py``).
 
 A request whose messages extend a recent request's reuses that request's conversation id
 (``server_sessions.py``), so a multi-turn client gets the HF backend's KV-cache reuse over HTTP too:
@@ -32,7 +34,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
@@ -40,7 +42,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sketchmind.images import ImageInputError, image_size, load_image
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
@@ -48,6 +50,7 @@ from sketchmind.protocols.base import Message
 from sketchmind.server_params import ParameterError, Settings, check_parameters
 from sketchmind.server_replies import completion_response
 from sketchmind.server_sessions import Sessions, with_id
+from sketchmind.server_stream import Chunks, stream_reply
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +279,14 @@ def _seeded(sampling: Sampling, row: int) -> Sampling:
     return sampling if sampling.seed is None or row == 0 else replace(sampling, seed=sampling.seed + row)
 
 
+def _failure_line(error: BaseException) -> str:
+    """A generation failure in one line (a policy bug is logged with its traceback too)."""
+    if isinstance(error, BackendError):
+        return str(error) or "the model backend failed"
+    log.error("policy failed", exc_info=error)
+    return f"{type(error).__name__}: {error}"
+
+
 def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
     line = " ".join(message.split())
     body = {"error": {"message": line, "type": kind, "param": None, "code": code}}
@@ -320,14 +331,24 @@ def create_app(
     gate = threading.BoundedSemaphore(concurrency)  # taken in the worker thread: works under any event loop
     created = int(time.time())
 
-    def generate(conversation: Conversation, sampling: Sampling, settings: Settings) -> list[Generation]:
-        """``settings.n`` completions in one batch; the first continues (and keeps) the matched session."""
+    def generate(
+        conversation: Conversation,
+        sampling: Sampling,
+        settings: Settings,
+        on_text: Callable[[str], None] | None = None,
+    ) -> list[Generation]:
+        """``settings.n`` completions in one batch; the first continues (and keeps) the matched session.
+
+        With ``on_text`` (streaming one completion) the policy reports its text as it grows.
+        """
         session, digests = recent.checkout(conversation)
         extra = [uuid.uuid4().hex for _ in range(settings.n - 1)]  # samples 2..n: fresh caches, freed after
         with gate:
             try:
                 copies = [with_id(conversation, conversation_id) for conversation_id in (session, *extra)]
-                if extra and type(policy).generate_batch is not Policy.generate_batch:
+                if on_text is not None and not extra:
+                    generations = [policy.generate_stream(copies[0], sampling, on_text)]
+                elif extra and type(policy).generate_batch is not Policy.generate_batch:
                     generations = policy.generate_batch(copies, sampling)  # a batching backend: seed + i per row
                 else:  # one by one, with the seeds a batching backend would give each row
                     generations = [policy.generate(copy, _seeded(sampling, i)) for i, copy in enumerate(copies)]
@@ -374,13 +395,20 @@ def create_app(
                     404,
                     "not_found_error",
                 )
-            if settings.stream:
-                raise RequestError("streaming is not supported yet; send stream=false")
             # Decoding the images is CPU work: keep it off the event loop.
             conversation, sampling = await run_in_threadpool(conversation_from_request, body, bounds)
         except RequestError as error:
             return _error(error.status, str(error), error.kind, error.code)
 
+        if settings.stream:
+            chunks = Chunks(model_name, settings.include_usage)
+            incremental = settings.n == 1 and not conversation.tools  # tool calls must arrive whole
+
+            def run(on_text: Callable[[str], None] | None) -> list[Generation]:
+                return generate(conversation, sampling, settings, on_text)
+
+            events = stream_reply(run, chunks, sampling, conversation.tools, incremental, _failure_line)
+            return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
         try:
             generations = await run_in_threadpool(generate, conversation, sampling, settings)
         except BackendError as error:

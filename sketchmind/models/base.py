@@ -9,7 +9,7 @@ resolved through ``Conversation.images``, so each image is encoded once, by the 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,18 @@ class Policy(ABC):
     ) -> list[Generation]:
         """One turn for each conversation. Backends that can batch override this; the default loops."""
         return [self.generate(conversation, sampling) for conversation in conversations]
+
+    def generate_stream(
+        self, conversation: Conversation, sampling: Sampling, on_text: Callable[[str], None]
+    ) -> Generation:
+        """``generate``, calling ``on_text(text so far)`` as the text grows (``sketchmind serve``'s streaming).
+
+        Backends that decode incrementally override this to report every token; the default reports the
+        whole text once, when it is done. The returned ``Generation`` is authoritative (stop strings cut).
+        """
+        generation = self.generate(conversation, sampling)
+        on_text(generation.text)
+        return generation
 
     def release(self, conversation_id: str) -> None:
         """Forget any state kept for a finished conversation (e.g. its KV cache)."""

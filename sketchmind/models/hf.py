@@ -36,7 +36,7 @@ so ``import sketchmind`` stays light.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,6 +213,7 @@ class HFPolicy(Policy):
         self._embed: Any = self._model.get_input_embeddings()
         self._head: Any = self._model.get_output_embeddings()
         self._states: dict[str, _State] = {}
+        self._on_text: Callable[[str], None] | None = None  # set by generate_stream for one call
 
     # ------------------------------------------------------------------------------------ public API
 
@@ -257,6 +258,19 @@ class HFPolicy(Policy):
                     torch.cuda.empty_cache()
                 raise BackendError(f"out of memory on {self.device.type}: {_one_line(error)}") from error
             raise BackendError(f"model error: {_one_line(error)}") from error
+
+    def generate_stream(
+        self, conversation: Conversation, sampling: Sampling, on_text: Callable[[str], None]
+    ) -> Generation:
+        """``generate``, calling ``on_text`` with the decoded text so far after every sampled token.
+
+        Not thread-safe, like every call here: the callback lives on the policy for the call's duration.
+        """
+        self._on_text = on_text
+        try:
+            return self.generate(conversation, sampling)
+        finally:
+            self._on_text = None
 
     def release(self, conversation_id: str) -> None:
         """Drop the conversation's cached ids and KV."""
@@ -515,6 +529,8 @@ class HFPolicy(Policy):
                 row.ids.append(token)
                 row.logprob += logprob
                 row.eos = token in self._eos
+                if self._on_text is not None and not row.eos:  # streaming (one row): the text so far
+                    self._on_text(self._decode(row.ids, skip_special=True))
                 if row.eos or len(row.ids) >= sampling.max_new_tokens or self._stopped(row, sampling.stop):
                     finished.append(b)
             for b in finished:
