@@ -45,7 +45,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from sketchmind.files import append_jsonl
     from sketchmind.models.tiny import build_tiny
+    from sketchmind.tasks import get_family
+    from sketchmind.tasks.base import make_dataset, puzzle_rng
     from sketchmind.train.collator import AssistantOnlyCollator
     from sketchmind.train.perception import (
         PERCEPTION_FAMILY,
@@ -56,8 +59,6 @@ def main() -> None:
         score_batch,
         vsp_puzzles,
     )
-    from sketchmind.tasks import get_family
-    from sketchmind.tasks.base import make_dataset, puzzle_rng
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def main() -> None:
     collator = AssistantOnlyCollator(processor)
     cells = cell_token_ids(processor.tokenizer)
     if args.format == "rows":
-        perception_row = row_crop_row  # noqa: F811 - the arm's format
+        perception_row = row_crop_row
     held_puzzles = make_dataset(family, levels, 8, seed=99)
     held = [perception_row(p) for p in held_puzzles]
     vsp = [perception_row(p) for p in vsp_puzzles(Path("data/vsp-maze-examples"))]
@@ -106,7 +107,7 @@ def main() -> None:
         return torch.tensor(classes)
 
     params = sum(p.numel() for p in model.parameters())
-    log = open(out / "log.jsonl", "w")
+    (out / "log.jsonl").unlink(missing_ok=True)
     start = time.perf_counter()
     step, seen = 0, 0
     unlocked = levels[:1] if args.curriculum else levels
@@ -170,8 +171,7 @@ def main() -> None:
                 "vsp": vsp_score,
                 "unlocked": unlocked[-1],
             }
-            log.write(json.dumps(line) + "\n")
-            log.flush()
+            append_jsonl(out / "log.jsonl", [line])
             print(json.dumps(line), flush=True)
             if args.curriculum and held_score["unlocked"] > 0.97 and len(unlocked) < len(levels):
                 unlocked = levels[: len(unlocked) + 1]
