@@ -30,6 +30,7 @@ from sketchmind.files import SaveError
 from sketchmind.images import ImageInputError, load_image
 from sketchmind.memory import reuse_freed_memory
 from sketchmind.models.default import DEFAULT_POLICY, NOTICE, is_shipped, resolve_model
+from sketchmind.quiet import quiet_progress_bars
 from sketchmind.trace import TraceError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
@@ -597,6 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help (0) or a usage error (2), already printed
         return done.code if isinstance(done.code, int) else EXIT_USAGE
     reuse_freed_memory()
+    quiet_progress_bars()  # solve, serve and demo print what the user reads, not a weight-loading bar
     if _debugging():  # the agent logs the cause of a failed model call that it turns into an "error" trace
         logging.basicConfig(format="%(name)s: %(message)s")
         logging.getLogger("sketchmind").setLevel(logging.DEBUG)

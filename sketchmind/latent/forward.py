@@ -80,8 +80,14 @@ def base_inputs(model: Any, batch: dict[str, torch.Tensor], spec: LatentSpec) ->
 
 
 def _language_model(model: Any, embeds: torch.Tensor, positions: torch.Tensor, cache: Any = None) -> torch.Tensor:
-    out = model.model.language_model(
-        inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=cache is not None
+    from sketchmind.models.hf_cache import cache_keyword
+
+    language_model = model.model.language_model
+    out = language_model(
+        inputs_embeds=embeds,
+        position_ids=positions,
+        use_cache=cache is not None,
+        **{cache_keyword(language_model.forward): cache},
     )
     hidden: torch.Tensor = out.last_hidden_state
     return hidden

@@ -210,6 +210,8 @@ class HFPolicy(Policy):
         self._reuse = hf_cache.plain_layers(self._model.config)
         # Decode steps feed one text token per row: the language model alone, without the multimodal wrapper.
         self._decoder: Any = self._model.get_decoder()
+        self._cache_kw = hf_cache.cache_keyword(self._model.forward)
+        self._decoder_cache_kw = hf_cache.cache_keyword(self._decoder.forward)
         self._embed: Any = self._model.get_input_embeddings()
         self._head: Any = self._model.get_output_embeddings()
         self._states: dict[str, _State] = {}
@@ -475,9 +477,7 @@ class HFPolicy(Policy):
 
             kv = [p.kv for p in plans]
             capacity = cached + new + max_new_tokens
-            kwargs["past_key_values"] = hf_cache.padded_cache(
-                self._model.config, kv, [p.kv_len for p in plans], capacity
-            )
+            kwargs[self._cache_kw] = hf_cache.padded_cache(self._model.config, kv, [p.kv_len for p in plans], capacity)
         return kwargs, cached, new
 
     def _merge_pixels(self, encoded: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -514,7 +514,7 @@ class HFPolicy(Policy):
         kwargs, cached, new = self._inputs(plans, sampling.max_new_tokens)
         mask = kwargs["attention_mask"]
         out = self._model(**kwargs, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = getattr(out, self._cache_kw)
         logits = out.logits[:, -1]
         next_position = torch.tensor([p.next_position for p in plans], device=self.device)
         active = list(range(len(rows)))
@@ -554,8 +554,8 @@ class HFPolicy(Policy):
                 inputs_embeds=self._next_embeds(tokens, hidden, [rows[r] for r in active]),
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=True,
+                **{self._decoder_cache_kw: cache},
             ).last_hidden_state
             logits = self._head(hidden[:, -1])
             next_position = next_position + 1
