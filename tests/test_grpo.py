@@ -105,6 +105,31 @@ def test_tools_are_the_public_methods_with_json_schemas() -> None:
         assert schema["name"] == name and "return" not in schema and schema["description"]
 
 
+def _shape(schema: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an argument's JSON schema that both builders express: its type, its items' types
+    (recursively) and its enum. Bounds (minItems, maximum, ...) are beyond what type hints can say."""
+    shape = {k: schema[k] for k in ("type", "enum") if k in schema}
+    if "items" in schema:
+        shape["items"] = _shape(schema["items"])
+    return shape
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_each_tool_schema_trl_builds_is_the_one_specs_gives(name: str) -> None:
+    from transformers.utils import get_json_schema
+
+    built = get_json_schema(getattr(DrawingEnvironment(), name))["function"]
+    (spec,) = (s["function"] for s in specs([name]))
+    assert (built["name"], built["description"]) == (spec["name"], spec["description"])
+    built_args, spec_args = built["parameters"], spec["parameters"]
+    assert sorted(built_args.get("required", [])) == sorted(spec_args["required"])
+    assert set(built_args["properties"]) == set(spec_args["properties"])
+    for argument, schema in spec_args["properties"].items():
+        built_argument = built_args["properties"][argument]
+        assert _shape(built_argument) == _shape(schema), f"{name}.{argument}"
+        assert built_argument["description"] == schema["description"], f"{name}.{argument}"
+
+
 @pytest.mark.parametrize(
     ("tool", "arguments"),
     [

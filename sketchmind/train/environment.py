@@ -18,12 +18,11 @@ raise; it is an error observation, recorded in ``calls``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sketchmind.actions import ActionError, Resample
+from sketchmind.actions import ACTIONS, ActionError
 from sketchmind.canvas import Canvas, View
 from sketchmind.coords import Convention
 from sketchmind.images import fit_pixels
@@ -31,6 +30,7 @@ from sketchmind.protocols import ToolCall, ToolResult
 from sketchmind.protocols.base import image_budget_error
 from sketchmind.protocols.sketchmind import SketchMindProtocol
 from sketchmind.tasks import get_family, puzzle_rng
+from sketchmind.tool_functions import tool_function
 
 ToolOutput = list[dict[str, Any]]
 _PROTOCOL = SketchMindProtocol()  # observations do not depend on the coordinate convention
@@ -48,22 +48,21 @@ class CallRecord:
     error: str | None = None
 
 
-def _tool(declaration: Callable[..., None]) -> Callable[..., ToolOutput]:
-    """Make a tool from a declaration: its signature and docstring are the schema TRL builds
-    (``transformers.get_json_schema``), and a call runs on the canvas as the agent would run it.
+def _tool(name: str) -> Callable[..., ToolOutput]:
+    """The environment method for drawing tool ``name``: its signature and docstring, and so the schema TRL
+    builds from them (``transformers.get_json_schema``), come from the tool's action, as ``tools.specs()`` does.
 
     The arguments go to the canvas exactly as the model wrote them (no defaults filled in, nothing
     checked here), so a wrong argument name, a missing one or a bad value gets the canvas's own error
     line, as at inference. TRL passes keyword arguments only.
     """
 
-    @functools.wraps(declaration)
-    def wrapper(self: DrawingEnvironment, **arguments: Any) -> ToolOutput:
-        return self._call(declaration.__name__, arguments)
+    def method(self: DrawingEnvironment, **arguments: Any) -> ToolOutput:
+        return self._call(name, arguments)
 
-    # The declared return type would otherwise appear in the tool schema.
-    wrapper.__annotations__ = {k: v for k, v in declaration.__annotations__.items() if k != "return"}
-    return wrapper
+    tool = tool_function(name, method, receiver=True)
+    tool.__qualname__ = f"DrawingEnvironment.{name}"
+    return tool
 
 
 @dataclass(eq=False)
@@ -120,125 +119,6 @@ class DrawingEnvironment:
         """The error lines the model got back, in order."""
         return [c.error for c in self.calls if c.error is not None]
 
-    # ------------------------------------------------------------------------------------------- the tools
-    # Declarations only: ``_tool`` runs each call on the canvas. Their docstrings are what TRL's schema says.
-
-    @_tool
-    def box(self, bbox: list[float], label: str | None = None, view: int | None = None) -> None:
-        """Draw a rectangle around a region, e.g. an object or a cell.
-
-        Args:
-            bbox: [x1, y1, x2, y2]: top-left and bottom-right corners.
-            label: Short name for the mark; drawing again with the same label replaces the old mark.
-            view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
-        """
-
-    @_tool
-    def line(
-        self,
-        start: list[float],
-        end: list[float],
-        arrow: bool = False,
-        label: str | None = None,
-        view: int | None = None,
-    ) -> None:
-        """Draw a straight auxiliary line, optionally with an arrowhead at the end.
-
-        Args:
-            start: [x, y] of the start point.
-            end: [x, y] of the end point.
-            arrow: Draw an arrowhead at the end point.
-            label: Short name for the mark; drawing again with the same label replaces the old mark.
-            view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
-        """
-
-    @_tool
-    def point(self, point: list[float], label: str | None = None, view: int | None = None) -> None:
-        """Mark a single point, e.g. a position or a landmark.
-
-        Args:
-            point: [x, y] of the point.
-            label: Short name for the mark; drawing again with the same label replaces the old mark.
-            view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
-        """
-
-    @_tool
-    def path(
-        self, points: list[list[float]], arrow: bool = False, label: str | None = None, view: int | None = None
-    ) -> None:
-        """Draw a polyline through the points in order, e.g. a route through a maze.
-
-        Args:
-            points: Vertices [[x, y], ...] in order.
-            arrow: Draw an arrowhead at the last point.
-            label: Short name for the mark; drawing again with the same label replaces the old mark.
-            view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
-        """
-
-    @_tool
-    def grid(
-        self,
-        rows: int,
-        cols: int,
-        bbox: list[float] | None = None,
-        numbered: bool = True,
-        label: str | None = None,
-        view: int | None = None,
-    ) -> None:
-        """Overlay a rows x cols grid, numbered from 1, on the view or on a region of it.
-
-        Args:
-            rows: Number of rows.
-            cols: Number of columns.
-            bbox: Region to cover [x1, y1, x2, y2]. Defaults to the whole view.
-            numbered: Write row and column numbers along the edges.
-            label: Short name for the mark; drawing again with the same label replaces the old mark.
-            view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
-        """
-
-    @_tool
-    def text(self, point: list[float], text: str, label: str | None = None, view: int | None = None) -> None:
-        """Write a short note at a point.
-
-        Args:
-            point: [x, y] where the note starts.
-            text: The note to write.
-            label: Short name for the mark; drawing again with the same label replaces the old mark.
-            view: Index of the view to draw on (1 is the original image). Defaults to the latest view.
-        """
-
-    @_tool
-    def crop(self, bbox: list[float], view: int | None = None) -> None:
-        """Cut out a region of a view as a new view.
-
-        Args:
-            bbox: [x1, y1, x2, y2]: top-left and bottom-right corners of the region.
-            view: Index of the view to crop (1 is the original image). Defaults to the latest view.
-        """
-
-    @_tool
-    def zoom(
-        self, factor: float, bbox: list[float] | None = None, resample: Resample = "bicubic", view: int | None = None
-    ) -> None:
-        """Enlarge a view (or a region of it) by a factor to see details.
-
-        Args:
-            factor: Scale factor, e.g. 2 doubles width and height.
-            bbox: Region to enlarge [x1, y1, x2, y2]. Defaults to the whole view.
-            resample: Resampling filter; 'nearest' keeps hard pixel edges.
-            view: Index of the view to zoom (1 is the original image). Defaults to the latest view.
-        """
-
-    # The prompt lists ``answer`` as a tool, so a call to it gets the canvas's answer ("answer does not draw"),
-    # as in the agent, rather than TRL's own "Tool answer not found.".
-    @_tool
-    def answer(self, answer: str) -> None:
-        """Give the final answer and stop.
-
-        Args:
-            answer: The final answer.
-        """
-
     # ------------------------------------------------------------------------------------------- helpers
 
     def _call(self, name: str, arguments: dict[str, Any]) -> ToolOutput:
@@ -264,6 +144,15 @@ class DrawingEnvironment:
         if part.get("type") == "image":
             return {"type": "image", "image": fit_pixels(self.canvas[int(part["view"])].pil(), self.max_pixels)}
         return dict(part)
+
+
+# Every drawing tool is a method (TRL's tools are the environment's public methods), ``answer`` included: the
+# prompt lists it, so a call gets the canvas's answer ("answer does not draw"), as in the agent, rather than
+# TRL's own "Tool answer not found.".
+for _name in ACTIONS:
+    if hasattr(DrawingEnvironment, _name):  # pragma: no cover - a tool named like reset would hide it
+        raise TypeError(f"tool {_name!r} clashes with DrawingEnvironment.{_name}")
+    setattr(DrawingEnvironment, _name, _tool(_name))
 
 
 def is_error(content: str | Sequence[Any] | None) -> bool:
