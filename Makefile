@@ -70,7 +70,7 @@ policy: $(STAMP)
 	$(MAKE) results
 
 results: $(STAMP)
-	$(BIN)/python -m sketchmind.bench.results $(TINY).yaml --write README.md $(TINY)/README.md
+	$(BIN)/python -m sketchmind.train.results $(TINY).yaml --write README.md $(TINY)/README.md
 
 demo: $(STAMP)
 	$(BIN)/sketchmind demo

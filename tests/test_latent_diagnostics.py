@@ -50,7 +50,7 @@ def held_out() -> list[dict[str, Any]]:
 
 def test_cosine_is_finite_and_counts_every_slot(checkpoint: Path, held_out: list[dict[str, Any]]) -> None:
     from sketchmind.latent.data import latent_rows, n_blocks
-    from sketchmind.latent.diagnostics import latent_cosine
+    from sketchmind.train.latent_diagnostics import latent_cosine
 
     stats = latent_cosine(checkpoint, held_out)
     assert stats.n_rows == 2
@@ -65,7 +65,7 @@ def test_cosine_is_finite_and_counts_every_slot(checkpoint: Path, held_out: list
 
 
 def test_ablation_modes_are_finite_and_relative_to_the_model(checkpoint: Path, held_out: list[dict[str, Any]]) -> None:
-    from sketchmind.latent.diagnostics import latent_ablation
+    from sketchmind.train.latent_diagnostics import latent_ablation
 
     result = latent_ablation(checkpoint, held_out)
     assert list(result) == ["model", "mean", "noise"]
@@ -84,8 +84,8 @@ def test_ablation_modes_are_finite_and_relative_to_the_model(checkpoint: Path, h
 def test_following_mask_by_hand() -> None:
     import torch
 
-    from sketchmind.latent.diagnostics import following_mask
     from sketchmind.latent.tokens import LatentSpec
+    from sketchmind.train.latent_diagnostics import following_mask
 
     spec = LatentSpec(k=2, start_id=90, pad_id=91, end_id=92, hidden_size=8)
     ids = torch.tensor([[1, 2, 3, 90, 91, 91, 92, 4, 5, 90, 91, 91, 92, 6, 7]])
@@ -102,10 +102,10 @@ def test_model_mode_equals_a_direct_chain_computation(checkpoint: Path, held_out
     import torch
 
     from sketchmind.latent.data import latent_row
-    from sketchmind.latent.diagnostics import latent_ablation
     from sketchmind.latent.forward import base_inputs, chain_forward
-    from sketchmind.latent.train import load_latent_model
     from sketchmind.train.collator import AssistantOnlyCollator
+    from sketchmind.train.latent_diagnostics import latent_ablation
+    from sketchmind.train.latent_stage import load_latent_model
 
     row = latent_row(held_out[0], K)
     model, processor, spec, projection = load_latent_model(checkpoint, K, "cpu")
@@ -159,7 +159,7 @@ def test_bench_latent_quick_prints_the_ratio_tables(tmp_path: Path, capsys: pyte
 def test_retrieval_counts_by_hand() -> None:
     import torch
 
-    from sketchmind.latent.diagnostics import retrieval_counts
+    from sketchmind.train.latent_diagnostics import retrieval_counts
 
     k, blocks = 2, 3
     targets = torch.randn(blocks * k, 16, generator=torch.Generator().manual_seed(0))

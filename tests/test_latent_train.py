@@ -34,14 +34,14 @@ def rows() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def stage1(tiny: Path, rows: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from sketchmind.latent.train import run_latent_stage
+    from sketchmind.train.latent_stage import run_latent_stage
 
     out = tmp_path_factory.mktemp("stage1")
     return run_latent_stage(tiny, rows, out, stage=1, k=K, max_steps=10, lr=3e-3, save_steps=5, device="cpu")
 
 
 def loaded(path: Path) -> tuple[Any, Any, Any, Any]:
-    from sketchmind.latent.train import load_latent_model
+    from sketchmind.train.latent_stage import load_latent_model
 
     return load_latent_model(path, K, "cpu")
 
@@ -51,7 +51,7 @@ def loaded(path: Path) -> tuple[Any, Any, Any, Any]:
 
 def test_tokens_added_and_round_trip(tiny: Path, tmp_path: Path) -> None:
     from sketchmind.latent.tokens import LATENT_TOKENS, load_projection, read_spec, save_latent
-    from sketchmind.latent.train import save_checkpoint
+    from sketchmind.train.latent_stage import save_checkpoint
 
     model, processor, spec, projection = loaded(tiny)
     tok = processor.tokenizer
@@ -127,10 +127,10 @@ def test_chain_forward_matches_teacher_forcing(tiny: Path, rows: list[dict[str, 
     import torch
 
     from sketchmind.latent.forward import base_inputs, chain_forward, teacher_forward
-    from sketchmind.latent.train import _Data
+    from sketchmind.train.latent_stage import Data
 
     model, processor, spec, projection = loaded(tiny)
-    data = _Data(rows[:1], model, processor, spec, None)
+    data = Data(rows[:1], model, processor, spec, None)
     inputs = base_inputs(model, data.batch(0), spec)
     assert len(inputs.slots) == K * len(data.rows[0]["latent_images"])
     with torch.no_grad():
@@ -146,7 +146,7 @@ def test_chain_forward_matches_teacher_forcing(tiny: Path, rows: list[dict[str, 
 
 
 def test_stage1_lowers_loss_and_raises_cos(stage1: dict[str, Any]) -> None:
-    from sketchmind.latent.train import read_metrics
+    from sketchmind.train.latent_stage import read_metrics
 
     out = Path(stage1["final_dir"]).parent
     steps = read_metrics(out)
@@ -159,7 +159,7 @@ def test_stage1_lowers_loss_and_raises_cos(stage1: dict[str, Any]) -> None:
 
 
 def test_stage2_runs_and_lowers_ce(stage1: dict[str, Any], rows: list[dict[str, Any]], tmp_path: Path) -> None:
-    from sketchmind.latent.train import read_metrics, run_latent_stage
+    from sketchmind.train.latent_stage import read_metrics, run_latent_stage
 
     summary = run_latent_stage(stage1["final_dir"], rows, tmp_path, stage=2, k=K, max_steps=4, lr=3e-3, device="cpu")
     steps = read_metrics(tmp_path)
@@ -169,7 +169,7 @@ def test_stage2_runs_and_lowers_ce(stage1: dict[str, Any], rows: list[dict[str, 
 
 
 def test_resume_from_last_checkpoint(tiny: Path, rows: list[dict[str, Any]], tmp_path: Path) -> None:
-    from sketchmind.latent.train import last_checkpoint, read_metrics, run_latent_stage
+    from sketchmind.train.latent_stage import last_checkpoint, read_metrics, run_latent_stage
 
     run_latent_stage(tiny, rows, tmp_path, stage=1, k=K, max_steps=2, lr=1e-3, save_steps=2, device="cpu")
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
@@ -263,10 +263,10 @@ def test_stage2_grounding_weight_adds_the_term(tiny: Path, rows: list[dict[str, 
 
     from sketchmind.latent.forward import base_inputs, chain_forward
     from sketchmind.latent.losses import grounding_loss, stage2_loss
-    from sketchmind.latent.train import _Data
+    from sketchmind.train.latent_stage import Data
 
     model, processor, spec, projection = loaded(tiny)
-    data = _Data(rows[:1], model, processor, spec, None)
+    data = Data(rows[:1], model, processor, spec, None)
     batch = data.batch(0)
     targets, center = data.targets(0), data.center()
 
@@ -299,7 +299,7 @@ def test_stage2_grounding_weight_adds_the_term(tiny: Path, rows: list[dict[str, 
 def test_stage2_grounding_weight_options(tiny: Path, rows: list[dict[str, Any]], tmp_path: Path) -> None:
     import pydantic
 
-    from sketchmind.latent.train import run_latent_stage
+    from sketchmind.train.latent_stage import run_latent_stage
     from sketchmind.train.recipe import LatentTrainSpec
 
     with pytest.raises(ValueError, match="stage 2 only"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sketchmind.bench.results import main, render, write_block
 from sketchmind.train.recipe import Recipe
+from sketchmind.train.results import main, render, write_block
 
 
 def _recipe(out: Path) -> Recipe:

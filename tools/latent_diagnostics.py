@@ -5,7 +5,7 @@ Run with ``.venv/bin/python tools/latent_diagnostics.py`` (offline, CPU, a few m
 temporary directory; for each grounding term (``sketchmind.latent.losses``: the plain ``cosine`` of
 Mirage, ``centered`` and the ``contrastive`` default) it trains latent stage 1 then stage 2 on
 synth rows (maze + frozenlake, ``--n`` puzzles per level, ``--seed``) and runs the held-out diagnostics
-(``sketchmind.latent.diagnostics``) on rows of ``--held-out-seed``, after each stage:
+(``sketchmind.train.latent_diagnostics``) on rows of ``--held-out-seed``, after each stage:
 
 - cosine of the latents P(h_prev) to their own view's target vs another view's (raw and centered);
 - retrieval: fraction of slots whose latent is closest to its own block's target among the blocks of its
@@ -33,10 +33,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sketchmind.latent.diagnostics import latent_ablation, latent_cosine
 from sketchmind.latent.losses import GROUNDINGS
-from sketchmind.latent.train import read_metrics, run_latent_stage
 from sketchmind.models.tiny import build_tiny
+from sketchmind.train.latent_diagnostics import latent_ablation, latent_cosine
+from sketchmind.train.latent_stage import read_metrics, run_latent_stage
 from sketchmind.train.synth import synthesize
 
 FAMILIES = ("maze", "frozenlake")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sketchmind.latent.tokens import LatentSpec
+from sketchmind.transformers_compat import cache_keyword
 
 if TYPE_CHECKING:
     import torch
@@ -80,8 +81,6 @@ def base_inputs(model: Any, batch: dict[str, torch.Tensor], spec: LatentSpec) ->
 
 
 def _language_model(model: Any, embeds: torch.Tensor, positions: torch.Tensor, cache: Any = None) -> torch.Tensor:
-    from sketchmind.models.hf_cache import cache_keyword
-
     language_model = model.model.language_model
     out = language_model(
         inputs_embeds=embeds,

@@ -45,6 +45,7 @@ import numpy as np
 
 from sketchmind.models import hub
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
+from sketchmind.transformers_compat import cache_keyword
 
 if TYPE_CHECKING:
     import torch
@@ -92,7 +93,7 @@ COORDS_KEY = "sketchmind_coords"  # config.json key: the coordinate convention a
 
 
 @dataclass
-class _Plan:
+class Plan:
     """One row's prefill: what is reused from the cache and what is new."""
 
     conversation: Conversation
@@ -111,8 +112,10 @@ class _Plan:
 
 
 @dataclass
-class _Row:
-    plan: _Plan
+class Row:
+    """One row being decoded: its plan, its sampler and what it has produced so far (``LatentPolicy`` extends it)."""
+
+    plan: Plan
     generator: torch.Generator | None
     ids: list[int] = field(default_factory=list)
     logprob: float = 0.0
@@ -210,8 +213,8 @@ class HFPolicy(Policy):
         self._reuse = hf_cache.plain_layers(self._model.config)
         # Decode steps feed one text token per row: the language model alone, without the multimodal wrapper.
         self._decoder: Any = self._model.get_decoder()
-        self._cache_kw = hf_cache.cache_keyword(self._model.forward)
-        self._decoder_cache_kw = hf_cache.cache_keyword(self._decoder.forward)
+        self._cache_kw = cache_keyword(self._model.forward)
+        self._decoder_cache_kw = cache_keyword(self._decoder.forward)
         self._embed: Any = self._model.get_input_embeddings()
         self._head: Any = self._model.get_output_embeddings()
         self._states: dict[str, _State] = {}
@@ -355,7 +358,7 @@ class HFPolicy(Policy):
 
         return fit_pixels(array, self.max_pixels)
 
-    def _plan(self, conversation: Conversation) -> _Plan:
+    def _plan(self, conversation: Conversation) -> Plan:
         """Render the conversation, find what the cache already holds, and encode only the rest."""
         import torch
 
@@ -406,7 +409,7 @@ class HFPolicy(Policy):
         pixels = {k: v for k, v in encoded.items() if k not in per_token}
         per_token = {k: torch.cat([v.new_zeros(1, len(pending)), v], dim=1) for k, v in per_token.items()}
         kv = [(k[:, :, :kv_len], v[:, :, :kv_len]) for k, v in state.kv] if state and mark and kv_len else None
-        return _Plan(
+        return Plan(
             conversation=conversation,
             text=text,
             arrays=arrays,
@@ -445,7 +448,7 @@ class HFPolicy(Policy):
 
     # ------------------------------------------------------------------------------------- decoding
 
-    def _inputs(self, plans: Sequence[_Plan], max_new_tokens: int) -> tuple[dict[str, Any], int, int]:
+    def _inputs(self, plans: Sequence[Plan], max_new_tokens: int) -> tuple[dict[str, Any], int, int]:
         """The padded prefill inputs for ``plans``: (kwargs, cached length L, new length S)."""
         import torch
 
@@ -505,7 +508,7 @@ class HFPolicy(Policy):
             merged[key] = value.to(self.device)
         return merged
 
-    def _run(self, plans: Sequence[_Plan], sampling: Sampling) -> list[Generation]:
+    def _run(self, plans: Sequence[Plan], sampling: Sampling) -> list[Generation]:
         """Prefill all rows, then decode in lockstep; finished rows save their state and leave the batch."""
         import torch
 
@@ -562,11 +565,11 @@ class HFPolicy(Policy):
             steps += 1
         return [r for r in results if r is not None]
 
-    def _new_row(self, plan: _Plan, generator: torch.Generator | None) -> _Row:
-        """A row's decoding state; subclasses return a ``_Row`` subclass to keep per-row state of their own."""
-        return _Row(plan, generator)
+    def _new_row(self, plan: Plan, generator: torch.Generator | None) -> Row:
+        """A row's decoding state; subclasses return a ``Row`` subclass to keep per-row state of their own."""
+        return Row(plan, generator)
 
-    def _next_embeds(self, tokens: torch.Tensor, hidden: torch.Tensor | None, rows: Sequence[_Row]) -> torch.Tensor:
+    def _next_embeds(self, tokens: torch.Tensor, hidden: torch.Tensor | None, rows: Sequence[Row]) -> torch.Tensor:
         """The decode step's input embeddings, ``(rows, 1, hidden)``: the embeddings of the chosen ``tokens``.
 
         ``hidden`` is the previous decode step's ``last_hidden_state`` (``None`` right after the prefill), so a
@@ -584,7 +587,7 @@ class HFPolicy(Policy):
         generator.manual_seed(sampling.seed + row)
         return generator
 
-    def _choose(self, logits: torch.Tensor, rows: Sequence[_Row], sampling: Sampling) -> tuple[torch.Tensor, ...]:
+    def _choose(self, logits: torch.Tensor, rows: Sequence[Row], sampling: Sampling) -> tuple[torch.Tensor, ...]:
         """Next token per row (greedy or temperature/top-p sampling) and its raw log-probability."""
         import torch
 
@@ -608,7 +611,7 @@ class HFPolicy(Policy):
         text: str = self._tok.decode(ids, skip_special_tokens=skip_special, clean_up_tokenization_spaces=False)
         return text
 
-    def _stopped(self, row: _Row, stops: Sequence[str]) -> bool:
+    def _stopped(self, row: Row, stops: Sequence[str]) -> bool:
         """Whether the tail of the row's text now contains a stop string."""
         if not stops:
             return False
@@ -618,7 +621,7 @@ class HFPolicy(Policy):
         return any(s and s in tail for s in stops)
 
     def _finish(
-        self, row: _Row, cache: Any, b: int, cached: int, new: int, steps: int, started: float, stops: Sequence[str]
+        self, row: Row, cache: Any, b: int, cached: int, new: int, steps: int, started: float, stops: Sequence[str]
     ) -> Generation:
         """The row's ``Generation``; its cache (batch row ``b``) and marks become the conversation's state."""
         plan = row.plan
@@ -639,7 +642,7 @@ class HFPolicy(Policy):
         )
 
     def _save(
-        self, row: _Row, cache: Any, b: int, cached: int, new: int, steps: int, text_ids: list[int], text: str
+        self, row: Row, cache: Any, b: int, cached: int, new: int, steps: int, text_ids: list[int], text: str
     ) -> None:
         """Keep the prompt, the sampled ids that spell a prefix of ``text``, their KV and the marks."""
         from sketchmind.models import hf_cache

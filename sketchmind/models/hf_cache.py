@@ -10,7 +10,6 @@ Imported by ``sketchmind.models.hf`` only when a model is loaded (it imports tor
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -91,15 +90,6 @@ class BufferedLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         self.keys = self.key_buffer[:, :, : self.length]
         self.values = self.value_buffer[:, :, : self.length]
         return self.keys, self.values
-
-
-def cache_keyword(forward: Any) -> str:
-    """The name under which ``forward`` takes (and its output returns) the KV cache.
-
-    transformers 5 renamed ``past_key_values`` to ``cache``; the old name still works but warns on every
-    call. Asking the signature keeps the warning away on new versions and older 5.x releases working.
-    """
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def plain_layers(config: Any) -> bool:

@@ -41,7 +41,7 @@ from sketchmind.latent.tokens import (
     write_spec,
 )
 from sketchmind.models.base import BackendError
-from sketchmind.models.hf import HFPolicy, _Plan, _Row
+from sketchmind.models.hf import HFPolicy, Plan, Row
 
 if TYPE_CHECKING:
     import torch
@@ -138,7 +138,7 @@ def build_tiny_latent(family: str, out_dir: str | Path, *, k: int = 4, seed: int
 
 
 @dataclass
-class _LatentRow(_Row):
+class _LatentRow(Row):
     """A row's latent state for one turn: blocks opened so far, slots still to feed, and the pending end."""
 
     blocks: int = 0
@@ -230,10 +230,10 @@ class LatentPolicy(HFPolicy):
 
     # ------------------------------------------------------------------------------ decode hooks
 
-    def _new_row(self, plan: _Plan, generator: torch.Generator | None) -> _Row:
+    def _new_row(self, plan: Plan, generator: torch.Generator | None) -> Row:
         return _LatentRow(plan, generator, allowed=plan.conversation.id not in self._forbidden)
 
-    def _choose(self, logits: torch.Tensor, rows: Sequence[_Row], sampling: Sampling) -> tuple[torch.Tensor, ...]:
+    def _choose(self, logits: torch.Tensor, rows: Sequence[Row], sampling: Sampling) -> tuple[torch.Tensor, ...]:
         """Sample text rows with the latent tokens masked as needed; force pads and the end inside blocks."""
         import torch
 
@@ -263,7 +263,7 @@ class LatentPolicy(HFPolicy):
                 tokens[b], logprobs[b] = forced, 0.0
         return tokens, logprobs
 
-    def _next_embeds(self, tokens: torch.Tensor, hidden: torch.Tensor | None, rows: Sequence[_Row]) -> torch.Tensor:
+    def _next_embeds(self, tokens: torch.Tensor, hidden: torch.Tensor | None, rows: Sequence[Row]) -> torch.Tensor:
         """Token embeddings, except that a latent slot (a pad) gets ``P`` of its row's previous hidden state."""
         import torch
 

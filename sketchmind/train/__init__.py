@@ -9,7 +9,9 @@
 | ``rejection`` | stage 2: sample k trajectories per puzzle, keep the correct reflective ones |
 | ``environment``, ``rewards``, ``grpo`` | stage 3: TRL ``GRPOTrainer`` with a drawing environment |
 | ``templates`` | tool-capable chat templates and response schemas TRL needs (Qwen2.5-VL) |
+| ``latent_stage``, ``latent_diagnostics`` | the optional latent stages' torch loop; held-out checks of its latents |
 | ``recipe``, ``pipeline`` | ``policies/NAME.yaml`` and the resumable stage runner (``sketchmind train``) |
+| ``results`` | a trained recipe's eval runs as the README's and model card's tables (``make results``) |
 
 Submodules import ``datasets``, ``trl`` and friends lazily, so ``import sketchmind.train`` stays light.
 """

@@ -356,7 +356,7 @@ class Pipeline:
         return self._latent_stage("latent2", 2, str(self.folder("latent1") / "final"))
 
     def _latent_stage(self, stage: str, number: Literal[1, 2], start: str) -> dict[str, Any]:
-        from sketchmind.latent.train import run_latent_stage
+        from sketchmind.train.latent_stage import run_latent_stage
 
         spec = self.recipe.stages.latent
         assert spec is not None

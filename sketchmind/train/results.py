@@ -1,6 +1,6 @@
 """A trained recipe's results as Markdown tables, written into the README and the model card.
 
-``python -m sketchmind.bench.results RECIPE --write README.md policies/sketchmind-tiny/README.md`` reads
+``python -m sketchmind.train.results RECIPE --write README.md policies/sketchmind-tiny/README.md`` reads
 every benchmark the recipe's ``eval`` stage ran (``RUN/eval/TARGET-MODE/results.jsonl``) and prints two
 tables: per target and mode (accuracy with its Wilson 95% interval, context tokens and seconds per
 solve), and accuracy per level. With ``--write``, each file's block between

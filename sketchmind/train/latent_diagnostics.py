@@ -21,7 +21,7 @@ another seed); synth rows are converted with ``data.latent_row``, latent rows ar
   slot input it replaces). A CE increase over ``model`` is information the latents carried. At scale the
   same comparison can be made on answer accuracy; CE is what a tiny model can measure.
 
-Batches, targets and the forward passes are the training code's own (``train._Data``, ``forward``,
+Batches, targets and the forward passes are the training code's own (``latent_stage.Data``, ``forward``,
 ``losses``), so the diagnostics see exactly what training saw.
 """
 
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from sketchmind.latent.forward import Inputs, base_inputs, chain_forward, teacher_forward
 from sketchmind.latent.losses import IGNORE_INDEX, block_cosines, center_targets, centered
 from sketchmind.latent.tokens import LatentSpec, read_spec
-from sketchmind.latent.train import _Data, load_latent_model
+from sketchmind.train.latent_stage import Data, load_latent_model
 
 if TYPE_CHECKING:
     import torch
@@ -101,7 +101,7 @@ def _held_out(
     import torch
 
     model, processor, spec, projection = _load(model_dir, device)
-    data = _Data(rows, model, processor, spec, max_pixels)
+    data = Data(rows, model, processor, spec, max_pixels)
     held: list[_Held] = []
     with torch.no_grad():
         for i in range(len(data)):

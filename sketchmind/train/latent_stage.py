@@ -91,7 +91,7 @@ def _save_state(state: dict[str, Any], path: Path) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-class _Data:
+class Data:
     """Latent rows, collated one at a time; the targets of each row computed once (the vision tower is frozen)."""
 
     def __init__(
@@ -174,7 +174,7 @@ def run_latent_stage(
     # Stage 1 brings the targets to the token embeddings' scale as it was when this stage started; a
     # resumed run reads that scale from its checkpoint (the embeddings have trained since).
     rms = embedding_rms(model)
-    data = _Data(rows, model, processor, spec, max_pixels)
+    data = Data(rows, model, processor, spec, max_pixels)
     grounded = stage == 1 or stage2_grounding_weight > 0
     center = data.center().to(device) if grounded and grounding != "cosine" else None
     params = [p for p in model.parameters() if p.requires_grad] + list(projection.parameters())
