@@ -32,7 +32,7 @@ from sketchmind.train.synth import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "policies" / "micro.yaml"
-ORDER = ("synth", "base", "sft", "rejection", "sft2", "grpo", "latent1", "latent2")
+ORDER = ("synth", "base", "perceive", "sft", "rejection", "sft2", "grpo", "latent1", "latent2")
 
 
 def _recipe(output: Path) -> dict[str, object]:
@@ -41,6 +41,10 @@ def _recipe(output: Path) -> dict[str, object]:
     raw["output"] = str(output)
     stages = raw["stages"]
     assert isinstance(stages, dict)
+    # Reading: the second size joins at the first check (step 2), so a run resumed from a later checkpoint must
+    # come back with both sizes open to see the same maps.
+    open_at_once = {"cell": 0.0, "exact": 0.0}
+    stages["perceive"].update(levels=[3, 4], max_steps=12, save_steps=2, eval_every=2, widen=open_at_once)
     stages["sft"] = {"max_steps": 24, "learning_rate": 3.0e-3, "save_steps": 2}
     stages["rejection"]["sft"] = {"max_steps": 16, "learning_rate": 1.0e-3, "save_steps": 2}
     stages["grpo"].update(max_steps=4, extra={"save_steps": 1})  # GRPOConfig's own save_steps
@@ -93,6 +97,7 @@ def _order(stage: str, stage_dir: Path) -> list[object]:
 
 
 KILL_WHEN: dict[str, Callable[[Path], bool]] = {
+    "perceive": lambda stage_dir: (stage_dir / "checkpoint-4" / "trainer_state.json").is_file(),
     "sft": _complete_checkpoint,
     "rejection": _started,
     "sft2": _complete_checkpoint,
@@ -139,7 +144,7 @@ def test_a_stage_killed_with_sigkill_resumes_with_the_same_data_order(
         assert (done["kept"], done["rejected"]) == (expected["kept"], expected["rejected"])
         return
 
-    if stage in ("sft", "sft2", "grpo"):
+    if stage in ("perceive", "sft", "sft2", "grpo"):
         assert str(done["resumed_from"]).startswith(str(folder / "checkpoint-")), done
     order, reference_order = _order(stage, folder), _order(stage, reference / stage)
     steps = [step for step, _ in order]
