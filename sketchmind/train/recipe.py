@@ -196,7 +196,7 @@ class EvalSpec(Strict):
 
 
 class LatentStageSpec(Strict):
-    """One latent stage's loop (``sketchmind.latent.train.run_latent_stage``)."""
+    """One latent stage's loop (``sketchmind.train.latent_stage.run_latent_stage``)."""
 
     max_steps: PosInt = 100  # one latent row per step, rows visited in order, cyclically
     learning_rate: PosFloat = 1e-5
