@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,7 +54,8 @@ def main() -> None:
         perception_corpus,
         perception_row,
         row_crop_row,
-        score_batch,
+        summarise_reading,
+        teacher_forced,
         vsp_puzzles,
     )
 
@@ -113,16 +112,8 @@ def main() -> None:
     unlocked = levels[:1] if args.curriculum else levels
 
     def evaluate(rows: list[dict[str, Any]]) -> dict[str, float]:
-        model.eval()
-        with torch.no_grad():
-            totals = np.zeros(4)
-            for k in range(0, len(rows), 16):
-                batch = collator(rows[k : k + 16])
-                logits = model(**batch).logits
-                totals += score_batch(logits, batch["labels"], cells)
-        model.train()
-        right, total, exact, grids = totals
-        return {"cell": right / total, "exact": exact / grids}
+        score = summarise_reading(teacher_forced(model, collator, rows))
+        return {"cell": score["cell"], "exact": score["exact"]}
 
     while time.perf_counter() - start < args.minutes * 60 and not (args.steps and step >= args.steps):
         rows, sizes, puzzles = [], [], []

@@ -10,7 +10,7 @@ one line per row, one symbol per cell::
 
 ``P`` is the player, ``G`` the goal, ``H`` a hole and ``F`` safe ice (frozen). Each cell is one token of the
 tiny tokenizer (a space and a symbol), so per-cell accuracy can be read off the logits directly
-(``score_batch``), teacher-forced, without generating. Images are free: every row can be a fresh map.
+(``teacher_forced``), teacher-forced, without generating. Images are free: every row can be a fresh map.
 """
 
 from __future__ import annotations
@@ -128,24 +128,6 @@ def cell_token_ids(tokenizer: Any) -> list[int]:
             raise ValueError(f"cell symbol {token!r} is {len(encoded)} tokens in this tokenizer, not one")
         ids.append(encoded[0])
     return ids
-
-
-def score_batch(logits: torch.Tensor, labels: torch.Tensor, cells: Sequence[int]) -> np.ndarray:
-    """Teacher-forced reading: ``[cells right, cells, grids all right, grids]`` of one batch.
-
-    A cell is a labelled position whose label is a cell symbol; the prediction for position ``t`` is the
-    argmax of the logits at ``t - 1``.
-    """
-    import torch
-
-    predicted = logits[:, :-1].argmax(-1)
-    target = labels[:, 1:]
-    is_cell = torch.isin(target, torch.tensor(list(cells), device=target.device))
-    right = (predicted == target) & is_cell
-    per_row_cells = is_cell.sum(1)
-    per_row_right = right.sum(1)
-    exact = (per_row_right == per_row_cells) & (per_row_cells > 0)
-    return np.array([int(right.sum()), int(is_cell.sum()), int(exact.sum()), int((per_row_cells > 0).sum())], float)
 
 
 def vsp_puzzles(root: Path) -> list[Puzzle]:
