@@ -175,3 +175,18 @@ def test_perceive_widens_its_curriculum_then_stops_at_the_gate(tmp_path: Path) -
     assert saved == {"unlocked": 2}  # a run resumed from step 2 goes on with both sizes
     table = json.loads((tmp_path / "run" / "perceive" / "perception.json").read_text())["rows"]
     assert [(row["set"], row["level"]) for row in table] == [("generated", 3), ("generated", 4), ("generated", "all")]
+
+
+def test_perceive_with_only_the_image_token_loss_trains_without_eager_attention(tmp_path: Path) -> None:
+    from sketchmind.train.recipe import PerceiveSpec
+
+    micro = load_recipe(MICRO)
+    assert micro.stages.perceive is not None
+    perceive = PerceiveSpec(**{**micro.stages.perceive.model_dump(), "guide_attention": 0.0})
+    recipe = micro.model_copy(
+        update={"output": str(tmp_path / "run"), "stages": micro.stages.model_copy(update={"perceive": perceive})}
+    )
+    summary = Pipeline(recipe, report=lambda _line: None).run(only=["synth", "base", "perceive"])["perceive"]
+    assert summary["global_step"] == 4
+    logged = [m for m in _metrics(tmp_path / "run" / "perceive" / "metrics.jsonl") if "loss" in m]
+    assert logged and all("token_ce" in m and "look" not in m for m in logged)

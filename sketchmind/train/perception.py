@@ -226,10 +226,9 @@ def guided_trainer(base: type[Any], guidance: Guidance) -> type[Any]:
 
                 return hook
 
-            hooks = [
-                visual.register_forward_hook(keep("merged", _pooled)),
-                attention.register_forward_hook(keep("weights", lambda out: out[1])),
-            ]
+            hooks = [visual.register_forward_hook(keep("merged", _pooled))]
+            if guidance.attention > 0:  # only then is the model in eager attention, which returns its weights
+                hooks.append(attention.register_forward_hook(keep("weights", lambda out: out[1])))
             try:
                 result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             finally:
@@ -239,13 +238,16 @@ def guided_trainer(base: type[Any], guidance: Guidance) -> type[Any]:
             tokenizer = self.processing_class.tokenizer
             cells = cell_token_ids(tokenizer)
             targets = reading_targets(inputs, cells, tokenizer.convert_tokens_to_ids(self.processing_class.image_token))
-            weights = seen["weights"][:, guidance.head]
-            mass = (weights[targets.queries[:, 0], targets.queries[:, 1]] * targets.mask).sum(-1)
-            look = -mass.clamp_min(1e-6).log().mean()
             symbols = model.get_input_embeddings().weight[torch.tensor(cells)]
             tokens = F.cross_entropy(seen["merged"] @ symbols.T, targets.classes)
-            self._guidance_logs = {"look": look.item(), "token_ce": tokens.item()}
-            loss = loss + guidance.attention * look + guidance.tokens * tokens
+            loss = loss + guidance.tokens * tokens
+            self._guidance_logs = {"token_ce": tokens.item()}
+            if "weights" in seen:
+                weights = seen["weights"][:, guidance.head]
+                mass = (weights[targets.queries[:, 0], targets.queries[:, 1]] * targets.mask).sum(-1)
+                look = -mass.clamp_min(1e-6).log().mean()
+                loss = loss + guidance.attention * look
+                self._guidance_logs["look"] = look.item()
             return (loss, result[1]) if return_outputs else loss
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
