@@ -1,11 +1,12 @@
-# The README's two commands: `make run` and `make test`. Both bootstrap .venv on first use.
+# The README's two commands: `make run` and `make test`. Both bootstrap .venv on first use; `make docs` builds the
+# documentation site (docs/, mkdocs.yml) into site/.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TYPED_CORE := sketchmind
 
-.PHONY: run test lint typecheck unit bench bench-detail fuzz load golden policy results demo clean
+.PHONY: run test lint typecheck unit docs bench bench-detail fuzz load golden policy results demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +42,19 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# Every promised ratio in one run (about 3 minutes); rewrites the README's performance table.
+# The docs site with its API reference (mkdocstrings reads the docstrings, imports nothing). --strict: a broken
+# link or anchor, a page left out of the nav or a reference that does not resolve fails the build (and CI).
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Every promised ratio in one run (about 3 minutes); rewrites the table in docs/performance.md.
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench.py --write README.md
+	HF_HUB_OFFLINE=1 $(BIN)/python tools/bench.py --write docs/performance.md
 
 # The detailed tables behind the suite's rows.
 bench-detail: $(STAMP)
@@ -55,14 +66,15 @@ bench-detail: $(STAMP)
 # The long runs CI leaves out: ~102k model outputs and 1k odd images (about 25 minutes), plus 20k
 # coverage-guided inputs when atheris is installed (`pip install -e '.[fuzz]'`, needs clang).
 fuzz: $(STAMP)
-	nice -n 19 $(BIN)/python tools/fuzz.py --write README.md $$($(BIN)/python -c 'import atheris' 2>/dev/null && echo --atheris 20000)
+	nice -n 19 $(BIN)/python tools/fuzz.py --write docs/reliability.md $$($(BIN)/python -c 'import atheris' 2>/dev/null && echo --atheris 20000)
 
-# `sketchmind serve` under 4 and 16 concurrent clients for a minute each (memory sampled every 0.5 s).
+# `sketchmind serve` under 4 and 16 concurrent clients for a minute each (memory sampled every 0.5 s); rewrites the
+# load table in docs/reliability.md.
 load: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python tools/load_serve.py --clients 4 16 --seconds 60 --write README.md
+	HF_HUB_OFFLINE=1 $(BIN)/python tools/load_serve.py --clients 4 16 --seconds 60 --write docs/reliability.md
 
 # The default policy from scratch (fixed seeds, 2 CPU cores, under 2 hours; resumable), shipped into
-# policies/sketchmind-tiny/, then its results written into the README and the model card.
+# policies/sketchmind-tiny/, then its results written into the docs (results, perception) and the model card.
 TINY := policies/sketchmind-tiny
 policy: $(STAMP)
 	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/sketchmind train $(TINY).yaml
@@ -70,7 +82,7 @@ policy: $(STAMP)
 	$(MAKE) results
 
 results: $(STAMP)
-	$(BIN)/python -m sketchmind.train.results $(TINY).yaml --write README.md $(TINY)/README.md
+	$(BIN)/python -m sketchmind.train.results $(TINY).yaml --write docs/results.md docs/perception.md $(TINY)/README.md
 
 demo: $(STAMP)
 	$(BIN)/sketchmind demo
@@ -79,4 +91,4 @@ golden: $(STAMP)
 	$(BIN)/python tests/golden/regenerate.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,7 @@
   file and raises ``SaveError`` with one line naming the path and the reason.
 - ``append_jsonl`` / ``read_jsonl``: append-only JSON lines, synced after each append; a reader drops a
   last line left unfinished by a killed writer (``drop_cut_line`` truncates it before appending more).
-- ``replace_marked_block``: regenerate the part of a hand-written page (the README's tables) between
+- ``replace_marked_block``: regenerate the part of a hand-written page (the docs' tables) between
   ``<!-- NAME -->`` and ``<!-- /NAME -->``, atomically.
 - ``safe_child(root, name)``: the path of ``name`` inside ``root``; ``..``, absolute paths, NUL bytes and
   symlinks that lead out of ``root`` are refused with ``UnsafePathError``.

@@ -1,4 +1,4 @@
-"""The performance suite's plumbing: its table, and the README block it rewrites (no timings here)."""
+"""The performance suite's plumbing: its table, and the docs blocks it rewrites (no timings here)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,25 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import bench  # noqa: E402
 
+# Every generated block, the docs page that holds it, and the make target that rewrites it there.
+BLOCKS = {
+    bench.BLOCK: (bench.PAGE, "bench"),
+    "bench:fuzz": ("docs/reliability.md", "fuzz"),
+    "bench:load": ("docs/reliability.md", "load"),
+    "results:sketchmind-tiny": ("docs/results.md", "results"),
+    "perception:sketchmind-tiny": ("docs/perception.md", "results"),
+}
 
-def test_the_readme_has_the_blocks_the_tools_rewrite() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    for name in (bench.README_BLOCK, "bench:load", "bench:fuzz"):
-        assert text.count(f"<!-- {name} -->") == 1 and text.count(f"<!-- /{name} -->") == 1
+
+def test_the_docs_pages_have_the_blocks_the_tools_rewrite_and_the_readme_has_none() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for name, (page, target) in BLOCKS.items():
+        text = (ROOT / page).read_text(encoding="utf-8")
+        assert text.count(f"<!-- {name} -->") == 1 and text.count(f"<!-- /{name} -->") == 1, (name, page)
+        assert f"<!-- {name} -->" not in readme
+        recipe = makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+        assert page in recipe and "README.md --" not in recipe and "--write README.md" not in recipe, target
 
 
 def test_replace_marked_block_keeps_the_prose_around_it(tmp_path: Path) -> None:

@@ -62,3 +62,22 @@ def test_the_block_between_markers_is_replaced_and_a_missing_block_is_an_error(t
     _write(tmp_path / "run", "maze", "draw", [(1, True, 10)])
     assert main([str(recipe), "--write", str(page)]) == 0
     assert "| maze | draw | 1 | 100%" in page.read_text() and "old" not in page.read_text()
+
+
+def test_each_page_gets_the_blocks_it_holds_and_a_page_with_none_fails_before_any_write(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: x\noutput: {tmp_path / 'run'}\nmodel: {{base: m}}\neval: {{families: [maze]}}\n")
+    _write(tmp_path / "run", "maze", "draw", [(1, True, 10)])
+    results = tmp_path / "results.md"
+    results.write_text("<!-- results:x -->\nold\n<!-- /results:x -->\n")
+    reading = tmp_path / "perception.md"  # no perceive stage ran: its block is left as it is
+    reading.write_text("<!-- perception:x -->\n(not yet measured)\n<!-- /perception:x -->\n")
+    neither = tmp_path / "other.md"
+    neither.write_text("no blocks here\n")
+
+    assert main([str(recipe), "--write", str(results), str(reading), str(neither)]) == 2
+    assert "other.md has no <!-- results:x -->" in capsys.readouterr().err
+    assert "old" in results.read_text()  # nothing written when one page is wrong
+    assert main([str(recipe), "--write", str(results), str(reading)]) == 0
+    assert "| maze | draw | 1 | 100%" in results.read_text()
+    assert reading.read_text() == "<!-- perception:x -->\n(not yet measured)\n<!-- /perception:x -->\n"

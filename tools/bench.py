@@ -1,7 +1,7 @@
 """The performance suite: every ratio SketchMind promises, measured in one run on this machine.
 
-Run with ``make bench`` (``.venv/bin/python tools/bench.py``); ``--write README.md`` replaces the README's
-summary table (between its ``<!-- bench:suite -->`` markers) with this run's, ``--json PATH`` saves it.
+Run with ``make bench`` (``.venv/bin/python tools/bench.py``); ``--write docs/performance.md`` replaces that
+page's summary table (between its ``<!-- bench:suite -->`` markers) with this run's, ``--json PATH`` saves it.
 Each row is a ratio against its floor or its naive counterpart, both sides measured in this run
 (interleaved where they are timings), with the target an earlier issue set:
 
@@ -45,7 +45,8 @@ from sketchmind.files import replace_marked_block
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))  # the part benchmarks live beside this file
 
-README_BLOCK = "bench:suite"  # the README block this run rewrites
+BLOCK = "bench:suite"  # the block this run rewrites
+PAGE = "docs/performance.md"  # the docs page that holds it (``make bench`` writes there)
 FRONTIER_TOKENS = (1_700, 22_800)  # per maze solve by frontier models that write the grid and a BFS in prose
 TOKENS_PER_SOLVE_TARGET = 1_000  # issue 7
 
@@ -288,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Every ratio SketchMind promises, measured in one run.")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and puzzles (a smoke run)")
     parser.add_argument("--only", help=f"comma-separated parts to run (default all: {','.join(PARTS)})")
-    parser.add_argument("--write", type=Path, metavar="README", help="replace the suite table in this file")
+    parser.add_argument("--write", type=Path, metavar="PAGE", help="replace the suite table in this file")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
     options = parser.parse_args(argv)
@@ -310,8 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(footer)
     table = markdown(rows)
     print(f"\n{table}\n\n{footer}")
-    if options.write and not replace_marked_block(options.write, README_BLOCK, f"{table}\n\n{footer}"):
-        raise SystemExit(f"{options.write}: no <!-- {README_BLOCK} --> block to replace")
+    if options.write and not replace_marked_block(options.write, BLOCK, f"{table}\n\n{footer}"):
+        raise SystemExit(f"{options.write}: no <!-- {BLOCK} --> block to replace")
     if options.json:
         options.json.parent.mkdir(parents=True, exist_ok=True)
         options.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "machine": footer}, indent=2) + "\n")

@@ -1,8 +1,8 @@
 """Canvas benchmarks: what one drawing action costs, and what a canvas holds in memory.
 
 Run with ``.venv/bin/python tools/bench_canvas.py`` (``make bench`` runs it inside the suite). It prints a
-rich table, then the same results as Markdown (for the README), and with ``--json PATH`` writes them as JSON. These are
-benchmarks, not tests: the exit code is 0 unless ``--strict`` is given and a target fails.
+rich table, then the same results as Markdown (for docs/performance.md), and with ``--json PATH`` writes them as
+JSON. These are benchmarks, not tests: the exit code is 0 unless ``--strict`` is given and a target fails.
 
 What is measured (medians of ``time.perf_counter_ns`` samples, after a warm-up round):
 

@@ -1,4 +1,4 @@
-"""Draw the README's latent-path figure: one expert trajectory in draw mode and in latent mode.
+"""Draw the latent-path figure of docs/latent.md: one expert trajectory in draw mode and in latent mode.
 
 Run with ``.venv/bin/python tools/figure_latent.py [--out docs/images/latent-path.png]``. The views are
 the real ones the expert's calls render on a maze; the latent row shows where each of them is replaced

@@ -32,7 +32,8 @@ from machine import usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
-README_BLOCK = "bench:fuzz"  # the README block --write rewrites
+BLOCK = "bench:fuzz"  # the block --write rewrites
+PAGE = "docs/reliability.md"  # the docs page that holds it (``make fuzz`` writes there)
 
 # The hypothesis properties to run, by the name the table shows.
 PARSER_TARGETS = {
@@ -195,7 +196,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=1000, help="odd images to load (0: skip)")
     parser.add_argument("--atheris", type=int, default=0, metavar="N", help="also N coverage-guided inputs")
     parser.add_argument("--no-parsers", action="store_true", help="skip the hypothesis parser properties")
-    parser.add_argument("--write", type=Path, metavar="README", help="replace the fuzz table in this file")
+    parser.add_argument("--write", type=Path, metavar="PAGE", help="replace the fuzz table in this file")
     parser.add_argument("--atheris-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.atheris_child:
@@ -214,8 +215,8 @@ def main() -> int:
 
         cores = usable_cpus()
         note = f"`tools/fuzz.py`, parser scale {args.scale:g}, {cores} CPU cores; {time.strftime('%Y-%m-%d')}."
-        if not replace_marked_block(args.write, README_BLOCK, f"{markdown(rows)}\n\n{note}"):
-            raise SystemExit(f"{args.write}: no <!-- {README_BLOCK} --> block to replace")
+        if not replace_marked_block(args.write, BLOCK, f"{markdown(rows)}\n\n{note}"):
+            raise SystemExit(f"{args.write}: no <!-- {BLOCK} --> block to replace")
     return 1 if any(r.failures for r in rows) else 0
 
 

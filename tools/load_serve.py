@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MAZE = ROOT / "data" / "vsp-maze-examples" / "maps" / "level4" / "img" / "0.png"
 QUESTION = "Find a path from the start to the goal that avoids the holes. Draw it, then answer."
 SAMPLE_EVERY = 0.5  # seconds between RSS samples
-README_BLOCK = "bench:load"  # the README block --write rewrites
+BLOCK = "bench:load"  # the block --write rewrites
+PAGE = "docs/reliability.md"  # the docs page that holds it (``make load`` writes there)
 
 
 @dataclass
@@ -371,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint to serve (default: the shipped tiny draw policy)")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of every request")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON lines instead of tables")
-    parser.add_argument("--write", type=Path, metavar="README", help="replace the load table in this file")
+    parser.add_argument("--write", type=Path, metavar="PAGE", help="replace the load table in this file")
     args = parser.parse_args(argv)
     reports = []
     for clients in args.clients:
@@ -398,8 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"`sketchmind serve` ({Path(reports[0].model).name} policy) on loopback, {args.seconds:g} s per run, "
             f"max_tokens {args.max_tokens}; {time.strftime('%Y-%m-%d')}."
         )
-        if not replace_marked_block(args.write, README_BLOCK, f"{markdown(reports)}\n\n{note}"):
-            raise SystemExit(f"{args.write}: no <!-- {README_BLOCK} --> block to replace")
+        if not replace_marked_block(args.write, BLOCK, f"{markdown(reports)}\n\n{note}"):
+            raise SystemExit(f"{args.write}: no <!-- {BLOCK} --> block to replace")
     return 0 if all(r.error_count == 0 and r.no_growth for r in reports) else 1
 
 

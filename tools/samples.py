@@ -1,4 +1,4 @@
-"""Write the README's sample images: each family's puzzle beside the expert's last drawn view.
+"""Write the sample images of docs/puzzles.md: each family's puzzle beside the expert's last drawn view.
 
 Run with ``.venv/bin/python tools/samples.py [--out docs/images]``. Deterministic: the same seed
 always writes the same files.
@@ -19,7 +19,7 @@ from sketchmind.models.expert import ExpertPolicy
 from sketchmind.tasks import FAMILY_NAMES, get_family, make_dataset
 
 LEVELS = {"frozenlake": 5, "maze": 3, "pathtrace": 2, "needle": 2}
-HEIGHT = 320  # each panel's height in the README image
+HEIGHT = 320  # each panel's height in the image
 
 
 def _panel(image: np.ndarray) -> np.ndarray:

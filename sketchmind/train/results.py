@@ -1,11 +1,13 @@
-"""A trained recipe's results as Markdown tables, written into the README and the model card.
+"""A trained recipe's results as Markdown tables, written into the docs pages and the model card.
 
-``python -m sketchmind.train.results RECIPE --write README.md policies/sketchmind-tiny/README.md`` reads
+``python -m sketchmind.train.results RECIPE --write docs/results.md docs/perception.md MODEL_CARD`` reads
 every benchmark the recipe's ``eval`` stage ran (``RUN/eval/TARGET-MODE/results.jsonl``) and prints two
 tables: per target and mode (accuracy with its Wilson 95% interval, context tokens and seconds per
 solve), and accuracy per level. With ``--write``, each file's block between
 ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` is replaced by the tables (NAME: the recipe's), and
 the block ``<!-- perception:NAME -->`` by the perceive stage's reading table (``perceive/perception.json``).
+A file may hold either block or both; one that holds neither is an error (exit 2), and a block whose
+tables do not exist yet (no eval runs, or no perceive stage) is left as it is.
 Nothing is re-run: ``sketchmind train RECIPE --stage eval`` makes the runs, resumably.
 """
 
@@ -177,12 +179,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         text = None
     print("\n\n".join(block for block in (text, reading) if block))
-    for path in options.write:
-        wrote = text is not None and write_block(path, recipe.name, text)
-        wrote = (reading is not None and replace_marked_block(path, f"perception:{recipe.name}", reading)) or wrote
-        if not wrote:
+    for path in options.write:  # every file is checked before any is written
+        page = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+        if not any(f"<!-- {kind}:{recipe.name} -->" in page for kind in ("results", "perception")):
             print(f"results: {path} has no <!-- results:{recipe.name} --> or perception block", file=sys.stderr)
             return 2
+    for path in options.write:
+        if text is not None:
+            write_block(path, recipe.name, text)
+        if reading is not None:
+            replace_marked_block(path, f"perception:{recipe.name}", reading)
     return 0
 
 
