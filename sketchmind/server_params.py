@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# What each honoured parameter does here (the README's serve section lists the same).
+# What each honoured parameter does here (docs/serve.md lists the same).
 HONOURED: dict[str, str] = {
     "model": "required; must name the served model",
     "messages": "system, developer, user, assistant and tool messages; images as data: URLs",

@@ -23,13 +23,13 @@
     sequence: for slot j of block b, softmax over blocks b' of centered cos(p_bj, t_b'j) / ``TAU``,
     cross-entropy to b (sequences with one block add nothing). Centering alone still let the micro run
     settle on one vector per slot index; the contrastive term is what rewards telling this sequence's
-    views apart (held-out retrieval above chance after stage 1, README "Latent mode").
+    views apart (held-out retrieval above chance after stage 1, docs/latent.md).
 
 - Stage 2 (free): the pads' inputs are the P(h_prev) chain; loss = CE only by default. The cosine to the
   targets is still reported (without gradient) to watch the latents drift. With ``grounding_weight`` λ > 0
   (an option, off by default) the loss is CE + λ × the stage-1 grounding term between the chain's own
   slot inputs P(h_prev_j) and the targets t_j, so the chain keeps predicting the view while the text
-  learns to use it (CE alone washed the view information out at micro scale, README "Latent mode").
+  learns to use it (CE alone washed the view information out at micro scale, docs/latent.md).
 
 CE covers the assistant's text tokens: the collator's labels minus the pad positions (a pad is an input,
 never a prediction). ``<|latent_start|>`` stays a target (the model decides when to imagine), and so does
