@@ -452,7 +452,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shipped = is_shipped(resolve_model(args.model))
     name = args.name or (DEFAULT_POLICY if shipped else Path(args.model.rstrip("/")).name)
     out.print(f"serving {args.model} as {name!r} at http://{args.host}:{args.port}/v1")
-    serve(policy, name, host=args.host, port=args.port, sessions=args.sessions, limits=limits)
+    serve(policy, name, host=args.host, port=args.port, sessions=args.sessions, limits=limits, max_batch=args.max_batch)
     return EXIT_OK
 
 
@@ -558,6 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=natural_int,
         default=8,
         help="finished conversations that keep their KV cache for a next turn",
+    )
+    served.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=16,
+        help="most completions one batched model call serves for requests that wait together (1: one at a time)",
     )
     for flag, meaning in (  # per-request limits (sketchmind.server.Limits); over one: a one-line 4xx error
         ("--max-body-bytes", "bytes in one request body (default 33554432)"),

@@ -9,8 +9,10 @@ refused (``server_params.py``).
 
 A request whose messages extend a recent request's reuses that request's conversation id
 (``server_sessions.py``), so a multi-turn client gets the HF backend's KV-cache reuse over HTTP too:
-turn k prefills only what is new. ``concurrency`` bounds how many ``policy.generate`` calls run at once (default 1,
-as a local GPU model is not thread-safe); other requests wait their turn.
+turn k prefills only what is new. Requests that wait for the model share one ``policy.generate_batch`` call
+(``server_batching.py``: same sampling settings, up to ``max_batch`` rows; greedy outputs are the same as
+unbatched ones; ``GET /stats`` counts the batches). ``concurrency`` bounds how many batches run at once
+(default 1, as a local GPU model is not thread-safe).
 
 Every request is bounded (``Limits``): body bytes (refused with 413 from Content-Length, or as soon as a
 chunked body passes the limit, before it is all read), messages, images, pixels per image and in all,
@@ -31,7 +33,6 @@ import json
 import logging
 import re
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -47,6 +48,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from sketchmind.images import ImageInputError, image_size, load_image
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols.base import Message
+from sketchmind.server_batching import Batcher
 from sketchmind.server_params import ParameterError, Settings, check_parameters
 from sketchmind.server_replies import completion_response
 from sketchmind.server_sessions import Sessions, with_id
@@ -312,13 +314,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(
-    policy: Policy, model_name: str, *, concurrency: int = 1, sessions: int = 8, limits: Limits | None = None
+    policy: Policy,
+    model_name: str,
+    *,
+    concurrency: int = 1,
+    sessions: int = 8,
+    limits: Limits | None = None,
+    max_batch: int = 16,
+    batch_window: float = 0.05,
 ) -> FastAPI:
     """A FastAPI app serving ``policy`` as the model ``model_name``.
 
-    ``concurrency`` is how many ``policy.generate`` calls may run at once (each in a worker thread).
+    ``concurrency`` is how many batches may run at once (each in a worker thread).
     ``sessions`` is how many finished conversations keep their backend cache for a next turn (0: none).
     ``limits`` bounds each request (default ``Limits()``).
+    ``max_batch`` is the most completions one ``generate_batch`` call serves (1: one request at a time);
+    ``batch_window`` the longest a batch waits for more requests (seconds; see ``server_batching``).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -328,7 +339,9 @@ def create_app(
     app.state.policy = policy
     app.state.model_name = model_name
     app.state.limits = bounds
-    gate = threading.BoundedSemaphore(concurrency)  # taken in the worker thread: works under any event loop
+    batcher = Batcher(policy, slots=concurrency, max_batch=max_batch, window=batch_window)
+    app.state.batcher = batcher
+    batching_backend = type(policy).generate_batch is not Policy.generate_batch
     created = int(time.time())
 
     def generate(
@@ -337,27 +350,34 @@ def create_app(
         settings: Settings,
         on_text: Callable[[str], None] | None = None,
     ) -> list[Generation]:
-        """``settings.n`` completions in one batch; the first continues (and keeps) the matched session.
+        """``settings.n`` completions, batched with other requests where the batcher may; the first continues
+        (and keeps) the matched session.
 
         With ``on_text`` (streaming one completion) the policy reports its text as it grows.
         """
         session, digests = recent.checkout(conversation)
         extra = [uuid.uuid4().hex for _ in range(settings.n - 1)]  # samples 2..n: fresh caches, freed after
-        with gate:
-            try:
-                copies = [with_id(conversation, conversation_id) for conversation_id in (session, *extra)]
-                if on_text is not None and not extra:
-                    generations = [policy.generate_stream(copies[0], sampling, on_text)]
-                elif extra and type(policy).generate_batch is not Policy.generate_batch:
-                    generations = policy.generate_batch(copies, sampling)  # a batching backend: seed + i per row
-                else:  # one by one, with the seeds a batching backend would give each row
-                    generations = [policy.generate(copy, _seeded(sampling, i)) for i, copy in enumerate(copies)]
-            except BaseException:
-                recent.discard(session)
-                raise
-            finally:
-                for conversation_id in extra:
-                    policy.release(conversation_id)
+        copies = [with_id(conversation, conversation_id) for conversation_id in (session, *extra)]
+
+        def alone() -> list[Generation]:
+            if on_text is not None and not extra:
+                return [policy.generate_stream(copies[0], sampling, on_text)]
+            if extra and batching_backend:
+                return policy.generate_batch(copies, sampling)  # a batching backend: seed + i per row
+            # one by one, with the seeds a batching backend would give each row
+            return [policy.generate(copy, _seeded(sampling, i)) for i, copy in enumerate(copies)]
+
+        # A seeded sample must not depend on its row in someone else's batch (row i samples with seed + i);
+        # greedy decoding reads no seed. A token-by-token stream reports one row's text: it runs alone.
+        batchable = batching_backend and on_text is None and (sampling.seed is None or sampling.temperature <= 0)
+        try:
+            generations = batcher.run(copies, sampling, alone, batchable)
+        except BaseException:
+            recent.discard(session)
+            raise
+        finally:
+            for conversation_id in extra:
+                policy.release(conversation_id)
         recent.checkin(session, digests)
         return generations
 
@@ -369,6 +389,11 @@ def create_app(
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
+        """How requests were batched so far: batches (model calls), requests, rows, the largest batch."""
+        return {"batching": batcher.stats()}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -454,10 +479,11 @@ def serve(
     concurrency: int = 1,
     sessions: int = 8,
     limits: Limits | None = None,
+    max_batch: int = 16,
 ) -> None:
     """Serve ``policy`` at ``http://HOST:PORT/v1`` until interrupted (Ctrl-C)."""
     import uvicorn
 
-    app = create_app(policy, model_name, concurrency=concurrency, sessions=sessions, limits=limits)
+    app = create_app(policy, model_name, concurrency=concurrency, sessions=sessions, limits=limits, max_batch=max_batch)
     warn_if_exposed(host)
     uvicorn.run(app, host=host, port=port, log_level="info")
