@@ -33,7 +33,7 @@ dl.meta dt { color: #5b6672; }
 dl.meta dd { margin: 0; white-space: pre-wrap; }
 .badge { display: inline-block; padding: 0 8px; border-radius: 10px; color: #fff; font-size: .85em; }
 .answered { background: #2e7d32; } .no_answer { background: #b26a00; } .error { background: #c62828; }
-.running { background: #1565c0; }
+.running { background: #1565c0; } .correct { background: #2e7d32; } .wrong { background: #c62828; }
 .layout { display: grid; grid-template-columns: 220px 1fr; gap: 24px; align-items: start; }
 nav { position: sticky; top: 8px; max-height: 95vh; overflow: auto; }
 nav ol { list-style: none; margin: 0; padding: 0; }
@@ -209,9 +209,40 @@ def _figure(index: int, url: str | None, caption: str) -> str:
     return f"<figure>{image}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
+INTERNAL_CALL_FIELDS = ("id", "group")  # how the agent pairs and groups calls: not what the model drew
+
+
+def verdict(trace: Trace) -> bool | None:
+    """Whether the answer is right, where the trace knows the ground truth (``meta["correct"]``, which the
+    demo and puzzle runs record); ``None`` where nothing says."""
+    correct = trace.meta.get("correct") if isinstance(trace.meta, dict) else None
+    return correct if isinstance(correct, bool) else None
+
+
+def _status_badge(trace: Trace) -> str:
+    """The status as a badge; an answer checked against the ground truth reads correct or wrong."""
+    correct = verdict(trace)
+    if trace.status == "answered" and correct is not None:
+        word, css = ("\u2714 correct", "correct") if correct else ("\u2718 wrong", "wrong")
+        return f'<span class="badge {css}">{word}</span>'
+    badge = f'<span class="badge {escape(trace.status)}">{escape(trace.status)}</span>'
+    if trace.status == "answered":  # no ground truth to check against
+        badge += ' <span class="hint">(no ground truth to check the answer against)</span>'
+    elif correct is False:
+        badge += ' <span class="badge wrong">\u2718 wrong</span>'
+    return badge
+
+
+def _expected(trace: Trace) -> str | None:
+    expected = trace.meta.get("expected") if isinstance(trace.meta, dict) else None
+    return None if expected is None else str(expected)
+
+
 def _meta(trace: Trace) -> list[str]:
-    rows = [("status", f'<span class="badge {escape(trace.status)}">{escape(trace.status)}</span>')]
+    rows = [("status", _status_badge(trace))]
     rows.append(("answer", escape(trace.answer) if trace.answer is not None else '<span class="missing">none</span>'))
+    if (expected := _expected(trace)) is not None and verdict(trace) is not True:
+        rows.append(("expected", escape(expected)))
     if trace.error:
         rows.append(("error", f'<span class="failed">{escape(trace.error)}</span>'))
     rows += [(key, escape(value)) for key, value in [("model", trace.model), ("protocol", trace.protocol)]]
@@ -254,6 +285,14 @@ def _pretty(value: Any, indent: str = "") -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _shown_calls(calls: list[dict[str, Any]]) -> list[Any]:
+    """The calls as the model wrote them: name and arguments, without the agent's bookkeeping fields."""
+    return [
+        {k: v for k, v in call.items() if k not in INTERNAL_CALL_FIELDS} if isinstance(call, dict) else call
+        for call in calls
+    ]
+
+
 def _step(step: Step, figures: str) -> str:
     html = [f'<section class="step" id="step-{step.index}">', f"<h2>Step {step.index}</h2>"]
     if timing := _timing(step):
@@ -261,7 +300,7 @@ def _step(step: Step, figures: str) -> str:
     if step.thought:
         html.append(f'<h3>Thought</h3><pre class="thought">{escape(step.thought)}</pre>')
     if step.calls:
-        html.append(f"<h3>Tool calls</h3><pre>{escape(_pretty(step.calls))}</pre>")
+        html.append(f"<h3>Tool calls</h3><pre>{escape(_pretty(_shown_calls(step.calls)))}</pre>")
     if step.errors:
         items = "".join(f"<li>{escape(error)}</li>" for error in step.errors)
         html.append(f'<h3>Errors</h3><ul class="errors">{items}</ul>')
