@@ -1,9 +1,16 @@
-"""The SketchMind puzzle demo: ``python app.py`` (or ``sketchmind demo``), then open http://127.0.0.1:7860."""
+"""The SketchMind puzzle demo: ``python app.py`` (or ``sketchmind demo``), then open http://127.0.0.1:7860.
 
-from sketchmind.demo import DEFAULT_CONCURRENCY, MAX_FILE_SIZE, MAX_QUEUE, build_app
+``python app.py`` takes exactly the flags of ``sketchmind demo`` (``--host``, ``--port``, ``--share``,
+``--model``; see ``python app.py --help``): it runs that command, so the two never differ.
+"""
 
-demo = build_app()  # named `demo` so `gradio app.py` can hot-reload it
+import sys
+
+from sketchmind.cli import main
 
 if __name__ == "__main__":
-    demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=MAX_QUEUE)
-    demo.launch(server_name="127.0.0.1", max_file_size=MAX_FILE_SIZE)
+    sys.exit(main(["demo", *sys.argv[1:]]))
+else:  # imported (``gradio app.py`` hot-reloads the page it finds here as `demo`)
+    from sketchmind.demo import build_app
+
+    demo = build_app()

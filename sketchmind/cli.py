@@ -580,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the Gradio puzzle demo: watch a model reason by drawing, and draw along")
     demo.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    demo.add_argument("--port", type=_port, default=7860)
+    demo.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
     demo.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     demo.add_argument(
         "--model", help=f"preselect this model ({DEFAULT_POLICY}, a checkpoint path, hub id or openai:NAME)"

@@ -162,7 +162,9 @@ def test_generate_refuses_bad_settings_in_one_line(family: str, level: float, se
         session.close()
 
 
-def test_sketchmind_demo_serves_the_page_on_loopback() -> None:
+@pytest.mark.parametrize("command", [["-m", "sketchmind.cli", "demo"], ["app.py"]], ids=["sketchmind-demo", "app.py"])
+def test_the_demo_serves_on_the_port_and_model_it_is_given(command: list[str]) -> None:
+    """``sketchmind demo`` and ``python app.py`` take the same flags: the page is on --port, --model is selected."""
     import os
     import subprocess
     import sys
@@ -170,19 +172,40 @@ def test_sketchmind_demo_serves_the_page_on_loopback() -> None:
     import urllib.request
 
     port = free_port()
-    command = [sys.executable, "-m", "sketchmind.cli", "demo", "--port", str(port), "--model", "expert"]
+    flags = ["--port", str(port), "--model", "expert"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    root = Path(__file__).resolve().parents[1]
+    server = subprocess.Popen(
+        [sys.executable, *command, *flags], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
-        deadline, page = time.monotonic() + 90, ""
-        while time.monotonic() < deadline and not page:
+        deadline, config = time.monotonic() + 90, None
+        while time.monotonic() < deadline and config is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    page = response.read().decode("utf-8", "replace")
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as response:
+                    config = json.loads(response.read())
             except OSError:
                 assert server.poll() is None, server.stderr.read().decode()[-2000:] if server.stderr else ""
                 time.sleep(0.5)
-        assert "SketchMind" in page or "gradio" in page.lower()
+        assert config is not None, f"nothing served on --port {port}"
+        models = [c["props"] for c in config["components"] if c.get("props", {}).get("label") == "Model"]
+        assert [m["value"] for m in models] == ["expert"]
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_app_py_takes_the_flags_of_sketchmind_demo() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True, timeout=120)
+
+    app, cli = run("app.py", "--help"), run("-m", "sketchmind.cli", "demo", "--help")
+    assert app.returncode == cli.returncode == 0
+    assert app.stdout == cli.stdout and "--port" in app.stdout and "--share" in app.stdout
+    bad = run("app.py", "--port", "nope")
+    assert bad.returncode == 2 and "--port" in bad.stderr and "Traceback" not in bad.stderr
