@@ -204,7 +204,10 @@ def test_listeners_default_to_loopback() -> None:
     assert host.arg == "host" and ast.literal_eval(launch.args.defaults[0]) == "127.0.0.1"
     app = ast.parse((ROOT / "app.py").read_text())
     names = [k.value for n in ast.walk(app) if isinstance(n, ast.Call) for k in n.keywords if k.arg == "server_name"]
-    assert names and all(ast.literal_eval(v) == "127.0.0.1" for v in names)
+    assert all(ast.literal_eval(v) == "127.0.0.1" for v in names)
+    # `python app.py` runs `sketchmind demo` (main(["demo", *argv])), whose --host default is checked above.
+    runs = [n for n in ast.walk(app) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "main"]
+    assert runs and all(isinstance(n.args[0], ast.List) and ast.literal_eval(n.args[0].elts[0]) == "demo" for n in runs)
 
 
 @pytest.mark.parametrize(
