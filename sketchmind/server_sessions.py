@@ -4,9 +4,12 @@ An OpenAI client resends the whole conversation every turn. If a recent request'
 prefix of this one's, the backend's state for that request (the HF KV cache) already covers most of
 the prompt, so this request reuses its conversation id. A session is checked out while a request
 uses it, so two concurrent requests that extend the same conversation never share one cache: the
-second simply starts fresh. The match is only a hint: ``HFPolicy`` still checks that the rendered
-text and images extend what it cached before reusing anything, so a wrong guess costs a full
-prefill, never a wrong answer.
+second simply starts fresh. A request whose messages are the same as a recent request's (a retry, or
+many clients sending one prompt, as ``OpenAIPolicy.generate_batch`` does for rollouts) gets a new id
+that starts from that request's state (``Policy.fork``), so it prefills next to nothing and the recent
+session stays free for the next such request. The match is only a hint: ``HFPolicy`` still checks that
+the rendered text and images extend what it cached before reusing anything, so a wrong guess costs a
+full prefill, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -64,7 +67,11 @@ class Sessions:
             if best is not None:
                 del self._idle[best]  # in use: no other request can take it until checkin
                 return best, digests
-        return uuid.uuid4().hex, digests
+            same = next((session for session, known in reversed(self._idle.items()) if known == digests), None)
+            fresh = uuid.uuid4().hex
+            if same is not None:  # under the lock: an eviction cannot release it meanwhile
+                self.policy.fork(same, fresh)
+        return fresh, digests
 
     def checkin(self, session: str, digests: Sequence[str]) -> None:
         """The request finished: keep its session for the next turn, evicting the oldest."""

@@ -92,6 +92,9 @@ class Gated(Policy):
     def release(self, conversation_id: str) -> None:
         self.inner.release(conversation_id)
 
+    def fork(self, source_id: str, target_id: str) -> None:
+        self.inner.fork(source_id, target_id)
+
 
 @pytest.fixture(scope="module")
 def hf(tiny_checkpoint: Callable[[str], Path]) -> Policy:
@@ -191,6 +194,18 @@ def test_seeded_samples_and_token_streams_are_not_batched(served: tuple[Gated, A
     assert [f.result() for f in seeded] == [want, want]  # seed 7 samples the same, wherever it waited
     assert stream.result() == streamed
     assert policy.batches == []  # each ran alone
+
+
+def test_a_repeated_request_starts_from_the_cache_of_the_last_one(served: tuple[Gated, Any, openai.OpenAI]) -> None:
+    """The same messages again fork the recent session: one token prefilled, the same greedy answer."""
+    _, _, client = served
+    messages = _messages(4)
+    first = client.chat.completions.create(model="tiny", messages=messages, **GREEDY)  # type: ignore[call-overload]
+    again = client.chat.completions.create(model="tiny", messages=messages, **GREEDY)  # type: ignore[call-overload]
+    assert first.usage is not None and again.usage is not None
+    assert first.usage.prompt_tokens > 10 and again.usage.prompt_tokens == 1  # prefilled: only the last prompt token
+    assert again.choices[0].message.content == first.choices[0].message.content
+    assert again.usage.completion_tokens == first.usage.completion_tokens
 
 
 # ------------------------------------------------------------------------------- the batcher directly

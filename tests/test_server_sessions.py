@@ -76,3 +76,24 @@ def test_digests_cover_roles_text_images_and_tool_calls() -> None:
     assert message_digests(base)[0] == message_digests(called)[0]
     assert message_digests(base)[1] != message_digests(called)[1]
     assert message_digests(base)[0] != message_digests(_conversation("q", pixel=1))[0]
+
+
+class Forks(Releases):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forks: list[tuple[str, str]] = []
+
+    def fork(self, source_id: str, target_id: str) -> None:
+        self.forks.append((source_id, target_id))
+
+
+def test_the_same_messages_again_fork_the_recent_session_which_stays_free() -> None:
+    policy = Forks()
+    sessions = Sessions(policy)
+    first, digests = sessions.checkout(_conversation("q"))
+    sessions.checkin(first, digests)
+    one, _ = sessions.checkout(_conversation("q"))
+    two, _ = sessions.checkout(_conversation("q"))  # concurrent with one: forks the same recent session
+    assert len({first, one, two}) == 3 and policy.forks == [(first, one), (first, two)]
+    assert sessions.checkout(_conversation("q", "a1", "q2"))[0] == first  # still free to be extended
+    assert sessions.checkout(_conversation("other"))[0] not in {first, one, two} and len(policy.forks) == 2

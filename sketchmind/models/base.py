@@ -96,6 +96,15 @@ class Policy(ABC):
         """Forget any state kept for a finished conversation (e.g. its KV cache)."""
         return None  # stateless backends keep nothing
 
+    def fork(self, source_id: str, target_id: str) -> None:
+        """Let conversation ``target_id`` start from the state kept for ``source_id`` (e.g. its KV cache).
+
+        ``sketchmind serve`` forks a finished request's state for a new request with the same messages, so
+        that request prefills next to nothing. A hint only: a backend still checks that the new conversation
+        extends what it reuses. ``target_id`` is released like any other conversation.
+        """
+        return None  # stateless backends keep nothing to share
+
     def count_tokens(self, conversation: Conversation) -> int | None:
         """Prompt length in tokens if the backend can tell cheaply (for the context budget)."""
         return None

@@ -281,6 +281,16 @@ class HFPolicy(Policy):
         """Drop the conversation's cached ids and KV."""
         self._states.pop(conversation_id, None)
 
+    def fork(self, source_id: str, target_id: str) -> None:
+        """``target_id`` starts from ``source_id``'s cached ids, KV and marks (shared, not copied).
+
+        Sharing is safe: a state is never changed in place (a turn saves a new one, and the KV is copied into
+        each turn's own buffers), so either conversation's next turn leaves the other's state as it was.
+        """
+        state = self._states.get(source_id)
+        if state is not None:
+            self._states[target_id] = state
+
     def count_tokens(self, conversation: Conversation) -> int:
         """The full prompt length in tokens (images included), as the next turn would see it."""
         import torch
