@@ -75,3 +75,24 @@ def test_memory_over_time_reads_evenly_spaced_samples() -> None:
     samples = [(i * 0.5, 900.0 + i) for i in range(21)]
     assert load_serve.rss_over_time(samples) == [900.0, 905.0, 910.0, 915.0, 920.0]
     assert load_serve.rss_over_time([(0.0, 5.0)]) == [5.0] and load_serve.rss_over_time([]) == []
+
+
+def test_the_report_counts_how_the_server_batched(report: object) -> None:
+    assert isinstance(report, load_serve.LoadReport)
+    batching = report.batching
+    assert batching["requests"] == report.requests  # every measured request went through the batcher
+    assert 1 <= batching["batches"] <= batching["requests"] and batching["retried"] == 0
+    assert 1.0 <= batching["mean_requests"] <= 2.0  # two clients: at most two requests wait together
+
+
+def test_the_comparison_is_the_throughput_ratio_beside_both_p99s() -> None:
+    tally = load_serve._Tally(latencies=[0.1] * 9 + [0.5])
+    batched = load_serve._report(16, 1.0, "m", 4, tally, [], 0.0, 8.0)
+    alone = load_serve._report(16, 4.0, "m", 4, tally, [], 0.0, 8.0)
+    batched.batching = {"mean_requests": 12.5}
+    compared = load_serve.comparison(batched, alone)
+    assert compared["ratio"] == pytest.approx(4.0) and compared["met"] and compared["clients"] == 16
+    assert compared["p99_batched"] == batched.latency_p99 and compared["p99_one_at_a_time"] == alone.latency_p99
+    line = load_serve.comparison_line(compared)
+    assert "= 4.00x (target >= 3x: met)" in line and "12.5 requests per batch" in line and "p99" in line
+    assert not load_serve.comparison(alone, batched)["met"]

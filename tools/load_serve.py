@@ -5,7 +5,10 @@ Qwen2.5-VL when this install has none), runs N client threads that each send rea
 (the sketchmind system prompt with the tool specs, an image, a question) for a fixed time, and samples the
 server's RSS from ``/proc/PID/status`` every 0.5 s. Reports requests served, throughput, latency
 percentiles, errors by kind, RSS start/end/max and the RSS growth from the first to the last quarter of
-the run after warm-up, with a "no growth" verdict within a tolerance.
+the run after warm-up, with a "no growth" verdict within a tolerance, and how the server batched the requests
+(``GET /stats``). Unless ``--no-baseline``, the largest client count runs once more against a server that
+answers one request at a time (``--max-batch 1``), and the throughput ratio of batching over that
+baseline is printed beside both p99 latencies (issue 18's target: at least 3x at 16 clients).
 
     nice -n 19 .venv/bin/python tools/load_serve.py --clients 4 16 --seconds 60
     .venv/bin/python tools/load_serve.py --clients 2 --seconds 5 --json
@@ -68,6 +71,8 @@ class LoadReport:
     rss_tolerance_mb: float
     no_growth: bool  # rss_growth_mb <= rss_tolerance_mb
     rss_samples: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (seconds, MiB), whole run
+    max_batch: int | None = None  # the server's --max-batch (None: its default)
+    batching: dict[str, float] = field(default_factory=dict)  # GET /stats over the measured run (warm-up excluded)
 
     @property
     def error_count(self) -> int:
@@ -116,12 +121,16 @@ def rss_mb(pid: int) -> float | None:
 
 
 @contextlib.contextmanager
-def serving(model: str, scratch: Path, startup_timeout: float = 300.0) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def serving(
+    model: str, scratch: Path, startup_timeout: float = 300.0, max_batch: int | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``sketchmind serve`` on a free loopback port until the block ends: the process and its /v1 URL."""
     port = _free_port()
     log = scratch / f"serve-{port}.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "sketchmind", "serve", "--model", model, "--name", "load", "--port", str(port)]
+    if max_batch is not None:
+        command += ["--max-batch", str(max_batch)]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -221,6 +230,23 @@ def _sampler(pid: int, stop: threading.Event, samples: list[tuple[float, float]]
 # ------------------------------------------------------------------------------------------------- run
 
 
+def batch_stats(url: str) -> dict[str, float]:
+    """The server's batching counters (``GET /stats``; ``url`` ends in /v1)."""
+    response = httpx.get(url.removesuffix("/v1") + "/stats", timeout=10.0)
+    response.raise_for_status()
+    stats: dict[str, float] = response.json()["batching"]
+    return stats
+
+
+def _stats_since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Batches, requests and rows counted between two ``batch_stats`` reads, and requests per batch."""
+    keys = ("batches", "requests", "rows", "batched_calls", "retried")
+    delta = {key: after[key] - before[key] for key in keys}
+    delta["mean_requests"] = delta["requests"] / delta["batches"] if delta["batches"] else 0.0
+    delta["largest"] = after["largest"]  # since the server started: the warm-up request ran alone
+    return delta
+
+
 def _quarters(values: Sequence[float]) -> tuple[float, float]:
     """Means of the first and last quarter (at least one sample each)."""
     size = max(1, len(values) // 4)
@@ -237,8 +263,11 @@ def run_load(
     tolerance_mb: float | None = None,
     request_timeout: float = 120.0,
     scratch: Path | None = None,
+    max_batch: int | None = None,
 ) -> LoadReport:
     """Serve ``model`` in a subprocess and drive it with ``clients`` threads for ``seconds``.
+
+    ``max_batch`` is passed to ``sketchmind serve --max-batch`` (1: one request at a time; None: its default).
 
     ``warmup`` (default: a fifth of the run, at most 10 s) is left out of the RSS trend: allocator pools and
     caches fill then. ``tolerance_mb`` (default: 16 MiB or 5% of the post-warm-up RSS, the larger) is how
@@ -251,10 +280,11 @@ def run_load(
         if scratch is None:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="load-serve-")))
         chosen = model or default_model(scratch)
-        process, url = stack.enter_context(serving(chosen, scratch))
+        process, url = stack.enter_context(serving(chosen, scratch, max_batch=max_batch))
         body = chat_request(max_tokens)
         with httpx.Client(base_url=url, timeout=request_timeout) as client:  # first request: lazy imports, caches
             client.post("/chat/completions", json=body).raise_for_status()
+        before = batch_stats(url)
         tally, samples, stop = _Tally(), [], threading.Event()
         origin = time.monotonic()
         sampler = threading.Thread(target=_sampler, args=(process.pid, stop, samples, origin), daemon=True)
@@ -271,7 +301,10 @@ def run_load(
         elapsed = time.monotonic() - origin
         stop.set()
         sampler.join()
-    return _report(clients, elapsed, chosen, max_tokens, tally, samples, warm, tolerance_mb)
+        batching = _stats_since(before, batch_stats(url))
+    report = _report(clients, elapsed, chosen, max_tokens, tally, samples, warm, tolerance_mb)
+    report.max_batch, report.batching = max_batch, batching
+    return report
 
 
 def _report(
@@ -365,6 +398,37 @@ def markdown(reports: Sequence[LoadReport]) -> str:
     return "\n".join(lines)
 
 
+RATIO_TARGET = 3.0  # issue 18: throughput at 16 clients, batched over one at a time
+
+
+def comparison(batched: LoadReport, alone: LoadReport) -> dict[str, Any]:
+    """Batched against one-at-a-time serving at the same client count: the throughput ratio and both p99s."""
+    ratio = batched.throughput / alone.throughput if alone.throughput else float("inf")
+    return {
+        "clients": batched.clients,
+        "throughput_batched": batched.throughput,
+        "throughput_one_at_a_time": alone.throughput,
+        "ratio": ratio,
+        "target": RATIO_TARGET,
+        "met": ratio >= RATIO_TARGET,
+        "p99_batched": batched.latency_p99,
+        "p99_one_at_a_time": alone.latency_p99,
+        "mean_batch": batched.batching.get("mean_requests", 0.0),
+    }
+
+
+def comparison_line(c: dict[str, Any]) -> str:
+    """``comparison`` in one line."""
+    verdict = "met" if c["met"] else "MISSED"
+    return (
+        f"batching at {c['clients']} clients: {c['throughput_batched']:.2f} req/s vs "
+        f"{c['throughput_one_at_a_time']:.2f} req/s one at a time = {c['ratio']:.2f}x "
+        f"(target >= {c['target']:g}x: {verdict}); p99 latency "
+        f"{c['p99_batched'] * 1000:.0f} ms batched vs {c['p99_one_at_a_time'] * 1000:.0f} ms one at a time; "
+        f"{c['mean_batch']:.1f} requests per batch"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--clients", type=int, nargs="+", default=[4], help="concurrent clients (one run each)")
@@ -372,6 +436,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint to serve (default: the shipped tiny draw policy)")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of every request")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON lines instead of tables")
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the largest client count once more, one request at a time, and print the batching ratio",
+    )
     parser.add_argument("--write", type=Path, metavar="PAGE", help="replace the load table in this file")
     args = parser.parse_args(argv)
     reports = []
@@ -380,6 +450,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         reports.append(report)
         if args.json:
             print(json.dumps({k: v for k, v in report.as_dict().items() if k != "rss_samples"}), flush=True)
+    baseline, compared = None, {}
+    if args.baseline:  # the same load on a server that answers one request at a time (as before batching)
+        batched = max(reports, key=lambda r: r.clients)
+        baseline = run_load(batched.clients, args.seconds, model=args.model, max_tokens=args.max_tokens, max_batch=1)
+        compared = comparison(batched, baseline)
+        if args.json:
+            print(json.dumps({"comparison": compared}), flush=True)
     if not args.json:
         from rich.console import Console
         from rich.table import Table
@@ -392,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         Console(width=None if sys.stdout.isatty() else 160).print(table)
         print()
         print(markdown(reports))
+        if baseline is not None:
+            print(f"\none at a time (--max-batch 1), for the ratio:\n{markdown([baseline])}\n")
+            print(comparison_line(compared))
     if args.write:
         from sketchmind.files import replace_marked_block
 
@@ -401,7 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if not replace_marked_block(args.write, BLOCK, f"{markdown(reports)}\n\n{note}"):
             raise SystemExit(f"{args.write}: no <!-- {BLOCK} --> block to replace")
-    return 0 if all(r.error_count == 0 and r.no_growth for r in reports) else 1
+    checked = [*reports, *([baseline] if baseline else [])]
+    return 0 if all(r.error_count == 0 and r.no_growth for r in checked) else 1
 
 
 if __name__ == "__main__":
