@@ -75,6 +75,17 @@ def test_generate_and_solve_with_the_expert(client: Client) -> None:
     assert trace["answer"] == puzzle.answer and trace["meta"]["correct"] is True
     pngs = [n for n in names if n.endswith(".png")]
     assert len(pngs) == len(trace["views"]) >= 2
+    assert Path(out[TRACE_ZIP]).name == "sketchmind-trace-maze-L1-0-seed0-draw.zip"  # says what it holds
+
+
+def test_each_view_has_its_caption_above_it_not_over_it(client: Client) -> None:
+    image, question = generate_maze(client)
+    out = client.predict(handle_file(image), question, "expert", "draw", False, api_name="/solve")
+    shown = [m["content"] for m in out[CHAT] if any(part.get("component") == "image" for part in m["content"])]
+    assert len(shown) >= 2
+    for caption, picture in shown:  # the caption is a line of text before the view...
+        assert caption["type"] == "text" and caption["text"].startswith("view ") and "(312x312)" in caption["text"]
+        assert not picture["props"].get("label")  # ...and not the image's label, which the chat draws over it
 
 
 def test_bad_uploads_give_one_line(client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,6 +152,74 @@ def test_step_by_step_edit_and_add_a_mark(client: Client) -> None:
 
     out = client.predict(api_name="/accept")  # the run is over: nothing waits
     assert "Nothing is waiting" in out[STATUS]
+
+
+def photo(tmp_path: Path, name: str = "holiday photo.png") -> str:
+    """An uploaded image that is not a generated puzzle."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    path = tmp_path / name
+    Image.fromarray(pixels, "RGB").save(path)
+    return str(path)
+
+
+def test_an_upload_with_the_shipped_policy_says_it_is_a_grid_puzzle_specialist(client: Client, tmp_path: Path) -> None:
+    upload = handle_file(photo(tmp_path))
+    note = client.predict(upload, "default", api_name="/model_note")
+    assert "grid-puzzle specialist" in note
+    assert "checkpoint" in note and "openai:NAME" in note and "OPENAI_BASE_URL" in note  # how to use a general VLM
+    assert "grid-puzzle specialist" in client.predict(upload, "sketchmind-tiny", api_name="/model_note")
+    assert "only plays generated puzzles" in client.predict(upload, "expert", api_name="/model_note")
+    assert client.predict(upload, "openai:some-vlm", api_name="/model_note") == ""  # a general model: no note
+
+    image, _ = generate_maze(client)  # the shipped policy's own kind of image: no note
+    assert client.predict(handle_file(image), "default", api_name="/model_note") == ""
+
+
+def test_a_run_on_an_upload_with_the_shipped_policy_carries_the_note(client: Client, tmp_path: Path) -> None:
+    """The note stays in the chat while the run goes on (the run is cancelled once it shows: the tiny
+    policy takes minutes on a CPU and its answer to a random image does not matter here)."""
+    import time
+
+    job = client.submit(handle_file(photo(tmp_path)), "What is this?", "default", "draw", True, api_name="/solve")
+    try:
+        deadline, chat = time.monotonic() + 120, []
+        while time.monotonic() < deadline and not any(
+            (m.get("metadata") or {}).get("title") == "ⓘ About this model" for m in chat
+        ):
+            assert not (job.done() and not job.outputs()), "the solve ended without output"
+            chat = job.outputs()[-1][CHAT] if job.outputs() else []
+            time.sleep(0.2)
+    finally:
+        job.cancel()
+    notes = [m for m in chat if (m.get("metadata") or {}).get("title") == "ⓘ About this model"]
+    assert len(notes) == 1 and "grid-puzzle specialist" in notes[0]["content"][0]["text"]
+    assert chat.index(notes[0]) == 1  # right after the question
+
+
+def test_a_refused_solve_keeps_the_previous_run(client: Client, tmp_path: Path) -> None:
+    image, question = generate_maze(client)
+    done = client.predict(handle_file(image), question, "expert", "draw", False, api_name="/solve")
+    assert done[ANSWER] == "2"
+    for args, reason in [
+        ((handle_file(image), question, "expert", "latent"), "latent"),  # a mode the model lacks
+        ((handle_file(image), question, "/no/such/checkpoint", "draw"), "Could not load model"),
+        ((handle_file(photo(tmp_path)), "What is this?", "expert", "draw"), "only plays generated puzzles"),
+        ((handle_file(image), " ", "expert", "draw"), "Type a question"),
+    ]:
+        out = client.predict(*args, False, api_name="/solve")
+        assert reason in out[STATUS] and out[STATUS].startswith("⚠")
+        assert out[CHAT] == done[CHAT] and out[ANSWER] == "2" and len(out[GALLERY]) == len(done[GALLERY])
+        assert out[TRACE_ZIP] is not None and Path(out[TRACE_ZIP]).name == Path(done[TRACE_ZIP]).name
+
+
+def test_an_uploaded_image_names_its_trace_download() -> None:
+    from sketchmind.demo.session import archive_name
+
+    assert archive_name(None, "/tmp/gradio/x/holiday photo.png", "draw") == "sketchmind-trace-holiday-photo-draw.zip"
+    assert archive_name(None, "../../..", "text") == "sketchmind-trace-upload-text.zip"
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ Endpoints (``api_name``), for ``gradio_client`` as well as the page:
 
 - ``/generate`` (family, level, seed) -> image, question, status: make a puzzle and show it.
 - ``/check_image`` (image) -> image, status: refuse a corrupt or oversized upload with one line.
+- ``/model_note`` (image, model) -> note: what to know before running the model on this image (the
+  shipped policy on an upload: it is a grid-puzzle specialist, and how to pick a general VLM).
 - ``/solve`` (image, question, model, mode, step_by_step) -> chat, gallery, answer, status, trace zip,
   pending calls, pause panel: stream a run; in step-by-step mode it stops at the first pause.
 - ``/accept`` () -> the same outputs: continue a paused run with the model's calls.
@@ -29,11 +31,13 @@ from sketchmind.demo.limits import MAX_QUESTION_CHARS, DemoInputError, check_que
 from sketchmind.demo.models import (
     CUSTOM_HINT,
     EXPERT,
+    NOTE_TITLE,
     default_model_value,
     load_cached,
     model_choices,
     modes_for,
     policy_spec,
+    upload_note,
 )
 from sketchmind.demo.session import ActiveRun, DemoSession
 from sketchmind.models.base import Policy
@@ -48,6 +52,40 @@ INTRO = (
     "every step. Tick **step by step** to check, edit or add to each drawing before it is made."
 )
 DEFAULT_FAMILY = "maze"
+MODE_HELP: dict[str, str] = {
+    "draw": "**draw**: the model marks the image with tools (boxes, lines, paths, zooms) and looks at each "
+    "drawing before it answers.",
+    "text": "**text**: plain step-by-step reasoning in words, no tools and no drawing (the baseline).",
+    "latent": "**latent**: the model imagines its drawings as hidden latent tokens instead of rendering them: "
+    "one turn, nothing drawn.",
+    "auto": "**auto**: draws while it can, then imagines in latent tokens once the image budget is spent or a "
+    "drawing fails.",
+}
+FAMILY_HELP: dict[str, str] = {
+    "frozenlake": "**frozenlake**: a frozen lake seen from above: plan the moves (L, R, U, D) that take the "
+    "player to the goal without falling into a hole.",
+    "frozenlake-classic": "**frozenlake-classic**: the same lake puzzle in the classic game's look (an elf, a "
+    "present, ice holes).",
+    "maze": "**maze**: a wall maze from S to G: count the turns of the shortest path, or list its moves.",
+    "pathtrace": "**pathtrace**: tangled lines from lettered starts to numbered ends: follow one line to the end "
+    "it reaches.",
+    "needle": "**needle**: one tiny object hidden in a large, busy image: find it and read its colour or number.",
+}
+# After each run event: once the views have loaded (they change the chat's height), scroll the chat to its
+# last message (the answer, or the pause) and bring that message into sight on the page. gradio's own
+# autoscroll gives up once the visitor has scrolled the chat, e.g. to look back at an earlier view.
+SCROLL_TO_END = """
+async () => {
+  const wait = (ms) => new Promise((done) => setTimeout(done, ms));
+  await wait(50);
+  const box = document.querySelector("#chat .bubble-wrap");
+  if (!box) return;
+  for (let i = 0; i < 50 && [...box.querySelectorAll("img")].some((img) => !img.complete); i++) await wait(100);
+  box.scrollTop = box.scrollHeight;
+  const last = [...box.querySelectorAll(".message")].pop();
+  if (last) last.scrollIntoView({ block: "nearest" });
+}
+"""
 Outputs = tuple[Any, ...]  # chat, gallery, answer, status, trace zip, pending JSON, pause hint, pause panel
 PENDING = 5  # the index of the pending JSON in ``Outputs``
 
@@ -129,6 +167,18 @@ def generate(family: str, level: float | None, seed: float | None, session: Demo
     return str(made.path), puzzle.question, f"Generated {puzzle.id} (seed {made.seed}). Click **Solve**."
 
 
+def model_note(image: Mapping[str, Any] | None, model: str, session: DemoSession) -> str:
+    """A note on the model for the image shown: the shipped policy on an upload is a grid-puzzle specialist."""
+    try:
+        pixels = read_upload(image)
+    except DemoInputError:
+        return ""
+    if pixels is None or (session.puzzle is not None and session.puzzle.matches(pixels)):
+        return ""
+    note = upload_note(model)
+    return f"{NOTE_TITLE}: {note}" if note else ""
+
+
 def check_image(image: Mapping[str, Any] | None, session: DemoSession) -> tuple[Any, str]:
     """Check an upload as soon as it arrives: a corrupt or oversized image is cleared with one line."""
     try:
@@ -154,11 +204,19 @@ def solve(
     if mode not in MODES:
         raise DemoInputError(f"Unknown mode {mode!r}; use one of {', '.join(MODES)}.")
     chosen: Mode = mode
-    session.close_run()
-    yield _screen(session, f"⚙ Loading {model}…")
+    # The earlier run stays on the page until this one starts: a refused solve leaves it as it was.
+    loading = _screen(session, f"⚙ Loading {model}…")
+    yield (*loading[:PENDING], gr.skip(), "", gr.Column(visible=False))
     policy = _policy_for(model, chosen)
+    source = image.get("orig_name") if isinstance(image, Mapping) else None
     run = session.new_run(
-        policy, model=model, mode=chosen, question=text, pixels=pixels, step_by_step=bool(step_by_step)
+        policy,
+        model=model,
+        mode=chosen,
+        question=text,
+        pixels=pixels,
+        step_by_step=bool(step_by_step),
+        source=str(source) if source else None,
     )
     yield _screen(session)
     for _ in run.start(pixels):
@@ -218,6 +276,16 @@ def on_model(model: str, mode: str) -> Any:
     return gr.Radio(choices=list(modes), value=mode if mode in modes else "draw")
 
 
+def mode_help(mode: str) -> str:
+    """The one-line explanation of a mode."""
+    return MODE_HELP.get(mode, "")
+
+
+def family_help(family: str) -> str:
+    """The one-line explanation of a puzzle family."""
+    return FAMILY_HELP.get(family, "")
+
+
 # ---------------------------------------------------------------------- layout
 
 
@@ -249,10 +317,12 @@ def build_app(*, default_model: str | None = None) -> gr.Blocks:
                     height=340,
                     elem_id="input-image",
                 )
+                note = gr.Markdown(elem_id="model-note")
                 with gr.Accordion("Generate a puzzle", open=True):
                     with gr.Row():
                         family = gr.Dropdown(list(FAMILY_NAMES), value=DEFAULT_FAMILY, label="Family", min_width=140)
                         level = gr.Slider(levels[0], levels[-1], value=levels[0], step=1, label="Level")
+                    family_line = gr.Markdown(family_help(DEFAULT_FAMILY), elem_id="family-help")
                     with gr.Row():
                         seed = gr.Number(0, precision=0, minimum=0, label="Seed", min_width=100)
                         generate_button = gr.Button("⚄ Generate", elem_id="generate")
@@ -267,6 +337,7 @@ def build_app(*, default_model: str | None = None) -> gr.Blocks:
                     step_by_step = gr.Checkbox(
                         False, label="Step by step: pause before each drawing to check, edit or add marks", scale=2
                     )
+                mode_line = gr.Markdown(mode_help("draw"), elem_id="mode-help")
                 solve_button = gr.Button("✏ Solve", variant="primary", elem_id="solve")
                 status = gr.Markdown(elem_id="status")
             with gr.Column(scale=3, min_width=420):
@@ -283,11 +354,11 @@ def build_app(*, default_model: str | None = None) -> gr.Blocks:
                         mark_label = gr.Textbox("mine", label="Label", min_width=80)
                         mark_button = gr.Button("✍ Add my mark", elem_id="add-mark")
                 answer = gr.Textbox(label="Answer", interactive=False, elem_id="answer")
-        with gr.Row():
-            gallery = gr.Gallery(
-                label="All views", columns=7, height=200, object_fit="contain", elem_id="gallery", scale=4
-            )
-            trace_file = gr.File(label="Trace (trace.json + views/*.png)", elem_id="trace-file", scale=1)
+                trace_file = gr.File(label="Trace (trace.json + views/*.png)", elem_id="trace-file", height=120)
+        # fit_columns=False: a lone view keeps a thumbnail's width (else it fills the row as a huge crop).
+        gallery = gr.Gallery(
+            label="All views", columns=7, height=220, object_fit="contain", fit_columns=False, elem_id="gallery"
+        )
 
         outputs = [chat, gallery, answer, status, trace_file, pending, hint, pause_panel]
         run_events: dict[str, Any] = {
@@ -297,21 +368,35 @@ def build_app(*, default_model: str | None = None) -> gr.Blocks:
             "concurrency_id": "model",
         }
         family.change(on_family, family, level, api_visibility="private")
+        family.change(family_help, family, family_line, api_visibility="private", show_progress="hidden")
         model.change(on_model, [model, mode], mode, api_visibility="private")
+        model.change(
+            model_note,
+            [image, model, session],
+            note,
+            preprocess=False,
+            api_name="note_on_model",
+            api_visibility="private",
+        )
+        mode.change(mode_help, mode, mode_line, api_visibility="private", show_progress="hidden")
         generate_button.click(generate, [family, level, seed, session], [image, question, status], api_name="generate")
         image.upload(check_image, [image, session], [image, status], api_name="check_image", preprocess=False)
+        # Any new image (an upload, a generated puzzle, none): the note on the model for it.
+        image.change(model_note, [image, model, session], note, api_name="model_note", preprocess=False)
         solve_button.click(
             solve,
             [image, question, model, mode, step_by_step, session],
             api_name="solve",
             preprocess=False,
             **run_events,
+        ).then(None, js=SCROLL_TO_END)
+        accept_button.click(accept, [session], api_name="accept", **run_events).then(None, js=SCROLL_TO_END)
+        apply_button.click(apply_edits, [pending, session], api_name="apply_edits", **run_events).then(
+            None, js=SCROLL_TO_END
         )
-        accept_button.click(accept, [session], api_name="accept", **run_events)
-        apply_button.click(apply_edits, [pending, session], api_name="apply_edits", **run_events)
         mark_button.click(
             add_mark, [mark_kind, mark_coordinates, mark_label, pending, session], api_name="add_mark", **run_events
-        )
+        ).then(None, js=SCROLL_TO_END)
     return app
 
 

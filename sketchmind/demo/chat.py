@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from sketchmind.demo.limits import one_line
+from sketchmind.demo.models import NOTE_TITLE, upload_note
 from sketchmind.demo.session import ActiveRun
 
 Message = dict[str, Any]
@@ -39,6 +40,8 @@ def _same(call: dict[str, Any], other: dict[str, Any]) -> bool:
 def chat_messages(run: ActiveRun) -> list[Message]:
     """The run as chat messages: question, thoughts, calls, views, errors, pause or answer."""
     messages: list[Message] = [{"role": "user", "content": run.question}]
+    if run.puzzle is None and (note := upload_note(run.model)):
+        messages.append({"role": "assistant", "content": note, "metadata": {"title": NOTE_TITLE}})
     canvas = run.canvas
     for step in run.steps:
         index = step["index"]
@@ -61,9 +64,11 @@ def chat_messages(run: ActiveRun) -> list[Message]:
             path = run.view_path(view_id)
             if canvas is None or view_id > len(canvas) or not path.exists():
                 continue
+            # The caption is a line of its own above the view: as the image's label (the chat shows any
+            # label, show_label or not) it would cover the top of a small view.
             caption = canvas[view_id].describe()
-            picture = gr.Image(str(path), label=caption, show_label=True, buttons=["download", "fullscreen"])
-            messages.append({"role": "assistant", "content": picture})
+            picture = gr.Image(str(path), show_label=False, buttons=["download", "fullscreen"])
+            messages.append({"role": "assistant", "content": [caption, picture]})
         for error in step.get("errors", []):
             messages.append(
                 {"role": "assistant", "content": error, "metadata": {"title": "⚠ error shown to the model"}}

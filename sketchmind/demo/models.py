@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 from sketchmind.agent import MODES, Mode
 from sketchmind.demo.limits import DemoInputError, one_line
-from sketchmind.models.default import DEFAULT_POLICY, ShippedPolicyMissing, resolve_model, shipped_policy
+from sketchmind.models.default import (
+    DEFAULT_POLICY,
+    ShippedPolicyMissing,
+    is_shipped,
+    resolve_model,
+    shipped_policy,
+)
 
 if TYPE_CHECKING:
     from sketchmind.models.base import Policy
@@ -20,6 +26,18 @@ DEFAULT = "default"  # the shipped policy: its draw or latent variant, by mode
 EXPERT = "expert"
 EXPERT_LABEL = "expert (generated puzzles only)"
 CUSTOM_HINT = "or type a checkpoint path / hub id, or openai:NAME (server from $OPENAI_BASE_URL)"
+
+NOTE_TITLE = "ⓘ About this model"
+SPECIALIST_NOTE = (
+    f"**{DEFAULT_POLICY} is a grid-puzzle specialist.** It is a 5 M-parameter model trained only on generated "
+    "grid puzzles (frozen lakes, mazes, line tracing, small targets), so on your own image its drawings and "
+    "answer mean little. For a general image, point the demo at a general vision-language model: type a local "
+    "checkpoint folder or hub id (a Qwen2.5-VL or Qwen3-VL) in **Model**, or start the demo with "
+    "`sketchmind demo --model /path/to/checkpoint`; or, for a model behind an OpenAI-compatible server, type "
+    "`openai:NAME` and start the demo with `OPENAI_BASE_URL=http://HOST:PORT/v1` "
+    "(`sketchmind serve --model CHECKPOINT` is one such server)."
+)
+EXPERT_NOTE = "**The expert only plays generated puzzles:** click *Generate*, or pick another model for this image."
 
 _POLICIES: dict[str, Policy] = {}
 _LOADING = threading.Lock()
@@ -36,6 +54,21 @@ def model_choices() -> list[tuple[str, str]]:
 def default_model_value() -> str:
     """The dropdown's initial value: the shipped policy if there is one, else the expert."""
     return DEFAULT if shipped_policy("draw") is not None else EXPERT
+
+
+def is_default(model: str | None) -> bool:
+    """Whether a dropdown value runs the shipped policy (its entry, its name, or its folder typed in)."""
+    value = (model or "").strip()
+    return bool(value) and (value in (DEFAULT, DEFAULT_POLICY) or is_shipped(value))
+
+
+def upload_note(model: str | None) -> str:
+    """What to know before running ``model`` on an uploaded image (not a generated puzzle); "" if nothing."""
+    if is_default(model):
+        return SPECIALIST_NOTE
+    if (model or "").strip() == EXPERT:
+        return EXPERT_NOTE
+    return ""
 
 
 def modes_for(model: str | None) -> list[Mode]:

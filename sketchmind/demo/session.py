@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import copy
 import io
+import re
 import shutil
 import tempfile
 import threading
@@ -38,6 +39,7 @@ from sketchmind.trace import TRACE_FILE, VIEWS_DIR, Trace, view_filename
 MAX_SEED = 2**32 - 1
 _PROCESS_FOLDER: list[Path] = []  # one temporary folder per process, holding every session's; gone at exit
 _PROCESS_LOCK = threading.Lock()
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")  # characters a download name drops
 MODEL_TURNS = 10  # turn budget for neural models; the expert gets as many as its trajectory has
 
 
@@ -86,6 +88,7 @@ class ActiveRun:
     failure: str | None = None  # why the run stopped without a trace (an unexpected error)
     trace: Trace | None = None
     archive: Path | None = None
+    download_name: str = "sketchmind-trace.zip"  # the zip's file name, as the visitor downloads it
 
     @property
     def paused(self) -> bool:
@@ -212,7 +215,9 @@ class ActiveRun:
             )
         self.trace = trace
         trace.save(self.directory, self.canvas)
-        self.archive = self.directory.with_suffix(".zip")
+        # A folder per run keeps the readable name unique; gradio serves the file under its own name.
+        self.archive = self.directory.parent / "zips" / self.run_id / self.download_name
+        self.archive.parent.mkdir(parents=True, exist_ok=True)
         packed = io.BytesIO()  # built in memory, then written atomically: a download is never half a zip
         with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.write(self.directory / TRACE_FILE, f"{self.run_id}/{TRACE_FILE}")
@@ -220,6 +225,16 @@ class ActiveRun:
                 archive.write(png, f"{self.run_id}/{VIEWS_DIR}/{png.name}")
         write_atomic(self.archive, packed.getvalue())
         self.policy.release(self.run_id)
+
+
+def archive_name(puzzle: GeneratedPuzzle | None, source: str | None, mode: str) -> str:
+    """The trace zip's file name: what was solved and how, e.g. ``sketchmind-trace-maze-L1-0-seed0-draw.zip``."""
+    if puzzle is not None:
+        what = f"{puzzle.puzzle.id}-seed{puzzle.seed}"
+    else:
+        stem = _UNSAFE_NAME.sub("-", Path(source or "").stem).strip("-.")[:40]
+        what = stem or "upload"
+    return f"sketchmind-trace-{what}-{mode}.zip"
 
 
 @dataclass
@@ -271,9 +286,13 @@ class DemoSession:
         question: str,
         pixels: np.ndarray | None,
         step_by_step: bool,
+        source: str | None = None,
     ) -> ActiveRun:
-        """Set up a run (replacing any earlier one); ``DemoInputError`` for a mode the model cannot run."""
-        self.close_run()
+        """Set up a run, replacing any earlier one; ``DemoInputError`` for a mode the model cannot run.
+
+        A refused run leaves the earlier one as it was (on the page too). ``source`` names the image (an
+        upload's file name) in the trace download's name.
+        """
         puzzle = self.puzzle if self.puzzle is not None and self.puzzle.matches(pixels) else None
         run_id = f"{puzzle.puzzle.id}-{uuid.uuid4().hex[:6]}" if puzzle else uuid.uuid4().hex[:12]
         turns = MODEL_TURNS
@@ -298,7 +317,9 @@ class DemoSession:
         except ValueError as error:  # a mode the policy does not support
             policy.release(run_id)
             raise DemoInputError(str(error)) from None
+        self.close_run()
         self.run = ActiveRun(agent, policy, run_id, question, model, directory, puzzle, step_by_step)
+        self.run.download_name = archive_name(puzzle, source, mode)
         return self.run
 
     def close_run(self) -> None:
