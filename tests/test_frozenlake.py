@@ -22,7 +22,7 @@ from sketchmind.tasks.frozenlake import (
     simulate,
     solve,
 )
-from sketchmind.tasks.frozenlake_render import STYLES, color_jitter, jpeg, render
+from sketchmind.tasks.frozenlake_render import MIN_CELL, STYLES, color_jitter, jpeg, render
 
 # 3x3: player top-left, hole right of it, goal bottom-right.
 SMALL = ["@#_", "___", "__*"]
@@ -224,7 +224,7 @@ def test_augmentations_apply_and_are_recorded() -> None:
     for level in (3, 8):
         puzzle = family.generate(np.random.default_rng(level), level)
         augment = puzzle.meta["augment"]
-        assert 32 <= augment["cell"] <= 512 // level and puzzle.meta["cell"] == [augment["cell"]] * 2
+        assert MIN_CELL <= augment["cell"] <= 512 // level and puzzle.meta["cell"] == [augment["cell"]] * 2
         assert 60 <= augment["jpeg"] <= 95
         assert set(augment["jitter"]) == {"brightness", "contrast", "saturation", "hue"}
         plain = render(Lake.from_truth(puzzle.truth).desc(), "classic", augment["cell"])

@@ -28,6 +28,9 @@ Style = Literal["classic", "gymnasium", "vector"]
 STYLES: tuple[Style, ...] = ("classic", "gymnasium", "vector")
 NATIVE_CELL = 64  # gym and gymnasium draw 64 px cells up to 8x8 (window = min(64 * n, 512))
 MAX_SIDE = 512
+# The smallest augmented cell: two of Qwen's 28-px merged image tokens a side. Smaller cells put parts of
+# two cells in most tokens, and a small policy then cannot read the map (docs/perception.md).
+MIN_CELL = 56
 ASSETS = Path(__file__).parent / "assets" / "frozenlake"
 GRID_LINE = (180, 200, 230)  # gym's and gymnasium's 1 px cell outline
 
@@ -250,7 +253,7 @@ def sample_augment(rng: np.random.Generator, size: int, probability: float = 0.3
     Every draw is made whether or not it applies, so later draws do not shift with the outcome.
     """
     apply = rng.random(3) < probability
-    cell = int(rng.integers(32, min(MAX_SIDE // size, 128) + 1))
+    cell = int(rng.integers(MIN_CELL, min(MAX_SIDE // size, 128) + 1))
     factors = rng.uniform(0.8, 1.2, size=3)
     hue = float(rng.uniform(-10, 10))
     quality = int(rng.integers(60, 96))
