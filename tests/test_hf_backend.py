@@ -39,7 +39,10 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def policies(paths: dict[str, Path]) -> dict[str, HFPolicy]:
     from sketchmind.models.hf import HFPolicy
 
-    return {family: HFPolicy(path) for family, path in paths.items()}
+    policies = {family: HFPolicy(path) for family, path in paths.items()}
+    for policy in policies.values():  # fresh conversations here are full-prefill references (shared prefixes:
+        policy.prefix_cache = 0  # tests/test_prefix_reuse.py)
+    return policies
 
 
 def images(n: int = 6) -> dict[int, np.ndarray]:

@@ -21,6 +21,15 @@ and shifted by the conversation's next position (M-RoPE positions are shift-equi
 mark sits on a text token, never inside an image), so cached and full-prefill positions agree. Other
 models (Idefics3, Llama-style text) get 1-D positions.
 
+**Shared-prefix reuse across conversations.** Requests from different conversations usually share their
+first tokens: the system prompt with the tool specs, which is most of an agent's first turn. As vLLM's
+automatic prefix caching does, the backend keeps the KV of that prefix (the leading system messages as the
+chat template renders them, keyed by their text; at most ``PREFIX_CACHE`` of them, least recently used
+dropped) and a conversation with no longer cached state of its own starts from it, prefilling only the rest.
+The prefix is computed by one forward of its tokens the first time it is seen (those tokens count in that
+turn's ``tokens_in``), and used only when the full rendering tokenizes as the prefix's ids followed by the
+rest's (no token straddles the boundary), so a cached prefix never changes the prompt the model reads.
+
 **Batched lockstep.** ``generate_batch`` runs many conversations per forward: the cached KV of each row
 is left-padded to a common length, the new tokens are left-padded after it, an attention mask hides
 both paddings, and each row has its own positions. Rows stop independently and leave the batch as
@@ -36,6 +45,7 @@ so ``import sketchmind`` stays light.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +99,9 @@ class _State:
     kv_len: int  # <= len(ids): the last sampled token is never forwarded
 
 
+PREFIX_CACHE = 4  # shared prefixes (e.g. system prompts) whose KV is kept, least recently used dropped first
+PREFIX_MIN_TOKENS = 16  # shorter shared prefixes are not worth a cache entry
+
 COORDS_KEY = "sketchmind_coords"  # config.json key: the coordinate convention a checkpoint was trained on
 
 
@@ -109,6 +122,7 @@ class Plan:
     next_position: int
     per_token: dict[str, torch.Tensor]  # extra (1, len(new_ids)) inputs, e.g. token_type_ids
     pixels: dict[str, torch.Tensor]  # processor outputs for the new images only
+    warmed: int = 0  # tokens prefilled for this plan outside the batch (a shared prefix seen the first time)
 
 
 @dataclass
@@ -164,8 +178,11 @@ class HFPolicy(Policy):
     ``HF_HUB_OFFLINE`` a model that is not on disk or in the hub cache raises ``BackendError``).
     ``device`` defaults to cuda, then mps, then cpu; ``dtype`` to bfloat16 on cuda (float16 where bf16
     is unsupported), float16 on mps, float32 on cpu. ``max_pixels`` downscales larger images (keeping
-    their aspect ratio) before the processor sees them.
+    their aspect ratio) before the processor sees them. ``prefix_cache`` is how many shared prefixes
+    (system prompts) keep their KV for other conversations (0: no shared-prefix reuse).
     """
+
+    prefix_cache: int = PREFIX_CACHE
 
     def __init__(
         self,
@@ -218,6 +235,7 @@ class HFPolicy(Policy):
         self._embed: Any = self._model.get_input_embeddings()
         self._head: Any = self._model.get_output_embeddings()
         self._states: dict[str, _State] = {}
+        self._prefixes: OrderedDict[str, _State] = OrderedDict()  # shared-prefix text -> its state, LRU last
         self._on_text: Callable[[str], None] | None = None  # set by generate_stream for one call
 
     # ------------------------------------------------------------------------------------ public API
@@ -251,7 +269,7 @@ class HFPolicy(Policy):
             raise ValueError(f"max_new_tokens must be at least 1, got {sampling.max_new_tokens}")
         try:
             with torch.inference_mode():
-                plans = [self._plan(conversation) for conversation in conversations]
+                plans = [self._plan(conversation, shared=True) for conversation in conversations]
                 return self._run(plans, sampling)
         except BackendError:
             self._drop(conversations)
@@ -368,13 +386,24 @@ class HFPolicy(Policy):
 
         return fit_pixels(array, self.max_pixels)
 
-    def _plan(self, conversation: Conversation) -> Plan:
-        """Render the conversation, find what the cache already holds, and encode only the rest."""
+    def _plan(self, conversation: Conversation, shared: bool = False) -> Plan:
+        """Render the conversation, find what the cache already holds, and encode only the rest.
+
+        With ``shared``, a cached shared prefix (the leading system messages) is reused when the
+        conversation's own state holds less of the prompt; it is computed first if it is not cached yet.
+        """
         import torch
 
         text, arrays = self._render(conversation)
         state = self._states.get(conversation.id) if self._reuse else None
         mark, marks = self._match(state, text, arrays) if state else (None, [])
+        warmed = 0
+        if shared and self._reuse and self.prefix_cache > 0:
+            prefix, warmed = self._shared_prefix(conversation, text)
+            if prefix is not None and (mark is None or mark.tokens < prefix.marks[-1].tokens):
+                state, mark, marks = prefix, prefix.marks[-1], list(prefix.marks)
+            else:
+                warmed = 0
         kept: list[int] = state.ids[: mark.tokens] if state and mark else []
         suffix_text = text[mark.chars :] if mark else text
         kv_len = min(state.kv_len, mark.tokens) if state and mark else 0
@@ -433,7 +462,79 @@ class HFPolicy(Policy):
             next_position=next_position,
             per_token=per_token,
             pixels=pixels,
+            warmed=warmed,
         )
+
+    def _shared_prefix(self, conversation: Conversation, text: str) -> tuple[_State | None, int]:
+        """The cached state of the conversation's shared prefix and how many tokens computing it just took.
+
+        The shared prefix is the leading system messages as the chat template renders them (with the
+        request's tools). None when there is none, it holds an image, it is too short, or the rendering
+        does not tokenize as its ids followed by the rest's (then reusing it could change the prompt).
+        """
+        from sketchmind.models.chat import template_messages
+
+        lead = 0
+        while lead < len(conversation.messages) and conversation.messages[lead].get("role") == "system":
+            lead += 1
+        if lead == 0 or lead == len(conversation.messages):
+            return None, 0
+        try:
+            messages, counts = template_messages(conversation.messages[:lead])
+        except ValueError:
+            return None, 0
+        if any(counts):
+            return None, 0
+        renderer = self._processor if getattr(self._processor, "chat_template", None) else self._tok
+        tools = list(conversation.tools) if conversation.tools else None
+        prefix = renderer.apply_chat_template(messages, tools=tools, add_generation_prompt=False, tokenize=False)
+        if not isinstance(prefix, str) or not prefix or len(prefix) >= len(text) or not text.startswith(prefix):
+            return None, 0
+        ids: list[int] = self._tok(prefix, add_special_tokens=False)["input_ids"]
+        rest: list[int] = self._tok(text[len(prefix) :], add_special_tokens=False)["input_ids"]
+        if len(ids) < PREFIX_MIN_TOKENS or self._tok(text, add_special_tokens=False)["input_ids"] != ids + rest:
+            return None, 0
+        state = self._prefixes.get(prefix)
+        if state is not None and state.ids == ids:
+            self._prefixes.move_to_end(prefix)
+            return state, 0
+        config = self._model.config
+        media = {getattr(config, key, None) for key in ("image_token_id", "video_token_id")} - {None}
+        if media & set(ids):
+            return None, 0
+        state = _State(
+            ids=ids,
+            text=prefix,
+            arrays=[],
+            marks=[_Mark(len(ids), len(prefix), 0, len(ids))],
+            kv=self._prefill_alone(ids),
+            kv_len=len(ids),
+        )
+        self._prefixes[prefix] = state
+        while len(self._prefixes) > self.prefix_cache:
+            self._prefixes.popitem(last=False)
+        return state, len(ids)
+
+    def _prefill_alone(self, ids: list[int]) -> KV:
+        """The KV of ``ids`` (text tokens at positions 0..n-1) from one forward of them alone."""
+        import torch
+
+        from sketchmind.models import hf_cache
+
+        n = len(ids)
+        positions = torch.arange(n).view(1, n)
+        if self._rope_index is not None:  # text-only M-RoPE: the same position on all three axes
+            positions = positions.unsqueeze(0).expand(3, 1, n)
+        cache = hf_cache.padded_cache(self._model.config, [None], [0], n)
+        self._model(
+            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
+            attention_mask=torch.ones((1, n), dtype=torch.long, device=self.device),
+            position_ids=positions.to(self.device),
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_kw: cache},
+        )
+        return hf_cache.row_kv(cache, 0, [(0, n)])
 
     def _match(self, state: _State, text: str, arrays: list[np.ndarray]) -> tuple[_Mark | None, list[_Mark]]:
         """The longest mark of ``state`` that the new rendering extends, and the marks up to it."""
@@ -644,7 +745,7 @@ class HFPolicy(Policy):
             self._save(row, cache, b, cached, new, steps, text_ids, text)
         return Generation(
             text=text,
-            tokens_in=len(plan.new_ids),
+            tokens_in=len(plan.new_ids) + plan.warmed,
             tokens_out=len(row.ids),
             context=len(plan.prompt_ids) + len(row.ids),
             logprob=row.logprob,
