@@ -96,3 +96,25 @@ def test_the_comparison_is_the_throughput_ratio_beside_both_p99s() -> None:
     line = load_serve.comparison_line(compared)
     assert "= 4.00x (target >= 3x: met)" in line and "12.5 requests per batch" in line and "p99" in line
     assert not load_serve.comparison(alone, batched)["met"]
+
+
+def test_the_clients_send_distinct_agent_first_turns_that_share_the_system_prompt() -> None:
+    """Real clients send different prompts: every body in the pool is another puzzle (image and question), all
+    with the same system prompt (tool specs); concurrent requests never repeat one another; the pool is fixed."""
+    pool, warm = load_serve.request_pool(8, count=12)
+    encoded = [json.dumps(body, sort_keys=True) for body in [*pool, warm]]
+    assert len(set(encoded)) == 13  # the warm-up asks a puzzle of its own
+    assert len({body["messages"][1]["content"][1]["text"] for body in pool}) > 1  # different questions
+    assert len({body["messages"][1]["content"][0]["image_url"]["url"] for body in pool}) == 12  # and images
+    assert len({body["messages"][0]["content"] for body in pool}) == 1  # one system prompt, with the tools
+    assert '"name"' in pool[0]["messages"][0]["content"] or "draw" in pool[0]["messages"][0]["content"]
+    assert [json.dumps(b, sort_keys=True) for b in load_serve.request_pool(8, count=12)[0]] == encoded[:12]
+    for clients in (4, 5):
+        for request in range(3):  # one round: each client asks another puzzle
+            round_ = [load_serve.pick(pool, clients, c, request) for c in range(clients)]
+            assert len({id(body) for body in round_}) == clients
+
+
+def test_the_report_counts_the_prompt_tokens_prefilled(report: object) -> None:
+    assert isinstance(report, load_serve.LoadReport)
+    assert report.distinct_requests == load_serve.POOL and report.prompt_tokens_mean > 1

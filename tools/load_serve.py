@@ -1,9 +1,15 @@
 """Load test of ``sketchmind serve``: concurrent clients against a real server process, and its memory over time.
 
 Starts ``sketchmind serve`` as a subprocess on loopback (the shipped tiny draw policy, or a tiny random
-Qwen2.5-VL when this install has none), runs N client threads that each send realistic chat requests
-(the sketchmind system prompt with the tool specs, an image, a question) for a fixed time, and samples the
-server's RSS from ``/proc/PID/status`` every 0.5 s. Reports requests served, throughput, latency
+Qwen2.5-VL when this install has none), runs N client threads that each send realistic chat requests for a
+fixed time, and samples the server's RSS from ``/proc/PID/status`` every 0.5 s. Every request is an agent's
+first turn on a different puzzle: the sketchmind system prompt with the tool specs (the same for all, as
+real clients share it), then that puzzle's image and question, from a pool of ``POOL`` generated
+frozen-lake and maze puzzles of several levels and sizes. Client ``c``'s ``k``-th request asks puzzle
+``(c + k * clients) % POOL``: deterministic, never the same as another client's concurrent request, and
+repeated only after ``POOL`` requests, when the server no longer holds the earlier one's session (so the
+server's exact-message reuse never fires; its shared-prefix reuse of the system prompt does, as it would
+for real clients, in the baseline too). Reports requests served, throughput, latency
 percentiles, errors by kind, RSS start/end/max and the RSS growth from the first to the last quarter of
 the run after warm-up, with a "no growth" verdict within a tolerance, and how the server batched the requests
 (``GET /stats``). Unless ``--no-baseline``, the largest client count runs once more against a server that
@@ -40,8 +46,8 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MAZE = ROOT / "data" / "vsp-maze-examples" / "maps" / "level4" / "img" / "0.png"
-QUESTION = "Find a path from the start to the goal that avoids the holes. Draw it, then answer."
+POOL = 64  # distinct puzzles the clients cycle through (the server keeps 8 recent sessions)
+POOL_FAMILIES = (("frozenlake", (3, 4, 5, 6)), ("maze", (1, 2, 3, 4)))  # levels of each, interleaved
 SAMPLE_EVERY = 0.5  # seconds between RSS samples
 BLOCK = "bench:load"  # the block --write rewrites
 PAGE = "docs/reliability.md"  # the docs page that holds it (``make load`` writes there)
@@ -72,6 +78,8 @@ class LoadReport:
     no_growth: bool  # rss_growth_mb <= rss_tolerance_mb
     rss_samples: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (seconds, MiB), whole run
     max_batch: int | None = None  # the server's --max-batch (None: its default)
+    prompt_tokens_mean: float = 0.0  # usage.prompt_tokens per answered request: tokens prefilled, not cached
+    distinct_requests: int = 0  # distinct request bodies the clients cycled through
     batching: dict[str, float] = field(default_factory=dict)  # GET /stats over the measured run (warm-up excluded)
 
     @property
@@ -159,54 +167,89 @@ def serving(
 # ------------------------------------------------------------------------------------------ the clients
 
 
-def chat_request(max_tokens: int) -> dict[str, Any]:
-    """What an agent's first turn sends: the sketchmind system prompt with the tools, an image, a question."""
+def puzzles(count: int, seed: int = 0) -> list[Any]:
+    """``count`` generated puzzles (``sketchmind.tasks``), the families and levels of ``POOL_FAMILIES`` in turn."""
+    from sketchmind.tasks import get_family, puzzle_rng
+
+    kinds = [(name, level) for name, levels in POOL_FAMILIES for level in levels]
+    out = []
+    for i in range(count):
+        name, level = kinds[i % len(kinds)]
+        family, index = get_family(name), i // len(kinds)
+        out.append(family.generate(puzzle_rng(family.name, seed, level, index), level, index))
+    return out
+
+
+def chat_request(max_tokens: int, puzzle: Any) -> dict[str, Any]:
+    """What an agent's first turn on ``puzzle`` sends: the sketchmind system prompt with the tool specs (as
+    ``Agent`` writes it), then the puzzle's image and question."""
+    import cv2
+
     from sketchmind.protocols import get_protocol
     from sketchmind.tools import specs
 
-    if MAZE.is_file():
-        image = MAZE.read_bytes()
-    else:  # a source checkout without data/: a generated puzzle-sized image
-        import cv2
-
-        pixels = np.full((384, 384, 3), 240, np.uint8)
-        cv2.rectangle(pixels, (40, 40), (340, 340), (30, 30, 30), 3)
-        image = cv2.imencode(".png", pixels)[1].tobytes()
-    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    pixels = puzzle.image
+    png = cv2.imencode(".png", np.ascontiguousarray(pixels[:, :, ::-1]))[1].tobytes()  # RGB -> OpenCV's BGR
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
     protocol = get_protocol("sketchmind")
+    size = (int(pixels.shape[1]), int(pixels.shape[0]))
+    content: list[dict[str, Any]] = []
+    for part in protocol.first_message(puzzle.question, has_image=True)["content"]:
+        if part.get("type") == "image":
+            content.append({"type": "image_url", "image_url": {"url": url}})
+        else:
+            content.append({"type": "text", "text": part["text"]})
     return {
         "model": "load",
         "messages": [
-            {"role": "system", "content": protocol.system_prompt(specs())},
-            {
-                "role": "user",
-                "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": QUESTION}],
-            },
+            {"role": "system", "content": protocol.system_prompt(specs(), image_size=size)},
+            {"role": "user", "content": content},
         ],
         "max_tokens": max_tokens,
         "temperature": 0.7,
     }
 
 
+def request_pool(max_tokens: int, count: int = POOL) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``count`` distinct request bodies for the clients, and one more (another puzzle) for the warm-up."""
+    bodies = [chat_request(max_tokens, puzzle) for puzzle in puzzles(count + 1)]
+    return bodies[:count], bodies[count]
+
+
+def pick(pool: Sequence[dict[str, Any]], clients: int, client: int, request: int) -> dict[str, Any]:
+    """Client ``client``'s ``request``-th body: ``(client + request * clients) % len(pool)``."""
+    return pool[(client + request * clients) % len(pool)]
+
+
 @dataclass
 class _Tally:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: list[int] = field(default_factory=list)  # usage.prompt_tokens: what the server prefilled
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _client(url: str, body: dict[str, Any], until: float, tally: _Tally, timeout: float) -> None:
-    """One client: send the request again and again until ``until``, one at a time, on one keep-alive connection."""
+def _client(
+    url: str, pool: Sequence[dict[str, Any]], clients: int, index: int, until: float, tally: _Tally, timeout: float
+) -> None:
+    """Client ``index``: requests from ``pool`` (see ``pick``) until ``until``, one at a time, on one connection."""
     with httpx.Client(base_url=url, timeout=timeout) as client:
+        sent = 0
         while time.monotonic() < until:
+            body = pick(pool, clients, index, sent)
+            sent += 1
             started = time.perf_counter()
             kind: str | None = None
+            prompt = 0
             try:
                 response = client.post("/chat/completions", json=body)
                 if response.status_code != 200:
                     kind = f"http_{response.status_code}"
-                elif not response.json().get("choices"):
-                    kind = "bad_response"
+                else:
+                    reply = response.json()
+                    if not reply.get("choices"):
+                        kind = "bad_response"
+                    prompt = int((reply.get("usage") or {}).get("prompt_tokens") or 0)
             except httpx.HTTPError as error:
                 kind = type(error).__name__
             except ValueError:  # the body was not JSON
@@ -215,6 +258,7 @@ def _client(url: str, body: dict[str, Any], until: float, tally: _Tally, timeout
             with tally.lock:
                 if kind is None:
                     tally.latencies.append(elapsed)
+                    tally.prompt_tokens.append(prompt)
                 else:
                     tally.errors[kind] += 1
 
@@ -281,9 +325,9 @@ def run_load(
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="load-serve-")))
         chosen = model or default_model(scratch)
         process, url = stack.enter_context(serving(chosen, scratch, max_batch=max_batch))
-        body = chat_request(max_tokens)
+        pool, warm_body = request_pool(max_tokens)
         with httpx.Client(base_url=url, timeout=request_timeout) as client:  # first request: lazy imports, caches
-            client.post("/chat/completions", json=body).raise_for_status()
+            client.post("/chat/completions", json=warm_body).raise_for_status()
         before = batch_stats(url)
         tally, samples, stop = _Tally(), [], threading.Event()
         origin = time.monotonic()
@@ -291,8 +335,10 @@ def run_load(
         sampler.start()
         until = origin + seconds
         threads = [
-            threading.Thread(target=_client, args=(url, body, until, tally, request_timeout), daemon=True)
-            for _ in range(clients)
+            threading.Thread(
+                target=_client, args=(url, pool, clients, index, until, tally, request_timeout), daemon=True
+            )
+            for index in range(clients)
         ]
         for thread in threads:
             thread.start()
@@ -304,6 +350,8 @@ def run_load(
         batching = _stats_since(before, batch_stats(url))
     report = _report(clients, elapsed, chosen, max_tokens, tally, samples, warm, tolerance_mb)
     report.max_batch, report.batching = max_batch, batching
+    report.prompt_tokens_mean = statistics.fmean(tally.prompt_tokens) if tally.prompt_tokens else 0.0
+    report.distinct_requests = len(pool)
     return report
 
 
@@ -414,6 +462,9 @@ def comparison(batched: LoadReport, alone: LoadReport) -> dict[str, Any]:
         "p99_batched": batched.latency_p99,
         "p99_one_at_a_time": alone.latency_p99,
         "mean_batch": batched.batching.get("mean_requests", 0.0),
+        "distinct_requests": batched.distinct_requests,
+        "prompt_tokens_batched": batched.prompt_tokens_mean,
+        "prompt_tokens_one_at_a_time": alone.prompt_tokens_mean,
     }
 
 
@@ -425,7 +476,9 @@ def comparison_line(c: dict[str, Any]) -> str:
         f"{c['throughput_one_at_a_time']:.2f} req/s one at a time = {c['ratio']:.2f}x "
         f"(target >= {c['target']:g}x: {verdict}); p99 latency "
         f"{c['p99_batched'] * 1000:.0f} ms batched vs {c['p99_one_at_a_time'] * 1000:.0f} ms one at a time; "
-        f"{c['mean_batch']:.1f} requests per batch"
+        f"{c['mean_batch']:.1f} requests per batch; {c.get('distinct_requests', 0)} distinct requests, "
+        f"{c.get('prompt_tokens_batched', 0.0):.0f} vs {c.get('prompt_tokens_one_at_a_time', 0.0):.0f} "
+        "prompt tokens prefilled per request"
     )
 
 
@@ -477,8 +530,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         note = (
             f"`sketchmind serve` ({Path(reports[0].model).name} policy) on loopback, {args.seconds:g} s per run, "
-            f"max_tokens {args.max_tokens}; {time.strftime('%Y-%m-%d')}."
+            f"max_tokens {args.max_tokens}, {reports[0].distinct_requests} distinct requests cycled; "
+            f"{time.strftime('%Y-%m-%d')}."
         )
+        if baseline is not None:
+            note += (
+                f"\n\nThe same {baseline.clients} clients against a server that answers one request at a time "
+                f"(`--max-batch 1`), for the ratio:\n\n{markdown([baseline])}\n\n{comparison_line(compared)}."
+            )
         if not replace_marked_block(args.write, BLOCK, f"{markdown(reports)}\n\n{note}"):
             raise SystemExit(f"{args.write}: no <!-- {BLOCK} --> block to replace")
     checked = [*reports, *([baseline] if baseline else [])]
