@@ -320,22 +320,36 @@ def build_app(*, default_model: str | None = None) -> gr.Blocks:
                 note = gr.Markdown(elem_id="model-note")
                 with gr.Accordion("Generate a puzzle", open=True):
                     with gr.Row():
-                        family = gr.Dropdown(list(FAMILY_NAMES), value=DEFAULT_FAMILY, label="Family", min_width=140)
+                        family = gr.Dropdown(
+                            list(FAMILY_NAMES), value=DEFAULT_FAMILY, label="Family", min_width=140, elem_id="family"
+                        )
                         level = gr.Slider(levels[0], levels[-1], value=levels[0], step=1, label="Level")
                     family_line = gr.Markdown(family_help(DEFAULT_FAMILY), elem_id="family-help")
                     with gr.Row():
                         seed = gr.Number(0, precision=0, minimum=0, label="Seed", min_width=100)
                         generate_button = gr.Button("⚄ Generate", elem_id="generate")
                 question = gr.Textbox(
-                    label="Question", lines=3, max_length=MAX_QUESTION_CHARS, placeholder="Ask about the image…"
+                    label="Question",
+                    lines=3,
+                    max_length=MAX_QUESTION_CHARS,
+                    placeholder="Ask about the image…",
+                    elem_id="question",
                 )
                 model = gr.Dropdown(
-                    choices, value=initial_model, label="Model", info=CUSTOM_HINT, allow_custom_value=True
+                    choices,
+                    value=initial_model,
+                    label="Model",
+                    info=CUSTOM_HINT,
+                    allow_custom_value=True,
+                    elem_id="model",
                 )
                 with gr.Row(equal_height=True):
-                    mode = gr.Radio(list(modes_for(initial_model)), value="draw", label="Mode", scale=1)
+                    mode = gr.Radio(list(modes_for(initial_model)), value="draw", label="Mode", scale=1, elem_id="mode")
                     step_by_step = gr.Checkbox(
-                        False, label="Step by step: pause before each drawing to check, edit or add marks", scale=2
+                        False,
+                        label="Step by step: pause before each drawing to check, edit or add marks",
+                        scale=2,
+                        elem_id="step-by-step",
                     )
                 mode_line = gr.Markdown(mode_help("draw"), elem_id="mode-help")
                 solve_button = gr.Button("✏ Solve", variant="primary", elem_id="solve")
