@@ -3,8 +3,9 @@
 An ``n`` x ``n`` lake (level = ``n``, 3-8) has a player, a goal and holes; the answer is a move list
 ``Action plan: R,D,...``. ``verify`` scores it with VSP's rules: a move off the edge does nothing, a move
 into a hole loses at once, reaching the goal wins (later moves are not looked at) and a plan that ends
-anywhere else loses. The expert boxes the player and the goal, then traces the shortest safe path one
-straight segment at a time and reads the plan off its drawing.
+anywhere else loses. The expert writes the map down, boxes the player and the goal, then traces the
+shortest safe path one straight segment a turn, checking every cell it crosses against the map it wrote,
+and reads the plan off its drawing.
 
 Cells are ``(row, col)``, 0-based in ``Puzzle.truth``; thoughts use VSP's 1-based "row 2, column 3".
 """
@@ -37,7 +38,8 @@ Cell = tuple[int, int]
 Outcome = Literal["goal", "hole", "short"]
 MOVES: dict[str, Cell] = {"L": (0, -1), "R": (0, 1), "U": (-1, 0), "D": (1, 0)}
 MOVE_NAMES = {"L": "left", "R": "right", "U": "up", "D": "down"}
-MAX_SEGMENT_TURNS = 4  # drawing turns for the path; with boxes, a fix and the answer: <= 7 turns
+MAX_SEGMENT_TURNS = 6  # drawing turns for the path; with boxes, a fix and the answer: <= 9 turns
+READ_SYMBOLS = {"player": "P", "goal": "G", "hole": "H", "safe": "F"}  # a space + a letter: one token each
 
 _LEGENDS: dict[str, str] = {
     "classic": "The elf is the player, the wrapped present is the goal, and the blue ice patches are holes.",
@@ -114,6 +116,14 @@ class Lake:
         """gym's map strings: ``S`` player, ``G`` goal, ``H`` hole, ``F`` frozen."""
         tiles = {self.player: "S", self.goal: "G"} | dict.fromkeys(self.holes, "H")
         return ["".join(tiles.get((r, c), "F") for c in range(self.cols)) for r in range(self.rows)]
+
+    def symbol(self, cell: Cell) -> str:
+        """What a reader writes for ``cell`` (``READ_SYMBOLS``): ``P``, ``G``, ``H`` or ``F``."""
+        if cell == self.player:
+            return READ_SYMBOLS["player"]
+        if cell == self.goal:
+            return READ_SYMBOLS["goal"]
+        return READ_SYMBOLS["hole"] if cell in self.holes else READ_SYMBOLS["safe"]
 
     def inside(self, cell: Cell) -> bool:
         return 0 <= cell[0] < self.rows and 0 <= cell[1] < self.cols
@@ -344,18 +354,17 @@ def _where(cell: Cell) -> str:
     return f"row {cell[0] + 1}, column {cell[1] + 1}"
 
 
-def _cells(n: int) -> str:
-    return f"{n} cell" if n == 1 else f"{n} cells"
+def _walk(lake: Lake, run: Segment) -> str:
+    """A segment checked cell by cell against the map just read: "Down 2: row 2, column 3 F, row 3, column 3 G."
 
-
-def _describe(runs: Sequence[Segment], lake: Lake, first: bool) -> str:
-    """One sentence per segment, e.g. "From row 4, column 1, go right 1 cell to row 4, column 2."."""
-    parts = []
-    for k, run in enumerate(runs):
-        lead = f"From {_where(run.start)}, go" if first and k == 0 else "Then go"
-        goal = ", the goal" if run.end == lake.goal else ""
-        parts.append(f"{lead} {MOVE_NAMES[run.move]} {_cells(run.length)} to {_where(run.end)}{goal}.")
-    return " ".join(parts)
+    Each turn is then one small decision (which way, how far) followed by look-ups in the map the first
+    thought wrote down, so a hole on the way shows up in the text as an ``H`` before the next turn.
+    """
+    cells, cell = [], run.start
+    for _ in range(run.length):
+        cell = lake.step(cell, run.move)
+        cells.append(f"{_where(cell)} {lake.symbol(cell)}")
+    return f"{MOVE_NAMES[run.move].capitalize()} {run.length}: {', '.join(cells)}."
 
 
 def _line(geometry: Geometry, run: Segment, label: str) -> ToolCall:
@@ -389,7 +398,6 @@ def _scan(lake: Lake, cell: Cell, move: str) -> list[Cell]:
 
 def _mistakes(lake: Lake, run: Segment, index: int) -> tuple[list[_Mistake], list[_Mistake]]:
     """Wrong versions of a segment: (those into a hole, other slips: the wrong way or one cell too far)."""
-    fix = f"from {_where(run.start)} the route goes {MOVE_NAMES[run.move]} {_cells(run.length)} to {_where(run.end)}"
     holes: list[_Mistake] = []
     slips: list[_Mistake] = []
     for move in MOVES:
@@ -402,16 +410,15 @@ def _mistakes(lake: Lake, run: Segment, index: int) -> tuple[list[_Mistake], lis
         near = move == run.move or len(ahead) <= min(run.length, 3)  # a slip, not a detour across the map
         if ahead and ahead[-1] in lake.holes and near:
             wrong = Segment(move, length + len(ahead), run.start, ahead[-1])
-            notice = f"That segment ends in a hole at {_where(ahead[-1])}; redraw it: {fix}."
+            notice = f"That segment ends in a hole at {_where(ahead[-1])}. Redraw it:"
             holes.append(_Mistake(index, wrong, notice))
         elif ahead and move == run.move:
-            turn = f"the route turns at {_where(run.end)}"
-            notice = f"That segment overshoots to {_where(ahead[0])}; {turn}. Redraw it: {fix}."
+            notice = f"That segment overshoots; the route turns at {_where(run.end)}. Redraw it:"
             slips.append(_Mistake(index, Segment(move, length + 1, run.start, ahead[0]), notice))
         elif ahead:
             end = ahead[min(run.length, len(ahead)) - 1]
             wrong = Segment(move, min(run.length, len(ahead)), run.start, end)
-            notice = f"That segment goes {MOVE_NAMES[move]}, the wrong way: {fix}. Redraw it."
+            notice = f"That segment goes {MOVE_NAMES[move]}, the wrong way. Redraw it:"
             slips.append(_Mistake(index, wrong, notice))
     return holes, slips
 
@@ -430,16 +437,10 @@ def _pick_mistake(lake: Lake, runs: Sequence[Segment], rng: np.random.Generator)
     return options[int(rng.integers(len(options)))]
 
 
-READ_SYMBOLS = {"player": "P", "goal": "G", "hole": "H", "safe": "F"}  # a space + a letter: one token each
-
-
 def transcribe(lake: Lake) -> str:
     """The map as one ``Row k: ...`` line per row, one symbol per cell (``READ_SYMBOLS``): what a reader sees."""
-    symbols = READ_SYMBOLS
-    tiles = {lake.player: symbols["player"], lake.goal: symbols["goal"]} | dict.fromkeys(lake.holes, symbols["hole"])
     return "\n".join(
-        f"Row {r + 1}: " + " ".join(tiles.get((r, c), symbols["safe"]) for c in range(lake.cols))
-        for r in range(lake.rows)
+        f"Row {r + 1}: " + " ".join(lake.symbol((r, c)) for c in range(lake.cols)) for r in range(lake.rows)
     )
 
 
@@ -522,8 +523,7 @@ class FrozenLake(TaskFamily):
             mistake = _pick_mistake(lake, runs, np.random.default_rng([seed, zlib.crc32(puzzle.id.encode())]))
         for group in _chunks(runs, MAX_SEGMENT_TURNS):
             turns += self._draw_group(lake, geometry, runs, group, mistake)
-        where = f"from {_where(lake.player)} to the goal at {_where(lake.goal)}"
-        final = f"The path {','.join(plan)} takes {len(plan)} moves {where} without stepping on a hole."
+        final = f"The path reaches the goal at {_where(lake.goal)} in {len(plan)} moves: {','.join(plan)}."
         turns.append(ExpertTurn(final, answer=format_plan(plan)))
         return turns
 
@@ -531,21 +531,19 @@ class FrozenLake(TaskFamily):
     def _draw_group(
         lake: Lake, geometry: Geometry, runs: Sequence[Segment], group: Sequence[int], mistake: _Mistake | None
     ) -> list[ExpertTurn]:
-        """One turn drawing these segments; two if the mistake is among them (the slip, then the fix)."""
-        first = group[0] == 0
+        """One turn drawing these segments, each checked on the map; two if the mistake is among them."""
         if mistake is None or mistake.index not in group:
             calls = tuple(_line(geometry, runs[k], f"seg{k + 1}") for k in group)
-            thought = _describe([runs[k] for k in group], lake, first) + " No hole on the way."
-            return [ExpertTurn(thought, calls)]
+            return [ExpertTurn(" ".join(_walk(lake, runs[k]) for k in group), calls)]
         cut = group.index(mistake.index)
-        before = [runs[k] for k in group[:cut]]
         slip_calls = [_line(geometry, runs[k], f"seg{k + 1}") for k in group[:cut]]
         slip_calls.append(_line(geometry, mistake.wrong, f"seg{mistake.index + 1}"))
-        slip = ExpertTurn(_describe([*before, mistake.wrong], lake, first), tuple(slip_calls))
+        slip = ExpertTurn(
+            " ".join(_walk(lake, run) for run in [*(runs[k] for k in group[:cut]), mistake.wrong]), tuple(slip_calls)
+        )
         rest = group[cut:]
         fix_calls = tuple(_line(geometry, runs[k], f"seg{k + 1}") for k in rest)
-        after = _describe([runs[k] for k in rest[1:]], lake, False)
-        fix = ExpertTurn(" ".join(filter(None, [mistake.notice, after])), fix_calls)
+        fix = ExpertTurn(" ".join([mistake.notice, *(_walk(lake, runs[k]) for k in rest)]), fix_calls)
         return [slip, fix]
 
 

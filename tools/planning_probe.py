@@ -1,0 +1,186 @@
+"""Planning probe: can the tiny policy's language model plan once the map is read?
+
+The perceive stage teaches the model to write a frozen-lake map down from pixels. This probe measures
+the next gate on its own, with no image: given the map as the reader writes it (``Row k: P F H G``),
+how well does the same 5 M-parameter model learn to answer with a safe plan, and which way of writing
+the reasoning makes that learnable? Fresh maps at every step (no map seen twice); greedy answers on
+held-out maps (another seed) are checked by the family's own verifier.
+
+Formats (the target the model writes after the map):
+
+- ``direct``: ``Action plan: R,D,D``.
+- ``segments``: the expert's text today: "From row 1, column 2, go down 2 cells to row 3, column 2. ...".
+- ``steps``: one move a line, each with the cell it reaches and what is there: "D: row 2, column 2, F".
+
+    python tools/planning_probe.py --format steps --minutes 20 --out runs/probe/plan-steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+QUESTION = "Plan a path from P to G that steps on no H.\n"
+
+
+def target_text(lake: Any, plan: list[str], form: str) -> str:
+    """What the model learns to write after the map, in format ``form``."""
+    from sketchmind.tasks.frozenlake import MOVE_NAMES, format_plan, segments
+
+    def where(cell: tuple[int, int]) -> str:
+        return f"row {cell[0] + 1}, column {cell[1] + 1}"
+
+    if form == "direct":
+        return format_plan(plan)
+    if form == "segments":  # the expert's words before the cell-by-cell check
+        parts = []
+        for k, run in enumerate(segments(lake.player, plan)):
+            lead = f"From {where(run.start)}, go" if k == 0 else "Then go"
+            cells = f"{run.length} cell" + ("s" if run.length > 1 else "")
+            parts.append(f"{lead} {MOVE_NAMES[run.move]} {cells} to {where(run.end)}.")
+        return " ".join(parts) + "\n" + format_plan(plan)
+    if form == "steps":
+        from sketchmind.tasks.frozenlake import MOVES
+
+        lines, cell = [], lake.player
+        for move in plan:
+            dr, dc = MOVES[move]
+            cell = (cell[0] + dr, cell[1] + dc)
+            what = "G" if cell == lake.goal else "F"
+            lines.append(f"{move}: row {cell[0] + 1}, column {cell[1] + 1}, {what}")
+        return "\n".join(lines) + "\n" + format_plan(plan)
+    raise ValueError(form)
+
+
+def example(rng: Any, level: int, form: str) -> tuple[str, str, Any]:
+    """(prompt, target, lake) for one fresh map."""
+    from sketchmind.tasks.frozenlake import random_lake, solve, transcribe
+
+    lake = random_lake(rng, level)
+    plan = solve(lake)
+    assert plan is not None
+    return QUESTION + transcribe(lake) + "\n", target_text(lake, plan, form), lake
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--format", choices=["direct", "segments", "steps"], default="segments")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=None)
+    parser.add_argument("--rope-theta", type=float, default=10.0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--minutes", type=float, default=20)
+    parser.add_argument("--steps", type=int, default=0)
+    parser.add_argument("--levels", default="3-8")
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--eval-n", type=int, default=16, help="held-out maps per level")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    from sketchmind.files import append_jsonl
+    from sketchmind.models.tiny import build_tiny
+    from sketchmind.tasks.frozenlake import Lake, parse_plan, simulate
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lo, hi = (int(x) for x in args.levels.split("-"))
+    levels = list(range(lo, hi + 1))
+    corpus_rng = np.random.default_rng(7)
+    corpus = [
+        p + t
+        for p, t, _ in (
+            example(corpus_rng, levels[k % len(levels)], form)
+            for k in range(600)
+            for form in ("segments", "steps", "direct")
+        )
+    ]
+    model_dir = build_tiny(
+        "qwen2.5-vl",
+        out / "model",
+        corpus=corpus,
+        vocab_size=4000,
+        hidden_size=args.hidden,
+        layers=args.layers,
+        init_std=0.02,
+        rope_theta=args.rope_theta,
+        max_pixels=224 * 224,
+    )
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), use_safetensors=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+
+    held_rng = np.random.default_rng(99)
+    held = [(level, *example(held_rng, level, args.format)) for level in levels for _ in range(args.eval_n)]
+
+    def batch_of(examples: list[tuple[str, str]]) -> dict[str, Any]:
+        ids, labels = [], []
+        for prompt, target in examples:
+            p = tokenizer(prompt, add_special_tokens=False).input_ids
+            t = [*tokenizer(target, add_special_tokens=False).input_ids, eos]
+            ids.append(p + t)
+            labels.append([-100] * len(p) + t)
+        width = max(map(len, ids))
+        return {
+            "input_ids": torch.tensor([x + [pad] * (width - len(x)) for x in ids]),
+            "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
+            "labels": torch.tensor([y + [-100] * (width - len(y)) for y in labels]),
+        }
+
+    @torch.no_grad()
+    def evaluate() -> dict[str, Any]:
+        model.eval()
+        right: dict[int, list[bool]] = {level: [] for level in levels}
+        for level, prompt, _, lake in held:
+            ids = torch.tensor([tokenizer(prompt, add_special_tokens=False).input_ids])
+            new = model.generate(input_ids=ids, max_new_tokens=200, do_sample=False, eos_token_id=eos, pad_token_id=pad)
+            text = tokenizer.decode(new[0, ids.shape[1] :], skip_special_tokens=True)
+            plan = parse_plan(text)
+            right[level].append(plan is not None and simulate(Lake.from_truth(lake.truth()), plan) == "goal")
+        model.train()
+        per = {level: round(sum(v) / len(v), 3) for level, v in right.items()}
+        return {"all": round(sum(sum(v) for v in right.values()) / len(held), 3), "levels": per}
+
+    (out / "log.jsonl").unlink(missing_ok=True)
+    rng = np.random.default_rng(0)
+    start, step, seen = time.perf_counter(), 0, 0
+    while time.perf_counter() - start < args.minutes * 60 and not (args.steps and step >= args.steps):
+        examples = []
+        for _ in range(args.batch):
+            prompt, target, _ = example(rng, levels[seen % len(levels)], args.format)
+            examples.append((prompt, target))
+            seen += 1
+        loss = model(**batch_of(examples)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        step += 1
+        if step % args.eval_every == 0:
+            line = {
+                "step": step,
+                "maps": seen,
+                "minutes": round((time.perf_counter() - start) / 60, 2),
+                "loss": round(float(loss), 4),
+                "held": evaluate(),
+            }
+            append_jsonl(out / "log.jsonl", [line])
+            print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
