@@ -118,3 +118,5 @@ def test_the_clients_send_distinct_agent_first_turns_that_share_the_system_promp
 def test_the_report_counts_the_prompt_tokens_prefilled(report: object) -> None:
     assert isinstance(report, load_serve.LoadReport)
     assert report.distinct_requests == load_serve.POOL and report.prompt_tokens_mean > 1
+    assert report.cpu_seconds > 0 and report.per_cpu_second == report.requests / report.cpu_seconds
+    assert report.load_average >= 0

@@ -80,6 +80,15 @@ class LoadReport:
     max_batch: int | None = None  # the server's --max-batch (None: its default)
     prompt_tokens_mean: float = 0.0  # usage.prompt_tokens per answered request: tokens prefilled, not cached
     distinct_requests: int = 0  # distinct request bodies the clients cycled through
+    cpu_seconds: float = 0.0  # the server's CPU time over the measured run (user + system, all threads)
+    load_average: float = 0.0  # the machine's 1-minute load average, mean of the run's start and end
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Requests answered per second of server CPU time: less sensitive than req/s to other work on the
+        machine, which slows the server's wall clock but not its CPU time per request."""
+        return self.requests / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
+
     batching: dict[str, float] = field(default_factory=dict)  # GET /stats over the measured run (warm-up excluded)
 
     @property
@@ -115,6 +124,15 @@ def default_model(scratch: Path) -> str:
     from sketchmind.models.tiny import build_tiny
 
     return str(build_tiny("qwen2.5-vl", scratch / "tiny"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) that ``pid`` has used so far, or 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def rss_mb(pid: int) -> float | None:
@@ -329,6 +347,7 @@ def run_load(
         with httpx.Client(base_url=url, timeout=request_timeout) as client:  # first request: lazy imports, caches
             client.post("/chat/completions", json=warm_body).raise_for_status()
         before = batch_stats(url)
+        cpu_before, load_before = cpu_seconds(process.pid), os.getloadavg()[0]
         tally, samples, stop = _Tally(), [], threading.Event()
         origin = time.monotonic()
         sampler = threading.Thread(target=_sampler, args=(process.pid, stop, samples, origin), daemon=True)
@@ -345,6 +364,7 @@ def run_load(
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - origin
+        cpu, load = cpu_seconds(process.pid) - cpu_before, (load_before + os.getloadavg()[0]) / 2
         stop.set()
         sampler.join()
         batching = _stats_since(before, batch_stats(url))
@@ -352,6 +372,7 @@ def run_load(
     report.max_batch, report.batching = max_batch, batching
     report.prompt_tokens_mean = statistics.fmean(tally.prompt_tokens) if tally.prompt_tokens else 0.0
     report.distinct_requests = len(pool)
+    report.cpu_seconds, report.load_average = cpu, load
     return report
 
 
@@ -465,6 +486,11 @@ def comparison(batched: LoadReport, alone: LoadReport) -> dict[str, Any]:
         "distinct_requests": batched.distinct_requests,
         "prompt_tokens_batched": batched.prompt_tokens_mean,
         "prompt_tokens_one_at_a_time": alone.prompt_tokens_mean,
+        "per_cpu_second_batched": batched.per_cpu_second,
+        "per_cpu_second_one_at_a_time": alone.per_cpu_second,
+        "ratio_cpu": batched.per_cpu_second / alone.per_cpu_second if alone.per_cpu_second else float("inf"),
+        "load_batched": batched.load_average,
+        "load_one_at_a_time": alone.load_average,
     }
 
 
@@ -478,7 +504,10 @@ def comparison_line(c: dict[str, Any]) -> str:
         f"{c['p99_batched'] * 1000:.0f} ms batched vs {c['p99_one_at_a_time'] * 1000:.0f} ms one at a time; "
         f"{c['mean_batch']:.1f} requests per batch; {c.get('distinct_requests', 0)} distinct requests, "
         f"{c.get('prompt_tokens_batched', 0.0):.0f} vs {c.get('prompt_tokens_one_at_a_time', 0.0):.0f} "
-        "prompt tokens prefilled per request"
+        "prompt tokens prefilled per request; per server CPU second "
+        f"{c.get('per_cpu_second_batched', 0.0):.2f} vs {c.get('per_cpu_second_one_at_a_time', 0.0):.2f} requests "
+        f"= {c.get('ratio_cpu', 0.0):.2f}x; machine load average {c.get('load_batched', 0.0):.1f} vs "
+        f"{c.get('load_one_at_a_time', 0.0):.1f}"
     )
 
 
