@@ -10,6 +10,7 @@ Formats (the target the model writes after the map):
 
 - ``direct``: ``Action plan: R,D,D``.
 - ``segments``: the expert's text today: "From row 1, column 2, go down 2 cells to row 3, column 2. ...".
+- ``walk``: the expert's draw turns as text: "Down 2: row 2, column 3 F, row 3, column 3 G.", then the plan.
 - ``steps``: one move a line, each with the cell it reaches and what is there: "D: row 2, column 2, F".
 
     python tools/planning_probe.py --format steps --minutes 20 --out runs/probe/plan-steps
@@ -26,12 +27,14 @@ from typing import Any
 QUESTION = "Plan a path from P to G that steps on no H.\n"
 
 
+def where(cell: tuple[int, int]) -> str:
+    """A cell in the expert's words: "row 2, column 3" (1-based)."""
+    return f"row {cell[0] + 1}, column {cell[1] + 1}"
+
+
 def target_text(lake: Any, plan: list[str], form: str) -> str:
     """What the model learns to write after the map, in format ``form``."""
     from sketchmind.tasks.frozenlake import MOVE_NAMES, format_plan, segments
-
-    def where(cell: tuple[int, int]) -> str:
-        return f"row {cell[0] + 1}, column {cell[1] + 1}"
 
     if form == "direct":
         return format_plan(plan)
@@ -42,6 +45,10 @@ def target_text(lake: Any, plan: list[str], form: str) -> str:
             cells = f"{run.length} cell" + ("s" if run.length > 1 else "")
             parts.append(f"{lead} {MOVE_NAMES[run.move]} {cells} to {where(run.end)}.")
         return " ".join(parts) + "\n" + format_plan(plan)
+    if form == "walk":  # the expert's draw turns, as text: one segment a line, each cell checked on the map
+        from sketchmind.tasks.frozenlake import _walk
+
+        return "\n".join(_walk(lake, run) for run in segments(lake.player, plan)) + "\n" + format_plan(plan)
     if form == "steps":
         from sketchmind.tasks.frozenlake import MOVES
 
@@ -62,12 +69,13 @@ def example(rng: Any, level: int, form: str) -> tuple[str, str, Any]:
     lake = random_lake(rng, level)
     plan = solve(lake)
     assert plan is not None
-    return QUESTION + transcribe(lake) + "\n", target_text(lake, plan, form), lake
+    ends = f"The player is at {where(lake.player)}; the goal at {where(lake.goal)}.\n"  # as the expert writes it
+    return QUESTION + transcribe(lake) + "\n" + ends, target_text(lake, plan, form), lake
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--format", choices=["direct", "segments", "steps"], default="segments")
+    parser.add_argument("--format", choices=["direct", "segments", "steps", "walk"], default="segments")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=None)
@@ -102,7 +110,7 @@ def main() -> None:
         for p, t, _ in (
             example(corpus_rng, levels[k % len(levels)], form)
             for k in range(600)
-            for form in ("segments", "steps", "direct")
+            for form in ("segments", "steps", "walk", "direct")
         )
     ]
     model_dir = build_tiny(
@@ -170,7 +178,8 @@ def main() -> None:
         opt.step()
         opt.zero_grad()
         step += 1
-        if step % args.eval_every == 0:
+        over = time.perf_counter() - start >= args.minutes * 60 or (args.steps and step >= args.steps)
+        if step % args.eval_every == 0 or over:  # always measure the last step
             line = {
                 "step": step,
                 "maps": seen,
