@@ -61,6 +61,8 @@ from sketchmind.train.sft import (
     train_and_save,
 )
 from sketchmind.train.templates import family_of, prepare_processor
+from sketchmind.train.trl_config import build_config
+from sketchmind.train.weights import load_for_training
 
 if TYPE_CHECKING:
     from datasets import Dataset  # type: ignore[import-untyped]
@@ -148,6 +150,8 @@ def run_grpo(
     callbacks: Sequence[TrainerCallback] | None = None,
     rich_progress: bool = False,
     extra_args: Mapping[str, Any] | None = None,
+    trl: Mapping[str, Any] | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """Train ``model_path`` with GRPO on puzzles drawn by a ``DrawingEnvironment``; return the run's metrics.
 
@@ -160,19 +164,35 @@ def run_grpo(
     ``lora`` is None (full fine-tuning) or ``{"r", "alpha", "dropout", "target_modules"}`` as in
     ``run_sft``. With ``resume`` and a checkpoint in ``output_dir``, training continues from it
     (``max_steps`` is the total).
-    ``extra_args`` override any ``GRPOConfig`` field (e.g. ``vllm_mode``, ``beta``, ``temperature``). On
-    CUDA the weights train in bf16 mixed precision with gradient checkpointing; on CPU in float32 without.
+    ``trl`` (or its older name ``extra_args``; ``trl`` wins) sets any ``GRPOConfig`` field over the arguments
+    above (e.g. ``vllm_mode``, ``beta``, ``temperature``; ``trl_config.build_config``). The weights load in
+    ``dtype`` (``weights.load_for_training``: float32 by default, ``"bfloat16"`` halves their memory). On
+    CUDA the forward runs in bf16 mixed precision with gradient checkpointing; on CPU without either.
 
     Returns ``global_step``, ``train_loss``, ``resumed_from``, ``history`` (every line of ``metrics.jsonl``),
     ``final`` (the saved model directory) and the Trainer's runtime metrics.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-    from trl.trainer.grpo_config import GRPOConfig
+    from transformers import AutoConfig, AutoProcessor
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cuda = torch.cuda.is_available()
+    fields: dict[str, Any] = {
+        "max_steps": max_steps,
+        "learning_rate": learning_rate,
+        "gradient_accumulation_steps": 1,
+        "num_generations": num_generations,
+        "max_completion_length": max_completion_length,
+        "max_tool_calling_iterations": max_tool_calling_iterations,
+        "use_vllm": use_vllm,
+        "save_steps": save_steps,
+        "save_total_limit": save_total_limit,
+        "seed": seed,
+    }
+    fields |= dict(extra_args or {}) | dict(trl or {})
+    # Every rollout of a step's prompts in one batch (a trl num_generations counts, not the argument's).
+    fields.setdefault("per_device_train_batch_size", fields["num_generations"] * prompts_per_step)
+    # Built before any weights load: a wrong field fails in a second, not after a 7B checkpoint is read.
+    config = build_config("GRPOConfig", out, fields, rich_progress=rich_progress)
     checkpoint = last_checkpoint(out) if resume else None
     resumed_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] if checkpoint else 0
 
@@ -180,31 +200,7 @@ def run_grpo(
     processor = prepare_processor(AutoProcessor.from_pretrained(str(model_path)), family)  # type: ignore[no-untyped-call]
     # A full fine-tune resumes its weights here (see _trainer_class); LoRA resumes its adapter in the Trainer.
     weights = checkpoint if checkpoint is not None and lora is None else model_path
-    model: Any = AutoModelForImageTextToText.from_pretrained(str(weights), dtype=torch.float32, use_safetensors=True)
-    settings: dict[str, Any] = {
-        "output_dir": str(out),
-        "max_steps": max_steps,
-        "learning_rate": learning_rate,
-        "per_device_train_batch_size": num_generations * prompts_per_step,
-        "gradient_accumulation_steps": 1,
-        "num_generations": num_generations,
-        "max_completion_length": max_completion_length,
-        "max_tool_calling_iterations": max_tool_calling_iterations,
-        "use_vllm": use_vllm,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": save_steps,
-        "save_total_limit": save_total_limit,
-        "report_to": [],
-        "bf16": cuda and torch.cuda.is_bf16_supported(),
-        "fp16": False,
-        "activation_checkpointing": cuda,
-        "seed": seed,
-        "remove_unused_columns": False,  # the rewards and the environment read the puzzle columns
-        "dataloader_num_workers": 0,
-        "dataloader_pin_memory": cuda,
-    }
-    config = GRPOConfig(**(settings | {"disable_tqdm": rich_progress} | dict(extra_args or {})))
+    model = load_for_training(weights, dtype)
     seen = SeenBatches()
     trainer = recording_batches(_trainer_class(weights_loaded=weights != model_path), seen)(
         model=model,

@@ -38,6 +38,7 @@ from sketchmind.latent.tokens import (
 from sketchmind.train.collator import AssistantOnlyCollator
 from sketchmind.train.sft import last_checkpoint as sft_last_checkpoint
 from sketchmind.train.sft import read_metrics
+from sketchmind.train.weights import check_training_dtype, load_for_training
 
 if TYPE_CHECKING:
     import torch
@@ -61,12 +62,17 @@ def save_checkpoint(model: Any, processor: Any, spec: LatentSpec, projection: An
     return out_dir
 
 
-def load_latent_model(path: str | Path, k: int, device: str) -> tuple[Any, Any, LatentSpec, Any]:
-    """Model, processor, spec and P from ``path``; a plain checkpoint gets the tokens and a fresh P."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def load_latent_model(
+    path: str | Path, k: int, device: str, dtype: str | None = None
+) -> tuple[Any, Any, LatentSpec, Any]:
+    """Model, processor, spec and P from ``path``; a plain checkpoint gets the tokens and a fresh P.
 
-    model: Any = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+    The model's weights load in ``dtype`` (``weights.load_for_training``: float32 by default); P stays float32
+    (it is small, and the forward casts its inputs and outputs).
+    """
+    from transformers import AutoProcessor
+
+    model = load_for_training(path, dtype)
     model.to(device)
     processor = AutoProcessor.from_pretrained(path)  # type: ignore[no-untyped-call]
     check_supported(model)
@@ -145,15 +151,19 @@ def run_latent_stage(
     resume: bool = True,
     seed: int = 0,
     device: str | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """Train one latent stage; return a summary (first/last loss, ce, cos, steps, final_dir).
 
     ``grounding`` is stage 1's grounding term (``losses``): ``"contrastive"`` and ``"centered"`` also score
     the targets minus their mean per slot index over all ``rows`` (computed once, the targets are fixed).
     ``stage2_grounding_weight`` λ (stage 2 only, default 0: CE only) adds λ x that same term, scored on the
-    chain's own slot inputs P(h_prev), to stage 2's loss.
+    chain's own slot inputs P(h_prev), to stage 2's loss. The model's weights train in ``dtype`` (the recipe's
+    ``model.dtype``; float32 by default), P in float32.
     """
     import torch
+
+    check_training_dtype(dtype)  # before any weights load: a dtype that cannot train fails at once
 
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, not {stage!r}")
@@ -168,7 +178,7 @@ def run_latent_stage(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     checkpoint = last_checkpoint(out) if resume else None
-    model, processor, spec, projection = load_latent_model(checkpoint or model_path, k, device)
+    model, processor, spec, projection = load_latent_model(checkpoint or model_path, k, device, dtype)
     model.model.visual.requires_grad_(False)
     model.train()
     # Stage 1 brings the targets to the token embeddings' scale as it was when this stage started; a

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from sketchmind.files import write_atomic, write_json_atomic, write_jsonl_atomic
-from sketchmind.train.recipe import Recipe
+from sketchmind.train.recipe import Recipe, SFTSpec
 
 if TYPE_CHECKING:
     from sketchmind.models.latent import LatentPolicy
@@ -242,16 +242,16 @@ class Pipeline:
         )
         guidance = Guidance(attention=spec.guide_attention, tokens=spec.guide_tokens)
         guided = guidance.attention > 0 or guidance.tokens > 0
+        args = spec.trl_args()
+        # One fresh map per row the trainer can ask for (with the recipe's batch size and max_steps, trl's included).
+        rows = args["max_steps"] * args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
         metrics = run_sft(
             self.model_after(self.previous("perceive")),
-            reading_dataset(spec.family, curriculum, spec.max_steps * spec.batch_size, spec.seed),
+            reading_dataset(spec.family, curriculum, rows, spec.seed),
             self.folder("perceive"),
-            max_steps=spec.max_steps,
-            lr=spec.learning_rate,
-            batch_size=spec.batch_size,
-            warmup=spec.warmup_steps,
-            save_steps=spec.save_steps,
             seed=self.recipe.seed,
+            trl=args,
+            dtype=self.recipe.model.dtype,
             callbacks=[gate],
             rich_progress=self.rich_progress,
             trainer_extension=(lambda base: guided_trainer(base, guidance)) if guided else None,
@@ -333,15 +333,10 @@ class Pipeline:
             families=self.recipe.data.families,
             n=spec.n,
             seed=spec.seed,
-            max_steps=spec.max_steps,
-            num_generations=spec.num_generations,
-            max_completion_length=spec.max_completion_length,
-            learning_rate=spec.learning_rate,
             gated=spec.gated,
-            max_tool_calling_iterations=spec.max_tool_calling_iterations,
             lora=spec.lora,
-            use_vllm=spec.use_vllm,
-            extra_args=spec.extra,
+            trl=spec.trl_args(),
+            dtype=self.recipe.model.dtype,
             rich_progress=self.rich_progress,
             coords=self.recipe.coords,
         )
@@ -378,6 +373,7 @@ class Pipeline:
             save_steps=loop.save_steps,
             max_pixels=loop.max_pixels,
             seed=self.recipe.seed,
+            dtype=self.recipe.model.dtype,
         )
         summary.pop("final_dir", None)
         final = str(self.folder(stage) / "final")
@@ -522,22 +518,19 @@ class Pipeline:
             return self.baseline_model("text") or draw, "text"
         return draw, mode
 
-    def _fine_tune(self, stage: str, dataset: Any, spec: Any, *, start: str | None = None) -> dict[str, Any]:
+    def _fine_tune(self, stage: str, dataset: Any, spec: SFTSpec, *, start: str | None = None) -> dict[str, Any]:
+        """SFT ``dataset`` on the model before ``stage`` (or ``start``) with an SFT section's settings."""
         from sketchmind.train.sft import run_sft
 
         metrics = run_sft(
             start or self.model_after(self.previous(stage)),
             dataset,
             self.folder(stage),
-            epochs=spec.epochs,
-            max_steps=spec.max_steps,
-            lr=spec.learning_rate,
-            batch_size=spec.batch_size,
-            grad_accum=spec.grad_accum,
+            seed=self.recipe.seed,
+            trl=spec.trl_args(),  # the section's TRL fields (trl_config.build_config puts them together)
+            dtype=self.recipe.model.dtype,
             lora=spec.lora,
             max_length=spec.max_length,
-            save_steps=spec.save_steps,
-            seed=self.recipe.seed,
             rich_progress=self.rich_progress,
         )
         return {"rows": len(dataset), "final": str(self.folder(stage) / "final"), **_scalars(metrics)}

@@ -3,15 +3,19 @@
 The same schema serves a 2-layer model built on a laptop CPU and a 7B model on a GPU cluster; only
 the numbers (and ``launch`` for accelerate) change. Unknown keys are errors, so a typo in a recipe
 fails at load time with the field's path, not hours into a run. So do negative or zero counts, rates
-and sizes, and a file that is not a small YAML mapping (binary, huge, or an alias bomb).
+and sizes, and a file that is not a small YAML mapping (binary, huge, or an alias bomb). The sections TRL
+trains (``TrlSection``) also take any other field of TRL's ``SFTConfig`` / ``GRPOConfig`` in a ``trl:``
+mapping, checked against the installed TRL's class at load time.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sketchmind.train.weights import DTYPE_NAMES, check_training_dtype
 
 # Counts, sizes and rates: a zero or negative one is a typo that would fail (or silently do nothing) mid-run.
 PosInt = Annotated[int, Field(gt=0)]
@@ -56,17 +60,30 @@ class TinyModel(Strict):
 
 
 class ModelSpec(Strict):
-    """Either a pretrained checkpoint (``base``: a path or hub id) or a ``tiny`` model to build."""
+    """Either a pretrained checkpoint (``base``: a path or hub id) or a ``tiny`` model to build.
+
+    ``dtype`` is the weights' dtype in every stage that trains them (``train/weights.py``) and in rejection
+    sampling. Unset (or ``auto``), training stages keep float32 master weights (bf16 autocast on CUDA) and
+    sampling picks bf16 on GPUs that support it; float16 is refused (it cannot train without loss scaling).
+    """
 
     base: str | None = None
     tiny: TinyModel | None = None
-    dtype: str | None = None  # default: bf16 on GPUs that support it, fp32 otherwise
+    dtype: str | None = None
 
     @model_validator(mode="after")
     def one_source(self) -> ModelSpec:
         if (self.base is None) == (self.tiny is None):
             raise ValueError("model needs exactly one of 'base' (a checkpoint) or 'tiny' (a config to build)")
         return self
+
+    @field_validator("dtype")
+    @classmethod
+    def trainable_dtype(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {value!r}; expected one of {', '.join(DTYPE_NAMES)}")
+        check_training_dtype(value)  # a dtype the stages cannot train in fails here, not at the first stage
+        return value
 
 
 class DataSpec(Strict):
@@ -91,7 +108,60 @@ class DataSpec(Strict):
         return self.n[family] if isinstance(self.n, dict) else self.n
 
 
-class SFTSpec(Strict):
+class TrlSection(Strict):
+    """A section a TRL trainer runs: friendly keys, plus any other field of its TRL config in ``trl``.
+
+    ``TRL_NAMES`` maps each friendly key to the TRL field it sets; ``trl`` (e.g. ``{gradient_accumulation_steps:
+    4, lr_scheduler_type: cosine}``) is checked against the installed TRL's ``TRL_CONFIG`` class at load time
+    (``trl_config.check_fields``). A ``trl`` field wins over a friendly key left at its default; setting both
+    is an error, since one of them would be silently ignored.
+    """
+
+    TRL_CONFIG: ClassVar[Literal["SFTConfig", "GRPOConfig"]] = "SFTConfig"
+    TRL_NAMES: ClassVar[dict[str, str]] = {}
+    trl: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("trl")
+    @classmethod
+    def known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_trl_fields(cls.TRL_CONFIG, value)
+        return value
+
+    @model_validator(mode="after")
+    def one_key_per_field(self) -> TrlSection:
+        for key, field in self.TRL_NAMES.items():
+            if key in self.model_fields_set and field in self.trl:
+                raise ValueError(f"{key} and trl.{field} both set {self.TRL_CONFIG}.{field}: keep one")
+        return self
+
+    def trl_args(self) -> dict[str, Any]:
+        """The section's TRL fields: the friendly keys under their TRL names, then ``trl``."""
+        return {field: getattr(self, key) for key, field in self.TRL_NAMES.items()} | self.trl
+
+
+def _check_trl_fields(config: Literal["SFTConfig", "GRPOConfig"], values: dict[str, Any]) -> None:
+    """``trl_config.check_fields`` when TRL is installed; without it no stage can train, which says so itself."""
+    if not values:
+        return  # no TRL import for sections without a trl mapping: loading a recipe stays fast
+    from sketchmind.train.trl_config import check_fields
+
+    try:
+        check_fields(config, values)
+    except ImportError:  # pragma: no cover - the train extra is missing
+        return
+
+
+class SFTSpec(TrlSection):
+    """An SFT round (``run_sft``): its TRL ``SFTConfig`` fields, plus the collator's and LoRA's settings."""
+
+    TRL_NAMES: ClassVar[dict[str, str]] = {
+        "epochs": "num_train_epochs",
+        "max_steps": "max_steps",
+        "learning_rate": "learning_rate",
+        "batch_size": "per_device_train_batch_size",
+        "grad_accum": "gradient_accumulation_steps",
+        "save_steps": "save_steps",
+    }
     epochs: PosFloat = 1.0
     max_steps: Annotated[int, Field(ge=-1)] = -1  # -1: train for ``epochs``
     learning_rate: PosFloat = 1e-4
@@ -109,14 +179,22 @@ class ReadingGate(Strict):
     exact: Fraction = 0.95  # maps read right in every cell
 
 
-class PerceiveSpec(Strict):
+class PerceiveSpec(TrlSection):
     """Reading before reasoning (``train/perception.py``): transcribe fresh maps until the gate is passed.
 
     Every training row is a new map, generated when the trainer asks for it (``seed``, never a data or eval
     seed); ``max_steps`` bounds the time spent if the gate is never reached. The gate is checked every
     ``eval_every`` steps on ``eval_n`` validation maps per level (seed ``seed + 1``, never trained on).
+    Trained by ``run_sft``: ``trl`` takes any other ``SFTConfig`` field.
     """
 
+    TRL_NAMES: ClassVar[dict[str, str]] = {
+        "max_steps": "max_steps",
+        "batch_size": "per_device_train_batch_size",
+        "learning_rate": "learning_rate",
+        "warmup_steps": "warmup_steps",
+        "save_steps": "save_steps",
+    }
     family: str = "frozenlake-classic"
     levels: list[PosInt] = Field(default_factory=lambda: [3, 4, 5, 6, 7, 8])
     max_steps: PosInt = 1000
@@ -152,7 +230,23 @@ class RejectionSpec(Strict):
     sft: SFTSpec = SFTSpec()
 
 
-class GRPOSpec(Strict):
+class GRPOSpec(TrlSection):
+    """The GRPO stage (``run_grpo``): its TRL ``GRPOConfig`` fields, plus the puzzles, rewards and LoRA.
+
+    ``seed`` seeds both the puzzles and the trainer; ``extra`` is the older name of ``trl`` (both may be
+    used, but not for the same field).
+    """
+
+    TRL_CONFIG: ClassVar[Literal["SFTConfig", "GRPOConfig"]] = "GRPOConfig"
+    TRL_NAMES: ClassVar[dict[str, str]] = {
+        "seed": "seed",
+        "max_steps": "max_steps",
+        "num_generations": "num_generations",
+        "max_completion_length": "max_completion_length",
+        "learning_rate": "learning_rate",
+        "max_tool_calling_iterations": "max_tool_calling_iterations",
+        "use_vllm": "use_vllm",
+    }
     n: PosInt = 20
     seed: NonNegInt = 2000
     max_steps: PosInt = 100
@@ -163,7 +257,26 @@ class GRPOSpec(Strict):
     max_tool_calling_iterations: PosInt = 8
     use_vllm: bool = False
     lora: dict[str, Any] | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)  # any other GRPOConfig field
+    extra: dict[str, Any] = Field(default_factory=dict)  # the older name of ``trl``: any other GRPOConfig field
+
+    @field_validator("extra")
+    @classmethod
+    def known_extra_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_trl_fields(cls.TRL_CONFIG, value)
+        return value
+
+    @model_validator(mode="after")
+    def extra_or_trl(self) -> GRPOSpec:
+        for field in self.extra:
+            if field in self.trl:
+                raise ValueError(f"extra.{field} and trl.{field} both set GRPOConfig.{field}: keep one (in trl)")
+            if key := next((k for k, f in self.TRL_NAMES.items() if f == field and k in self.model_fields_set), None):
+                raise ValueError(f"{key} and extra.{field} both set GRPOConfig.{field}: keep one")
+        return self
+
+    def trl_args(self) -> dict[str, Any]:
+        """The friendly keys under their TRL names, then ``extra``, then ``trl``."""
+        return {field: getattr(self, key) for key, field in self.TRL_NAMES.items()} | self.extra | self.trl
 
 
 EvalMode = Literal["draw", "text", "direct", "latent", "auto", "latent-mean", "latent-noise"]

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from sketchmind.files import append_jsonl, read_jsonl, write_jsonl_atomic
 from sketchmind.train.collator import AssistantOnlyCollator
+from sketchmind.train.trl_config import build_config
+from sketchmind.train.weights import load_for_training
 
 if TYPE_CHECKING:
     from datasets import Dataset  # type: ignore[import-untyped]
@@ -172,9 +174,10 @@ def run_sft(
     warmup: float = 0.0,
     seed: int = 0,
     gradient_checkpointing: bool | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     trainer_extension: Callable[[type[Any]], type[Any]] | None = None,
     attn_implementation: str | None = None,
+    trl: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model_path`` on trajectory rows; return the run's metrics.
 
@@ -184,9 +187,10 @@ def run_sft(
     ``target_modules`` (default: the language model's attention and MLP projections).
     With ``resume`` and a checkpoint in ``output_dir``, training continues from the latest one (its
     step, optimizer and data position); ``max_steps`` is then the total, not the steps left.
-    ``max_length`` drops the tail turns of longer rows. The weights load in ``dtype`` (float32 master
-    weights by default; ``"bfloat16"`` halves the memory of large models). On CUDA the forward runs in
-    bf16 mixed precision with gradient checkpointing; on CPU in float32 without it. A run that does not
+    ``max_length`` drops the tail turns of longer rows. The weights load in ``dtype`` (``weights.load_for_training``:
+    float32 master weights by default; ``"bfloat16"`` halves the memory of large models). On CUDA the forward
+    runs in bf16 mixed precision with gradient checkpointing; on CPU without either. ``trl`` sets any other
+    ``SFTConfig`` field, over the arguments above (``trl_config.build_config``). A run that does not
     resume starts ``metrics.jsonl`` afresh. ``rich_progress`` shows a rich bar with the latest logs
     instead of tqdm (the CLI's choice). ``trainer_extension`` wraps the trainer class (the perceive stage adds
     its guidance losses this way); ``attn_implementation`` picks the model's attention (``"eager"`` when
@@ -196,49 +200,32 @@ def run_sft(
     None), ``history`` (every logged step in ``metrics.jsonl``, earlier runs included), ``final`` (the
     saved model directory) and the Trainer's runtime metrics.
     """
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl.trainer.sft_config import SFTConfig
+    from transformers import AutoProcessor
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    fields: dict[str, Any] = {
+        "num_train_epochs": epochs,
+        "max_steps": max_steps,
+        "learning_rate": lr,
+        "warmup_steps": warmup,
+        "per_device_train_batch_size": batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "save_steps": save_steps,
+        "save_total_limit": save_total_limit,
+        "seed": seed,
+    }
+    if gradient_checkpointing is not None:
+        fields["activation_checkpointing"] = gradient_checkpointing
+    # Built before any weights load: a wrong field fails in a second, not after a 7B checkpoint is read.
+    config = build_config("SFTConfig", out, fields | dict(trl or {}), rich_progress=rich_progress)
     checkpoint = last_checkpoint(out) if resume else None
     resumed_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] if checkpoint else 0
 
     processor: Any = AutoProcessor.from_pretrained(str(model_path))  # type: ignore[no-untyped-call]
     # A full fine-tune resumes its weights through from_pretrained (see _Trainer); LoRA resumes its adapter.
     weights = checkpoint if checkpoint and lora is None else model_path
-    model: Any = AutoModelForImageTextToText.from_pretrained(
-        str(weights), dtype=getattr(torch, dtype), use_safetensors=True, attn_implementation=attn_implementation
-    )
-    config = SFTConfig(
-        output_dir=str(out),
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=lr,
-        warmup_steps=warmup,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=save_total_limit,
-        report_to=[],
-        bf16=bf16,
-        fp16=False,
-        # transformers 5's name for gradient checkpointing (TRL's default of True for it would warn).
-        activation_checkpointing=cuda if gradient_checkpointing is None else gradient_checkpointing,
-        seed=seed,
-        # Our collator reads the raw rows (messages, images) and does its own truncation.
-        remove_unused_columns=False,
-        dataset_kwargs={"skip_prepare_dataset": True},
-        max_length=None,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=cuda,
-        disable_tqdm=rich_progress,
-    )
+    model = load_for_training(weights, dtype, attn_implementation=attn_implementation)
     seen = SeenBatches()
     trainer_class = _trainer_class()
     if trainer_extension is not None:
