@@ -9,7 +9,6 @@ import pytest
 
 from sketchmind.actions import Box, Grid, Zoom
 from sketchmind.canvas import Canvas, View
-from sketchmind.tasks import get_family
 from sketchmind.tasks._draw import inside, map_bbox
 from sketchmind.tasks.base import ExpertTurn, Puzzle, puzzle_rng
 from sketchmind.tasks.needle import COLOURS, DECOY_RATIO, LEVELS, Needle, _overlaps, build_scene
@@ -43,24 +42,6 @@ def boxes(canvas: Canvas) -> list[tuple[View, list[float]]]:
     return found
 
 
-def test_registered() -> None:
-    assert isinstance(get_family("needle"), Needle)
-    assert FAMILY.levels == (1, 2, 3, 4, 5)
-    with pytest.raises(ValueError, match="levels 1-5"):
-        FAMILY.generate(np.random.default_rng(0), 0)
-
-
-@pytest.mark.parametrize("level", [1, 3])
-def test_deterministic_from_the_generator(level: int) -> None:
-    a = FAMILY.generate(puzzle_rng("needle", 3, level, 1), level, 1)
-    b = FAMILY.generate(puzzle_rng("needle", 3, level, 1), level, 1)
-    assert a.image is not None and b.image is not None
-    assert a.image.tobytes() == b.image.tobytes()
-    assert a.record() == b.record()
-    other = FAMILY.generate(puzzle_rng("needle", 3, level, 2), level, 2)
-    assert other.image is not None and other.image.tobytes() != a.image.tobytes()
-
-
 @pytest.mark.parametrize("level", LEVELS)
 def test_every_level_renders_one_small_target(level: int) -> None:
     p, spec = puzzle(level), LEVELS[level]
@@ -89,6 +70,7 @@ def test_the_asked_object_is_unambiguous(level: int, index: int) -> None:
 
 
 def test_levels_grow_harder() -> None:
+    assert tuple(LEVELS) == FAMILY.levels
     specs = [LEVELS[level] for level in FAMILY.levels]
     assert [s.size for s in specs] == sorted(s.size for s in specs)
     assert [s.shape_px for s in specs] == sorted((s.shape_px for s in specs), reverse=True)
@@ -159,12 +141,12 @@ def test_verify_numbers_as_integers() -> None:
         assert not FAMILY.verify(p, wrong), wrong
 
 
-def test_expert_through_the_agent() -> None:
+def test_expert_zooms_twice_through_the_agent() -> None:
+    """Level 3 zooms a second time and boxes a look-alike first (the family contract covers level 1)."""
     from sketchmind.models import expert  # an import error of our own code fails, never skips
 
-    for level, reflective in ((1, False), (3, True)):
-        p = puzzle(level)
-        trace = expert.run_expert(FAMILY, p, reflective=reflective)
-        assert trace.status == "answered"
-        assert FAMILY.verify(p, trace.answer)
-        assert not [e for step in trace.steps for e in step.errors]
+    p = puzzle(3)
+    trace = expert.run_expert(FAMILY, p, reflective=True)
+    assert trace.status == "answered", trace.error
+    assert FAMILY.verify(p, trace.answer)
+    assert not [e for step in trace.steps for e in step.errors]

@@ -9,7 +9,6 @@ import pytest
 
 from sketchmind.actions import Box, Path, Zoom
 from sketchmind.canvas import Canvas, View
-from sketchmind.tasks import get_family
 from sketchmind.tasks._draw import inside, map_bbox
 from sketchmind.tasks.base import ExpertTurn, Puzzle, puzzle_rng
 from sketchmind.tasks.pathtrace import LEVELS, PathTrace, catmull_rom, curve_crossings
@@ -46,26 +45,9 @@ def distance_to(points: np.ndarray, curve: np.ndarray) -> float:
     return float(gaps.min(axis=1).max())
 
 
-def test_registered() -> None:
-    assert isinstance(get_family("pathtrace"), PathTrace)
-    assert FAMILY.levels == (1, 2, 3, 4, 5)
-    with pytest.raises(ValueError, match="levels 1-5"):
-        FAMILY.generate(np.random.default_rng(0), 6)
-
-
-@pytest.mark.parametrize("level", [1, 3])
-def test_deterministic_from_the_generator(level: int) -> None:
-    a = FAMILY.generate(puzzle_rng("pathtrace", 7, level, 2), level, 2)
-    b = FAMILY.generate(puzzle_rng("pathtrace", 7, level, 2), level, 2)
-    assert a.image is not None and b.image is not None
-    assert a.image.tobytes() == b.image.tobytes()
-    assert a.record() == b.record()
-    other = FAMILY.generate(puzzle_rng("pathtrace", 7, level, 3), level, 3)
-    assert other.image is not None and other.image.tobytes() != a.image.tobytes()
-
-
 @pytest.mark.parametrize("level", LEVELS)
 def test_every_level_renders_an_unambiguous_puzzle(level: int) -> None:
+    assert tuple(LEVELS) == FAMILY.levels
     p, spec = puzzle(level), LEVELS[level]
     assert p.image is not None and p.image.shape == (spec.size, spec.size, 3) and p.image.dtype == np.uint8
     curves = p.truth["curves"]
@@ -179,12 +161,12 @@ def test_verify_is_tolerant_but_strict_about_the_label() -> None:
         assert not FAMILY.verify(p, answer), answer
 
 
-def test_expert_through_the_agent() -> None:
+def test_expert_zooms_through_the_agent() -> None:
+    """Level 4 zooms and mirrors pieces onto the overview (the family contract covers level 1)."""
     from sketchmind.models import expert  # an import error of our own code fails, never skips
 
-    for level, reflective in ((1, False), (4, True)):
-        p = puzzle(level)
-        trace = expert.run_expert(FAMILY, p, reflective=reflective)
-        assert trace.status == "answered"
-        assert FAMILY.verify(p, trace.answer)
-        assert not [e for step in trace.steps for e in step.errors]
+    p = puzzle(4)
+    trace = expert.run_expert(FAMILY, p, reflective=True)
+    assert trace.status == "answered", trace.error
+    assert FAMILY.verify(p, trace.answer)
+    assert not [e for step in trace.steps for e in step.errors]
