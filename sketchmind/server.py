@@ -9,10 +9,12 @@ refused (``server_params.py``).
 
 A request whose messages extend a recent request's reuses that request's conversation id
 (``server_sessions.py``), so a multi-turn client gets the HF backend's KV-cache reuse over HTTP too:
-turn k prefills only what is new. Requests that wait for the model share one ``policy.generate_batch`` call
-(``server_batching.py``: same sampling settings, up to ``max_batch`` rows; greedy outputs are the same as
-unbatched ones; ``GET /stats`` counts the batches). ``concurrency`` bounds how many batches run at once
-(default 1, as a local GPU model is not thread-safe).
+turn k prefills only what is new. Any request also starts from the cached KV of a system prompt the HF
+backend has seen before (its shared-prefix reuse), so distinct requests from agents prefill only what follows
+it; ``usage.prompt_tokens`` counts the tokens actually prefilled. Requests that wait for the model share one
+``policy.generate_batch`` call (``server_batching.py``: same sampling settings, up to ``max_batch`` rows;
+greedy outputs are the same as unbatched ones; ``GET /stats`` counts the batches). ``concurrency`` bounds how
+many batches run at once (default 1, as a local GPU model is not thread-safe).
 
 Every request is bounded (``Limits``): body bytes (refused with 413 from Content-Length, or as soon as a
 chunked body passes the limit, before it is all read), messages, images, pixels per image and in all,
