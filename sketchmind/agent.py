@@ -5,11 +5,14 @@
       |--only errors--> observe
       `--budget spent or backend failure--> END
 
-The graph state is plain data (messages, steps, pending calls, the input image), so the optional
-SQLite checkpointer can store it and a run can be resumed or inspected later. The canvas is a cache
-of that state: rendering is deterministic, so a resumed run rebuilds it by replaying the recorded
-calls. ``solve_batch`` runs the same node functions in lockstep outside the graph, so a backend can
-batch one turn of many puzzles into one forward pass.
+The graph state is plain data (messages, steps, pending calls, the input image, the puzzle if the
+caller has one), so the optional SQLite checkpointer can store it and a run can be resumed or
+inspected later. The canvas is a cache of that state: rendering is deterministic, so a resumed run
+rebuilds it by replaying the recorded calls. ``solve_batch`` runs the same node functions in lockstep
+outside the graph, so a backend can batch one turn of many puzzles into one forward pass.
+
+A run given ``puzzle=`` carries it in its state, and every turn hands it to the policy in
+``Conversation.puzzle``: the one way a puzzle's ground truth reaches a policy (the expert plays it).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from sketchmind.models.base import BackendError, Conversation, Generation, Polic
 from sketchmind.protocols import Protocol, ToolCall, ToolResult, get_protocol
 from sketchmind.protocols.base import Message, image_budget_error, text_part
 from sketchmind.selection import Select, select
+from sketchmind.tasks.base import Puzzle
 from sketchmind.tools import specs
 from sketchmind.trace import Step, Trace
 
@@ -81,6 +85,7 @@ class AgentState(TypedDict, total=False):
     status: str
     error: str | None
     imagining: bool  # latent blocks allowed: the next turn is the last, and its calls are not drawn
+    puzzle: Puzzle | None  # what the run solves, when the caller knows (handed to the policy every turn)
 
 
 def _call_record(call: ToolCall, group: int) -> dict[str, Any]:
@@ -138,9 +143,13 @@ class Agent:
         self._calls = threading.Lock()
         checkpointer = None
         if checkpoint is not None:
+            from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
             from langgraph.checkpoint.sqlite import SqliteSaver
 
-            checkpointer = SqliteSaver(sqlite3.connect(str(checkpoint), check_same_thread=False))
+            # The state's one class of ours is the puzzle: allowed by name, so reading it back is not
+            # an "unregistered type" (which LangGraph warns about now and will refuse later).
+            serde = JsonPlusSerializer(allowed_msgpack_modules=[(Puzzle.__module__, Puzzle.__name__)])
+            checkpointer = SqliteSaver(sqlite3.connect(str(checkpoint), check_same_thread=False), serde=serde)
         self.graph = self._build_graph().compile(
             checkpointer=checkpointer, interrupt_before=["act"] if interrupt_before_act else None
         )
@@ -156,22 +165,33 @@ class Agent:
         select_by: Select = "vote",
         run_id: str | None = None,
         save: str | Path | None = None,
+        puzzle: Puzzle | None = None,
     ) -> Trace:
-        """Solve one question. With ``samples > 1``, sample that many trajectories and pick one."""
+        """Solve one question. With ``samples > 1``, sample that many trajectories and pick one.
+
+        ``puzzle``: the puzzle the question comes from, if known; the policy receives it every turn in
+        ``Conversation.puzzle`` (the expert needs it; models ignore it).
+        """
         if samples > 1:
-            return self._solve_sampled(image, question, samples, select_by, save)
+            return self._solve_sampled(image, question, samples, select_by, save, puzzle)
         final: AgentState = {}
-        for _event, state in self._run(image, question, run_id, save):
+        for _event, state in self._run(image, question, run_id, save, puzzle):
             final = state
         return self.trace(final)
 
     def stream(
-        self, image: ImageSource | None, question: str, *, run_id: str | None = None, save: str | Path | None = None
+        self,
+        image: ImageSource | None,
+        question: str,
+        *,
+        run_id: str | None = None,
+        save: str | Path | None = None,
+        puzzle: Puzzle | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield one event per graph step, ``{"node": ..., "step": {...}, "status": ...}``, then
-        ``{"node": "end", "trace": Trace}`` (unless the run paused at an interrupt)."""
+        ``{"node": "end", "trace": Trace}`` (unless the run paused at an interrupt). ``puzzle`` as in ``solve``."""
         final: AgentState = {}
-        for event, state in self._run(image, question, run_id, save):
+        for event, state in self._run(image, question, run_id, save, puzzle):
             final = state
             yield event
         if final and final.get("status") != "running":
@@ -183,22 +203,32 @@ class Agent:
         *,
         sampling: Sampling | None = None,
         run_ids: Sequence[str] | None = None,
+        puzzles: Sequence[Puzzle | None] | None = None,
     ) -> list[Trace]:
-        """Solve many questions in lockstep: each turn is one ``generate_batch`` call for all live runs."""
-        return [trace for trace, _canvas in self._lockstep(items, sampling, run_ids)]
+        """Solve many questions in lockstep: each turn is one ``generate_batch`` call for all live runs.
+
+        ``puzzles[i]`` (if given) is the puzzle of ``items[i]``, handed to the policy as in ``solve``.
+        """
+        return [trace for trace, _canvas in self._lockstep(items, sampling, run_ids, puzzles)]
 
     def _lockstep(
         self,
         items: Sequence[tuple[ImageSource | None, str]],
         sampling: Sampling | None,
         run_ids: Sequence[str] | None,
+        puzzles: Sequence[Puzzle | None] | None = None,
     ) -> list[tuple[Trace, Canvas]]:
         """``solve_batch``, with each run's canvas: the cache drops them, and a saved trace needs its views."""
-        if run_ids is not None and len(run_ids) != len(items):
-            raise ValueError(f"got {len(run_ids)} run ids for {len(items)} items")
+        for name, given in (("run ids", run_ids), ("puzzles", puzzles)):
+            if given is not None and len(given) != len(items):
+                raise ValueError(f"got {len(given)} {name} for {len(items)} items")
         ids: Sequence[str | None] = run_ids or [None] * len(items)
+        known: Sequence[Puzzle | None] = puzzles or [None] * len(items)
         turn = self.sampling if sampling is None else self._budgeted(sampling, self.budgets)
-        states = [self._start(image, question, run_id) for (image, question), run_id in zip(items, ids, strict=True)]
+        states = [
+            self._start(image, question, run_id, puzzle)
+            for (image, question), run_id, puzzle in zip(items, ids, known, strict=True)
+        ]
         while True:
             live = [s for s in states if s["status"] == "running"]
             if not live:
@@ -266,9 +296,14 @@ class Agent:
         return {"configurable": {"thread_id": run_id}, "recursion_limit": 4 * self.budgets.max_turns + 10}
 
     def _run(
-        self, image: ImageSource | None, question: str, run_id: str | None, save: str | Path | None
+        self,
+        image: ImageSource | None,
+        question: str,
+        run_id: str | None,
+        save: str | Path | None,
+        puzzle: Puzzle | None = None,
     ) -> Iterator[tuple[dict[str, Any], AgentState]]:
-        state = self._start(image, question, run_id)
+        state = self._start(image, question, run_id, puzzle)
         config = self._config(state["run_id"])
         current: AgentState = dict(state)  # type: ignore[assignment]
         # PNG encoding runs beside the next model call; one worker keeps the saves in order.
@@ -293,7 +328,9 @@ class Agent:
         for future in saved:
             future.result()
 
-    def _start(self, image: ImageSource | None, question: str, run_id: str | None) -> AgentState:
+    def _start(
+        self, image: ImageSource | None, question: str, run_id: str | None, puzzle: Puzzle | None = None
+    ) -> AgentState:
         pixels = None if image is None else load_image(image)
         if pixels is not None and self.protocol.image_max_pixels is not None:
             pixels = smart_resize(pixels, max_pixels=self.protocol.image_max_pixels)
@@ -324,6 +361,7 @@ class Agent:
             "status": "running",
             "error": None,
             "imagining": self.mode == "latent",
+            "puzzle": puzzle,
         }
 
     def _allow_latent(self, run_id: str, allowed: bool) -> None:
@@ -360,6 +398,7 @@ class Agent:
             messages=state["messages"],
             images={v.index: v.image for v in canvas.views},
             tools=specs() if self.protocol.name == "openai-tools" and self.mode == "draw" else None,
+            puzzle=state.get("puzzle"),
         )
 
     @staticmethod
@@ -517,12 +556,18 @@ class Agent:
         return graph
 
     def _solve_sampled(
-        self, image: ImageSource | None, question: str, samples: int, select_by: Select, save: str | Path | None
+        self,
+        image: ImageSource | None,
+        question: str,
+        samples: int,
+        select_by: Select,
+        save: str | Path | None,
+        puzzle: Puzzle | None,
     ) -> Trace:
         sampling = self.sampling
         if sampling.temperature == 0:
             sampling = Sampling(**{**asdict(sampling), "temperature": 0.7})
-        runs = self._lockstep([(image, question)] * samples, sampling, None)
+        runs = self._lockstep([(image, question)] * samples, sampling, None, [puzzle] * samples)
         traces = [trace for trace, _canvas in runs]
         chosen = select(traces, select_by)
         trace, canvas = runs[chosen]

@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -32,6 +32,11 @@ from sketchmind.memory import reuse_freed_memory
 from sketchmind.models.default import DEFAULT_POLICY, NOTICE, is_shipped, resolve_model
 from sketchmind.quiet import quiet_progress_bars
 from sketchmind.trace import TraceError
+
+if TYPE_CHECKING:  # loaded only by the commands that use them: `sketchmind --help` stays quick
+    from sketchmind.models.base import Policy
+    from sketchmind.models.expert import ExpertPolicy
+    from sketchmind.tasks import Puzzle
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 out = Console(highlight=False)
@@ -215,10 +220,13 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if args.model is None:
         args.model = _default_model(args.mode)
         err.print(NOTICE, soft_wrap=True, markup=False)
-    run_id = None
+    run_id: str | None = None
+    puzzle: Puzzle | None = None
+    policy: Policy
     try:
         if args.model == "expert":
-            policy, run_id = _expert_for_image(args)
+            policy, puzzle = _expert_for_image(args)
+            run_id = puzzle.id
         else:
             policy = load_policy(args.model, base_url=args.base_url, mode=args.mode)
         sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
@@ -228,10 +236,12 @@ def cmd_solve(args: argparse.Namespace) -> int:
         except ValueError as error:  # an unsupported mode or protocol: the user's choice, not a bug
             raise UsageError(str(error)) from None
         if args.samples > 1:
-            trace = agent.solve(image, args.question, samples=args.samples, select_by=args.select, save=args.save)
+            trace = agent.solve(
+                image, args.question, samples=args.samples, select_by=args.select, save=args.save, puzzle=puzzle
+            )
         else:
             trace = None
-            for event in agent.stream(image, args.question, save=args.save, run_id=run_id):
+            for event in agent.stream(image, args.question, save=args.save, run_id=run_id, puzzle=puzzle):
                 if event["node"] == "end":
                     trace = event["trace"]
                 elif not args.json:
@@ -252,10 +262,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return EXIT_OK if trace.answer is not None else EXIT_FAILED
 
 
-def _expert_for_image(args: argparse.Namespace) -> tuple[Any, str]:
-    """The expert policy for a VSP benchmark image (it needs the puzzle's ground truth)."""
+def _expert_for_image(args: argparse.Namespace) -> tuple[ExpertPolicy, Puzzle]:
+    """The expert policy and the VSP benchmark puzzle of the image (the run carries its ground truth)."""
     from sketchmind.models.expert import ExpertPolicy
-    from sketchmind.tasks import get_family
     from sketchmind.tasks.vsp import vsp_puzzle_for_image
 
     puzzle = vsp_puzzle_for_image(args.image) if args.image else None
@@ -264,9 +273,7 @@ def _expert_for_image(args: argparse.Namespace) -> tuple[Any, str]:
             "--model expert needs a puzzle's ground truth: give an image inside a VSP maps/levelN/img folder, "
             "or run `sketchmind bench FAMILY --model expert`"
         )
-    policy = ExpertPolicy(args.protocol, mode="text" if args.mode == "text" else "draw")
-    policy.assign(puzzle.id, get_family("frozenlake"), puzzle)
-    return policy, puzzle.id
+    return ExpertPolicy(args.protocol, mode="text" if args.mode == "text" else "draw"), puzzle
 
 
 def _levels(text: str | None) -> tuple[int, ...] | None:

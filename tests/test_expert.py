@@ -32,9 +32,9 @@ def test_vilasr_refuses_tools_it_does_not_have() -> None:
         get_protocol("vilasr").format_turn("look", [ToolCall("zoom", {"factor": 2, "view": 1})])
 
 
-def test_unassigned_conversation_is_a_clear_backend_error() -> None:
+def test_a_conversation_without_its_puzzle_is_a_clear_backend_error() -> None:
     policy = ExpertPolicy()
-    with pytest.raises(BackendError, match="only assigned puzzles"):
+    with pytest.raises(BackendError, match="only runs that carry their puzzle"):
         policy.generate(Conversation(id="nobody", messages=[]))
 
 
@@ -73,8 +73,6 @@ def test_reflective_expert_redraws_a_label_and_still_answers() -> None:
 def test_expert_drives_a_lockstep_batch() -> None:
     family = get_family("maze")
     puzzles = make_dataset(family, (1, 5), 2, seed=9)
-    policy = ExpertPolicy()
-    for puzzle in puzzles:
-        policy.assign(puzzle.id, family, puzzle)
-    traces = Agent(policy).solve_batch([(p.image, p.question) for p in puzzles], run_ids=[p.id for p in puzzles])
+    items = [(p.image, p.question) for p in puzzles]
+    traces = Agent(ExpertPolicy()).solve_batch(items, run_ids=[p.id for p in puzzles], puzzles=puzzles)
     assert [family.verify(p, t.answer) for p, t in zip(puzzles, traces, strict=True)] == [True] * len(puzzles)

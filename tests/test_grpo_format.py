@@ -27,7 +27,7 @@ from sketchmind.models.expert import ExpertPolicy
 from sketchmind.models.replay import ReplayPolicy
 from sketchmind.protocols.base import ToolCall, image_budget_error
 from sketchmind.protocols.sketchmind import FINAL_NOTE, SketchMindProtocol
-from sketchmind.tasks import get_family, make_dataset
+from sketchmind.tasks import Puzzle, get_family, make_dataset
 from sketchmind.tools import specs
 from sketchmind.train.environment import DrawingEnvironment, is_error
 from sketchmind.train.grpo import grpo_dataset
@@ -96,10 +96,13 @@ class Recording(Policy):
 Turns = list[tuple[str, list[Image.Image]]]
 
 
-def agent_side(hf: HFPolicy, row: dict[str, Any], inner: Policy, run_id: str) -> tuple[list[str], Turns]:
+def agent_side(
+    hf: HFPolicy, row: dict[str, Any], inner: Policy, run_id: str, puzzle: Puzzle | None = None
+) -> tuple[list[str], Turns]:
     """(a) Agent + HFPolicy: the raw turns of the run, and each turn's prompt as HFPolicy renders it."""
     recording = Recording(inner)
-    trace = Agent(recording, "sketchmind", BUDGETS).solve(np.asarray(row["images"][0]), row["question"], run_id=run_id)
+    image = np.asarray(row["images"][0])
+    trace = Agent(recording, "sketchmind", BUDGETS).solve(image, row["question"], run_id=run_id, puzzle=puzzle)
     assert trace.status == "answered", trace.error
     turns = []
     for conversation in recording.conversations:
@@ -175,10 +178,8 @@ def test_expert_rollout_renders_as_the_agent_does(tiny: Path, row: dict[str, Any
     family = get_family("maze")
     (puzzle,) = make_dataset(family, [1], 1, 0)
     assert puzzle.id == row["id"]
-    expert = ExpertPolicy("sketchmind")
-    expert.assign("expert", family, puzzle)
     hf = HFPolicy(tiny, max_pixels=PIXELS)
-    raws, turns = agent_side(hf, row, expert, "expert")
+    raws, turns = agent_side(hf, row, ExpertPolicy("sketchmind"), "expert", puzzle)
     assert len(raws) >= 3 and "<tool_call>" in raws[0]
     processor = prepare_processor(copy.deepcopy(hf._processor), family_of(hf._model.config.model_type))
     assert_same_turns(turns, trl_side(processor, row, raws))

@@ -32,10 +32,8 @@ def expert_views(seed: int = 2) -> tuple[list[object], int]:
     """The views an expert trajectory renders on a level-2 maze, and its number of drawing turns."""
     family = get_family("maze")
     puzzle = make_dataset(family, (2,), 1, seed=seed)[0]
-    policy = ExpertPolicy()
-    policy.assign(puzzle.id, family, puzzle)
-    agent = Agent(policy, budgets=Budgets(max_turns=12, timeout=None))
-    trace = agent.solve(puzzle.image, puzzle.question, run_id=puzzle.id)
+    agent = Agent(ExpertPolicy(), budgets=Budgets(max_turns=12, timeout=None))
+    trace = agent.solve(puzzle.image, puzzle.question, run_id=puzzle.id, puzzle=puzzle)
     canvas = agent.canvas(puzzle.id)
     assert canvas is not None
     return [v.image for v in canvas.views], sum(1 for s in trace.steps if s.calls)

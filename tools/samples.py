@@ -31,10 +31,8 @@ def sample(name: str, seed: int) -> tuple[np.ndarray, str, str]:
     """(puzzle | expert's last view, question, answer) for one family."""
     family = get_family(name)
     puzzle = make_dataset(family, (LEVELS.get(name, family.levels[0]),), 1, seed=seed)[0]
-    policy = ExpertPolicy()
-    policy.assign(puzzle.id, family, puzzle)
-    agent = Agent(policy, budgets=Budgets(max_turns=12, timeout=None))
-    trace = agent.solve(puzzle.image, puzzle.question, run_id=puzzle.id)
+    agent = Agent(ExpertPolicy(), budgets=Budgets(max_turns=12, timeout=None))
+    trace = agent.solve(puzzle.image, puzzle.question, run_id=puzzle.id, puzzle=puzzle)
     canvas = agent.canvas(puzzle.id)
     if puzzle.image is None or canvas is None:
         raise RuntimeError(f"{puzzle.id}: no image to show")

@@ -133,7 +133,6 @@ def run_bench(
     ``on_batch(done, total)`` is called after each batch (the CLI's progress bar).
     """
     from sketchmind.agent import Agent, Budgets
-    from sketchmind.models.expert import ExpertPolicy
 
     out = Path(directory)
     family, puzzles = load_puzzles(config)  # first: a bad --data must not leave a run.json claiming the folder
@@ -148,14 +147,12 @@ def run_bench(
     run = BenchRun(out, [])
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start : start + config.batch_size]
-        if isinstance(policy, ExpertPolicy):
-            for puzzle in batch:
-                policy.assign(puzzle.id, family, puzzle)
         started = time.perf_counter()
         if config.samples > 1:
-            traces = [agent.solve(p.image, p.question, samples=config.samples) for p in batch]
+            traces = [agent.solve(p.image, p.question, samples=config.samples, puzzle=p) for p in batch]
         else:
-            traces = agent.solve_batch([(p.image, p.question) for p in batch], run_ids=[p.id for p in batch])
+            items = [(p.image, p.question) for p in batch]
+            traces = agent.solve_batch(items, run_ids=[p.id for p in batch], puzzles=batch)
         per_solve = (time.perf_counter() - started) / len(batch)  # batched: the amortised wall time
         fresh = []
         for puzzle, trace in zip(batch, traces, strict=True):

@@ -4,7 +4,7 @@ A run is driven segment by segment. Without step-by-step there is one segment (`
 step-by-step mode the agent pauses before each drawing step (``interrupt_before_act``); the person's
 edits go in with ``Agent.edit`` and the next segment streams the checkpointed graph on from the pause.
 ``Agent.stream`` releases the policy's per-run state when a segment ends, so each later segment arms
-the policy again (the expert's puzzle, a latent policy's switch) before it continues.
+the policy again (a latent policy's switch) before it continues; the puzzle travels in the run's state.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from sketchmind.canvas import Canvas
 from sketchmind.demo.limits import DemoInputError
 from sketchmind.files import safe_child, write_atomic
 from sketchmind.models.base import Policy
-from sketchmind.models.expert import ExpertPolicy
 from sketchmind.tasks import Puzzle, TaskFamily, get_family, puzzle_rng
 from sketchmind.trace import TRACE_FILE, VIEWS_DIR, Trace, view_filename
 
@@ -124,7 +123,8 @@ class ActiveRun:
         """Run the first segment, yielding after every graph step."""
         self.busy = True
         try:
-            for event in self.agent.stream(image, self.question, run_id=self.run_id):
+            puzzle = self.puzzle.puzzle if self.puzzle is not None else None
+            for event in self.agent.stream(image, self.question, run_id=self.run_id, puzzle=puzzle):
                 self._record(event)
                 yield
         finally:
@@ -162,9 +162,10 @@ class ActiveRun:
         self._after_segment()
 
     def _arm(self, state: AgentState) -> None:
-        """Give the policy back the per-run state ``release`` dropped at the end of the last segment."""
-        if isinstance(self.policy, ExpertPolicy) and self.puzzle is not None:
-            self.policy.assign(self.run_id, self.puzzle.family, self.puzzle.puzzle)
+        """Give the policy back the per-run state ``release`` dropped at the end of the last segment.
+
+        The puzzle needs no arming: it is in the checkpointed state, and every turn hands it on.
+        """
         set_latent = getattr(self.policy, "set_latent", None)
         if self.agent.mode in ("latent", "auto") and callable(set_latent):
             set_latent(self.run_id, self.agent.mode == "latent" or bool(state.get("imagining")))
@@ -295,14 +296,10 @@ class DemoSession:
         """
         puzzle = self.puzzle if self.puzzle is not None and self.puzzle.matches(pixels) else None
         run_id = f"{puzzle.puzzle.id}-{uuid.uuid4().hex[:6]}" if puzzle else uuid.uuid4().hex[:12]
-        turns = MODEL_TURNS
-        if isinstance(policy, ExpertPolicy):
-            if puzzle is None:
-                raise DemoInputError(
-                    "The expert only plays generated puzzles: click Generate (and keep its image) first."
-                )
-            policy.assign(run_id, puzzle.family, puzzle.puzzle)
-            turns = len(puzzle.family.expert(puzzle.puzzle)) + 1
+        if policy.needs_puzzle and puzzle is None:
+            raise DemoInputError("The expert only plays generated puzzles: click Generate (and keep its image) first.")
+        planned = policy.planned_turns(puzzle.puzzle) if puzzle is not None else None
+        turns = MODEL_TURNS if planned is None else planned + 1  # a known trajectory, and its answer
         directory = safe_child(self.folder(), f"runs/{run_id}")
         directory.mkdir(parents=True, exist_ok=True)
         try:

@@ -4,6 +4,9 @@ A conversation is append-only: each turn adds the assistant's output and then th
 is what lets a backend keep per-conversation state (the HF backend's KV cache) and prefill only the
 new messages. Images are referenced by view index inside messages (see ``protocols.base``) and
 resolved through ``Conversation.images``, so each image is encoded once, by the backend that needs it.
+
+A run that solves a known puzzle carries it in ``Conversation.puzzle``: the one route by which any
+policy learns a puzzle's ground truth (the expert plays it; models ignore it).
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sketchmind.protocols.base import Message
+
+if TYPE_CHECKING:  # the tasks package imports the protocols; at runtime a policy needs no family loaded
+    from sketchmind.tasks.base import Puzzle
 
 
 class BackendError(RuntimeError):
@@ -24,12 +30,17 @@ class BackendError(RuntimeError):
 
 @dataclass
 class Conversation:
-    """The messages so far and the views they reference. ``id`` keys any backend-side cache."""
+    """The messages so far and the views they reference. ``id`` keys any backend-side cache.
+
+    ``puzzle`` is the puzzle the run solves, when its caller has one (a benchmark, synthesis, the demo):
+    the same object on every turn of the run. Only a policy that plays ground truth reads it.
+    """
 
     id: str
     messages: list[Message]
     images: Mapping[int, np.ndarray] = field(default_factory=dict)
     tools: Sequence[Mapping[str, Any]] | None = None  # for native function calling (openai-tools)
+    puzzle: Puzzle | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,9 @@ class Policy(ABC):
     # The coordinate convention the model was trained to write (``pixels``, ``norm1000``, ``unit``), when it
     # says; an agent given a protocol by name then speaks that convention. None: the protocol's default.
     coords: str | None = None
+    # A policy that plays the puzzle's ground truth (the expert) has nothing to say without one: callers
+    # refuse such a run up front instead of letting its first turn fail.
+    needs_puzzle: bool = False
 
     @abstractmethod
     def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
@@ -107,4 +121,12 @@ class Policy(ABC):
 
     def count_tokens(self, conversation: Conversation) -> int | None:
         """Prompt length in tokens if the backend can tell cheaply (for the context budget)."""
+        return None
+
+    def planned_turns(self, puzzle: Puzzle) -> int | None:
+        """How many turns this policy will write on ``puzzle``, if it knows before the run (the expert
+        plays a fixed trajectory, so a caller can size the turn budget to it); ``None`` for a model.
+
+        Raises ``ValueError`` if the policy cannot play ``puzzle`` at all.
+        """
         return None

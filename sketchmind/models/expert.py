@@ -1,8 +1,9 @@
 """The expert policy: plays a puzzle family's drawing trajectory through the normal agent loop.
 
-It reads the puzzle's ground truth (``TaskFamily.expert``) and writes each turn in the agent's own
-protocol, so the whole loop (parsing, drawing, observations, budgets, traces) runs without a neural
-model. It is also the teacher for the cold-start SFT data.
+It reads the ground truth of the puzzle its run carries (``Conversation.puzzle``, given to the agent as
+``solve(..., puzzle=...)``), plans it with the puzzle's family (``TaskFamily.expert``) and writes each
+turn in the agent's own protocol, so the whole loop (parsing, drawing, observations, budgets, traces)
+runs without a neural model. It is also the teacher for the cold-start SFT data.
 
 Expert calls are in the pixels of the views the expert planned on (the puzzle's own image). The
 agent may have resized the input (the ViLaSR protocol does), so each call is rescaled to the view
@@ -12,7 +13,8 @@ the model really sees and then written in the protocol's coordinate convention.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -20,6 +22,7 @@ from sketchmind.actions import ActionError, ViewAction, parse_action
 from sketchmind.canvas import WHITEBOARD_SIZE, Canvas
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols import Protocol, ToolCall, get_protocol
+from sketchmind.tasks import get_family
 from sketchmind.tasks.base import ExpertTurn, Puzzle, TaskFamily
 
 if TYPE_CHECKING:
@@ -62,40 +65,57 @@ def plan_turns(puzzle: Puzzle, turns: Sequence[ExpertTurn]) -> list[list[_Planne
 
 
 class ExpertPolicy(Policy):
-    """Writes the expert trajectory of the puzzle assigned to each conversation.
+    """Writes the expert trajectory of the puzzle each conversation carries (``Conversation.puzzle``).
 
     Args:
         protocol: the agent's protocol (name or instance), so turns come out in its format.
         mode: ``text`` writes one turn with the expert's thoughts and the answer, no drawing.
         reflective: use trajectories with a drawn mistake that is noticed and fixed.
+        seed: the family's expert seed for a puzzle (which mistake a reflective trajectory makes);
+            default 0 for every puzzle. Synthesis varies it across puzzles.
     """
 
     name = "expert"
+    needs_puzzle = True
 
     def __init__(
-        self, protocol: str | Protocol = "sketchmind", *, mode: Mode = "draw", reflective: bool = False
+        self,
+        protocol: str | Protocol = "sketchmind",
+        *,
+        mode: Mode = "draw",
+        reflective: bool = False,
+        seed: Callable[[Puzzle], int] | None = None,
     ) -> None:
         self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
         self.mode = mode
         self.reflective = reflective
-        self._plans: dict[str, _Plan] = {}
+        self.seed = seed
+        # Plans by puzzle object, not by run: k samples of one puzzle share a plan, a caller that sized
+        # its budget with ``planned_turns`` does not plan twice, and a plan goes when its puzzle does.
+        self._plans: weakref.WeakKeyDictionary[Puzzle, _Plan] = weakref.WeakKeyDictionary()
 
-    def assign(self, conversation_id: str, family: TaskFamily, puzzle: Puzzle, *, seed: int = 0) -> None:
-        """Solve ``puzzle`` in the conversation with this id (the agent's ``run_id``)."""
-        turns = family.expert(puzzle, reflective=self.reflective, seed=seed)
-        size = WHITEBOARD_SIZE if puzzle.image is None else (puzzle.image.shape[1], puzzle.image.shape[0])
-        self._plans[conversation_id] = _Plan(turns, plan_turns(puzzle, turns), size)
+    def planned_turns(self, puzzle: Puzzle) -> int:
+        """The turns of ``puzzle``'s trajectory; ``ValueError`` if its family cannot plan it."""
+        return len(self._plan(puzzle).turns)
 
-    def release(self, conversation_id: str) -> None:
-        self._plans.pop(conversation_id, None)
+    def _plan(self, puzzle: Puzzle) -> _Plan:
+        """The trajectory for ``puzzle`` and the views its calls draw on, planned once per puzzle."""
+        plan = self._plans.get(puzzle)
+        if plan is None:
+            family = get_family(puzzle.family)
+            seed = 0 if self.seed is None else self.seed(puzzle)
+            turns = family.expert(puzzle, reflective=self.reflective, seed=seed)
+            size = WHITEBOARD_SIZE if puzzle.image is None else (puzzle.image.shape[1], puzzle.image.shape[0])
+            plan = self._plans[puzzle] = _Plan(turns, plan_turns(puzzle, turns), size)
+        return plan
 
     def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
-        plan = self._plans.get(conversation.id)
-        if plan is None:
+        if conversation.puzzle is None:
             raise BackendError(
-                "the expert knows only assigned puzzles: use `sketchmind bench FAMILY --model expert`, "
+                "the expert plays only runs that carry their puzzle: use `sketchmind bench FAMILY --model expert`, "
                 "or `sketchmind solve` on an image inside a VSP maps/levelN/img folder"
             )
+        plan = self._plan(conversation.puzzle)
         if self.mode == "text":
             thought = " ".join(t.thought for t in plan.turns)
             return _generation(self.protocol.format_turn(thought, answer=plan.turns[-1].answer))
@@ -162,12 +182,13 @@ def run_expert(
     """Solve ``puzzle`` with its expert through the real agent loop and return the trace."""
     from sketchmind.agent import Agent, Budgets
 
+    if puzzle.family != family.name:  # the expert plans with the puzzle's own family
+        raise ValueError(f"{puzzle.id} is a {puzzle.family} puzzle, not {family.name}")
     policy = ExpertPolicy(protocol, mode=mode, reflective=reflective)
     run_id = f"{puzzle.id}-{uuid.uuid4().hex[:6]}"
-    policy.assign(run_id, family, puzzle)
-    turns = len(policy._plans[run_id].turns)
+    turns = policy.planned_turns(puzzle)
     agent = Agent(policy, policy.protocol, Budgets(max_turns=turns + 1, timeout=None), mode=mode)
-    return agent.solve(puzzle.image, puzzle.question, run_id=run_id)
+    return agent.solve(puzzle.image, puzzle.question, run_id=run_id, puzzle=puzzle)
 
 
 __all__ = ["ExpertPolicy", "plan_turns", "run_expert"]

@@ -15,7 +15,6 @@ from typing import Any
 
 from sketchmind.agent import Agent, Budgets
 from sketchmind.models.base import Policy, Sampling
-from sketchmind.models.expert import ExpertPolicy
 from sketchmind.tasks import Puzzle, get_family, make_dataset
 from sketchmind.trace import Trace
 from sketchmind.train.synth import ConversationRecorder, Trajectory, redrawn_labels, to_row
@@ -105,10 +104,9 @@ def rejection_sample(
         runs = [(puzzle, f"{puzzle.id}#{j}") for puzzle in puzzles for j in range(k)]
         for start in range(0, len(runs), batch_size):
             batch = runs[start : start + batch_size]
-            if isinstance(policy, ExpertPolicy):
-                for puzzle, run_id in batch:
-                    policy.assign(run_id, family, puzzle)
-            traces = agent.solve_batch([(p.image, p.question) for p, _ in batch], run_ids=[r for _, r in batch])
+            traces = agent.solve_batch(
+                [(p.image, p.question) for p, _ in batch], run_ids=[r for _, r in batch], puzzles=[p for p, _ in batch]
+            )
             for (puzzle, run_id), trace in zip(batch, traces, strict=True):
                 _sort(result, family.verify(puzzle, trace.answer), puzzle, run_id, trace, recorder, require_reflective)
     return result

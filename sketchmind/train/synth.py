@@ -27,6 +27,7 @@ import os
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,7 +157,8 @@ def run_trajectories(
     """Play the expert on every puzzle through the real agent, in lockstep batches; one result per puzzle, in order.
 
     ``reflective`` holds the ids of the puzzles that get a reflective trajectory (a drawn mistake that is
-    noticed and redrawn). ``max_turns`` is the agent's turn budget, as at inference.
+    noticed and redrawn). ``max_turns`` is the agent's turn budget, as at inference. Each run carries its
+    puzzle, and the expert plans it with the puzzle's own family (``puzzle.family``, which is ``family``).
     """
     resolved = _text_protocol(protocol)
     ids = [p.id for p in puzzles]
@@ -167,10 +169,11 @@ def run_trajectories(
         group = [p for p in puzzles if (p.id in reflective) == flag]
         if not group:
             continue
-        recorder = ConversationRecorder(ExpertPolicy(resolved, reflective=flag))
+        expert = ExpertPolicy(resolved, reflective=flag, seed=partial(expert_seed, seed))
+        recorder = ConversationRecorder(expert)
         agent = Agent(recorder, resolved, Budgets(max_turns=max_turns, timeout=None))
         for start in range(0, len(group), batch_size):
-            for trajectory in _run_batch(agent, recorder, family, group[start : start + batch_size], flag, seed):
+            for trajectory in _run_batch(agent, recorder, expert, group[start : start + batch_size], flag):
                 done[trajectory.puzzle.id] = trajectory
     return [done[i] for i in ids]
 
@@ -178,24 +181,23 @@ def run_trajectories(
 def _run_batch(
     agent: Agent,
     recorder: ConversationRecorder,
-    family: TaskFamily,
+    expert: ExpertPolicy,
     puzzles: Sequence[Puzzle],
     reflective: bool,
-    seed: int,
 ) -> list[Trajectory]:
     planned: list[Puzzle] = []
     out: list[Trajectory] = []
     for puzzle in puzzles:
         try:
-            expert = recorder.inner
-            assert isinstance(expert, ExpertPolicy)
-            expert.assign(puzzle.id, family, puzzle, seed=expert_seed(seed, puzzle))
+            # Planned before the batch (and kept for its run): one unplannable puzzle must not fail them all.
+            expert.planned_turns(puzzle)
         except ValueError:  # the family cannot plan this puzzle: counted as expert_failed, not fatal
             out.append(Trajectory(puzzle, reflective, None, None))
             continue
         planned.append(puzzle)
     if planned:
-        traces = agent.solve_batch([(p.image, p.question) for p in planned], run_ids=[p.id for p in planned])
+        items = [(p.image, p.question) for p in planned]
+        traces = agent.solve_batch(items, run_ids=[p.id for p in planned], puzzles=planned)
         for puzzle, trace in zip(planned, traces, strict=True):
             out.append(Trajectory(puzzle, reflective, trace, recorder.whole_conversation(puzzle.id, trace)))
     return out
