@@ -1,6 +1,6 @@
 """The agent: a LangGraph loop in which a policy thinks, draws, looks at its drawing, and answers.
 
-    think --answer--> answer --> END
+    think --answer--> END
       |--calls--> act --> observe --> think ...
       |--only errors--> observe
       `--budget spent or backend failure--> END
@@ -8,7 +8,8 @@
 The graph state is plain data (messages, steps, pending calls, the input image, the puzzle if the
 caller has one), so the optional SQLite checkpointer can store it and a run can be resumed or
 inspected later. The canvas is a cache of that state: rendering is deterministic, so a resumed run
-rebuilds it by replaying the recorded calls. ``solve_batch`` runs the same node functions in lockstep
+rebuilds it by replaying the recorded calls. The edges are one table (``EDGES``): the LangGraph graph
+is compiled from it, and ``solve_batch`` walks the same table with the same node functions in lockstep
 outside the graph, so a backend can batch one turn of many puzzles into one forward pass.
 
 A run given ``puzzle=`` carries it in its state, and every turn hands it to the policy in
@@ -28,6 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar
+from typing import Protocol as Interface  # `Protocol` here is the prompt format
 
 import numpy as np
 from langchain_core.runnables import RunnableConfig
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Mode = Literal["draw", "text", "latent", "auto"]
+Route = Literal["think", "act", "observe", "end"]  # a node, or the end of the run
 MODES: tuple[Mode, ...] = ("draw", "text", "latent", "auto")
 
 TEXT_PROMPT = (
@@ -86,6 +89,12 @@ class AgentState(TypedDict, total=False):
     error: str | None
     imagining: bool  # latent blocks allowed: the next turn is the last, and its calls are not drawn
     puzzle: Puzzle | None  # what the run solves, when the caller knows (handed to the policy every turn)
+
+
+class NodeFunction(Interface):
+    """A graph node: the update it makes to a run's state (LangGraph merges it; ``_merge`` outside)."""
+
+    def __call__(self, state: AgentState) -> dict[str, Any]: ...
 
 
 def _call_record(call: ToolCall, group: int) -> dict[str, Any]:
@@ -218,7 +227,11 @@ class Agent:
         run_ids: Sequence[str] | None,
         puzzles: Sequence[Puzzle | None] | None = None,
     ) -> list[tuple[Trace, Canvas]]:
-        """``solve_batch``, with each run's canvas: the cache drops them, and a saved trace needs its views."""
+        """``solve_batch``, with each run's canvas: the cache drops them, and a saved trace needs its views.
+
+        Each round is the graph's ``think`` node split around one batched model call (the same checks
+        before it, the same update after it), then each run walks ``EDGES`` to its next ``think``.
+        """
         for name, given in (("run ids", run_ids), ("puzzles", puzzles)):
             if given is not None and len(given) != len(items):
                 raise ValueError(f"got {len(given)} {name} for {len(items)} items")
@@ -230,6 +243,10 @@ class Agent:
             for (image, question), run_id, puzzle in zip(items, ids, known, strict=True)
         ]
         while True:
+            for state in [s for s in states if s["status"] == "running"]:
+                spent = self._before_generation(state)
+                if spent is not None:
+                    _merge(state, spent)
             live = [s for s in states if s["status"] == "running"]
             if not live:
                 break
@@ -239,7 +256,7 @@ class Agent:
             except BackendError as error:
                 log.debug("a batched model call failed", exc_info=error)
                 for state in live:
-                    _merge(state, {"status": "error", "error": str(error)})
+                    _merge(state, _failed(error))
                 break
             for state, generation in zip(live, generations, strict=True):
                 _merge(state, self._after_generation(state, generation))
@@ -422,6 +439,22 @@ class Agent:
     # ------------------------------------------------------------------ nodes
 
     def _think(self, state: AgentState) -> dict[str, Any]:
+        """One model turn: the checks before the call, the call, the update after it.
+
+        ``_lockstep`` runs the same two halves around a batched call, so both paths end runs alike.
+        """
+        spent = self._before_generation(state)
+        if spent is not None:
+            return spent
+        try:
+            generation = self._with_timeout(lambda: self.policy.generate(self._conversation(state), self.sampling))
+        except BackendError as error:
+            log.debug("run %s: the model call failed", state["run_id"], exc_info=error)  # the cause, on request
+            return _failed(error)
+        return self._after_generation(state, generation)
+
+    def _before_generation(self, state: AgentState) -> dict[str, Any] | None:
+        """The update that ends a run before its next model call (context budget spent), else ``None``."""
         if self.budgets.max_context_tokens is not None:
             used = self.policy.count_tokens(self._conversation(state))
             if used is not None and used > self.budgets.max_context_tokens:
@@ -429,12 +462,7 @@ class Agent:
                     "status": "no_answer",
                     "error": f"context budget spent ({used} > {self.budgets.max_context_tokens} tokens)",
                 }
-        try:
-            generation = self._with_timeout(lambda: self.policy.generate(self._conversation(state), self.sampling))
-        except BackendError as error:
-            log.debug("run %s: the model call failed", state["run_id"], exc_info=error)  # the cause, on request
-            return {"status": "error", "error": str(error)}
-        return self._after_generation(state, generation)
+        return None
 
     def _after_generation(self, state: AgentState, generation: Generation) -> dict[str, Any]:
         parsed = self.protocol.parse(generation.message or generation.text)
@@ -535,24 +563,25 @@ class Agent:
             update.update(status="no_answer", error=f"turn budget spent ({self.budgets.max_turns} turns)")
         return update
 
+    def _nodes(self) -> dict[str, NodeFunction]:
+        """The node functions, by name: the graph's and the lockstep batch's alike."""
+        return {"think": self._think, "act": self._act, "observe": self._observe}
+
     def _advance(self, state: AgentState) -> None:
-        """One act/observe step outside the graph (for lockstep batches), mirroring its edges."""
-        route = _after_think(state)
-        if route == "act":
-            _merge(state, self._act(state))
-            route = "observe"
-        if route == "observe":
-            _merge(state, self._observe(state))
+        """Walk ``EDGES`` from a finished ``think`` to the next ``think`` or the end (lockstep batches)."""
+        nodes = self._nodes()
+        node = EDGES["think"][0](state)
+        while node not in ("think", "end"):
+            _merge(state, nodes[node](state))
+            node = EDGES[node][0](state)
 
     def _build_graph(self) -> StateGraph[AgentState]:
         graph: StateGraph[AgentState] = StateGraph(AgentState)
-        graph.add_node("think", self._think)
-        graph.add_node("act", self._act)
-        graph.add_node("observe", self._observe)
+        for name, function in self._nodes().items():
+            graph.add_node(name, function)
         graph.add_edge(START, "think")
-        graph.add_conditional_edges("think", _after_think, {"act": "act", "observe": "observe", "end": END})
-        graph.add_edge("act", "observe")
-        graph.add_conditional_edges("observe", _after_observe, {"think": "think", "end": END})
+        for name, (route, targets) in EDGES.items():
+            graph.add_conditional_edges(name, route, {t: END if t == "end" else t for t in targets})
         return graph
 
     def _solve_sampled(
@@ -602,14 +631,33 @@ def _merge(state: AgentState, update: dict[str, Any]) -> None:
     state.update(update)  # type: ignore[typeddict-item]
 
 
-def _after_think(state: AgentState) -> str:
+def _failed(error: BackendError) -> dict[str, Any]:
+    """The update that ends a run whose model call failed (one call or a batched one)."""
+    return {"status": "error", "error": str(error)}
+
+
+def _after_think(state: AgentState) -> Route:
     if state.get("status") != "running":
         return "end"
     return "act" if state.get("pending") else "observe"
 
 
-def _after_observe(state: AgentState) -> str:
+def _after_act(state: AgentState) -> Route:
+    return "observe"  # drawn or refused, the results go back to the model
+
+
+def _after_observe(state: AgentState) -> Route:
     return "think" if state.get("status") == "running" else "end"
+
+
+# The graph's edges, defined once: after each node, the function that picks the next one and every node it
+# may pick. ``Agent._build_graph`` compiles them into the LangGraph graph; ``Agent._advance`` walks them
+# for lockstep batches, so a single and a batched run cannot take different routes.
+EDGES: dict[str, tuple[Callable[[AgentState], Route], tuple[Route, ...]]] = {
+    "think": (_after_think, ("act", "observe", "end")),
+    "act": (_after_act, ("observe",)),
+    "observe": (_after_observe, ("think", "end")),
+}
 
 
 def _groups(calls: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
