@@ -271,3 +271,12 @@ def test_upload_path_notes_the_specialist_and_a_refusal_keeps_the_run(
         sync_api.expect(page.locator("#chat")).to_contain_text("box 'corner'")
         sync_api.expect(page.locator("#chat img")).to_have_count(2)
         assert page.evaluate(DOWNLOAD_NAME)[0] == "sketchmind-trace-holiday-photo-draw.zip"
+
+
+def test_a_console_error_fails_a_browser_test(browser: Any, url: str) -> None:
+    """The check every test above ends with: an error in the page's console is a failure."""
+    with (
+        pytest.raises(AssertionError, match=r"console errors in the page: .*boom"),
+        opened(browser, url, "console-check") as page,
+    ):
+        page.evaluate("() => console.error('boom')")
