@@ -385,8 +385,23 @@ def cmd_data(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``train RECIPE --plan``: parameters and memory per GPU of each trainer stage, nothing trained (train/plan.py)."""
+    from sketchmind.train.plan import PlanError, plan_command
+    from sketchmind.train.recipe import RecipeError
+
+    try:
+        return plan_command(args.recipe, out, gpu_memory=args.gpu_memory, accelerate_config=args.accelerate_config)
+    except (RecipeError, PlanError) as error:
+        raise UsageError(str(error)) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Run a training recipe's stages (resumable: finished stages are skipped, trainers resume)."""
+    if args.plan:
+        return cmd_plan(args)
+    if args.gpu_memory is not None or args.accelerate_config is not None:
+        raise UsageError("--gpu-memory and --accelerate-config size a run: use them with --plan")
     from sketchmind.train.pipeline import STAGES, Pipeline
     from sketchmind.train.recipe import RecipeError, load_recipe
 
@@ -548,6 +563,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run a training recipe (policies/NAME.yaml); re-runs resume")
     train.add_argument("recipe")
     train.add_argument("--stage", help="only these stages, comma-separated (synth, base, sft, rejection, ...)")
+    from sketchmind.train.plan import parse_gpu_memory
+
+    train.add_argument("--plan", action="store_true", help="print parameters and memory per GPU; train nothing")
+    train.add_argument("--gpu-memory", type=parse_gpu_memory, help="with --plan: does it fit this card (e.g. 80GB)")
+    train.add_argument(
+        "--accelerate-config",
+        help="with --plan: the accelerate config to size for (default: configs/accelerate/zero3.yaml)",
+    )
     train.set_defaults(run=cmd_train)
 
     served = sub.add_parser("serve", help="serve a checkpoint behind an OpenAI-compatible /v1/chat/completions")

@@ -398,6 +398,26 @@ _IDEFICS3_PATCH = 8
 _IDEFICS3_SCALE = 2
 
 
+def tiny_config(
+    family: str,
+    *,
+    vocab_size: int,
+    hidden_size: int = 64,
+    layers: int = 2,
+    image_size: int = 64,
+    init_std: float = 0.1,
+    rope_theta: float | None = None,
+) -> Any:
+    """The config ``build_tiny`` builds its model from, for a vocabulary of ``vocab_size`` tokens.
+
+    No tokenizer is trained: the special tokens get placeholder ids, which name tokens but size nothing, so a
+    model built from it has ``build_tiny``'s parameters exactly (``train/plan.py`` sizes recipes with it).
+    """
+    _check_family(family)
+    ids = {token: i for i, token in enumerate(SPECIAL_TOKENS[family])} | {"bos": 0, "eos": 1, "pad": 2}
+    return _configs(family, ids, vocab_size, hidden_size, layers, image_size, init_std, rope_theta)
+
+
 def _qwen_min_pixels(family: str) -> int:
     """Four merged tokens: a merged token covers a (2 * patch)^2 pixel block (patch 14, or 16 for Qwen3-VL)."""
     factor = 2 * (14 if family == "qwen2.5-vl" else 16)
