@@ -30,6 +30,9 @@ def main() -> None:
     parser.add_argument("--levels", default="3-8")
     parser.add_argument("--curriculum", action="store_true", help="levels unlock as the reader improves")
     parser.add_argument("--max-pixels", type=int, default=224 * 224)
+    parser.add_argument(
+        "--fixed-pixels", action="store_true", help="every image resized to --max-pixels (one token grid for all maps)"
+    )
     parser.add_argument("--eval-every", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--guide", type=float, default=0.0, help="weight of the attention-guidance loss (0: off)")
@@ -78,6 +81,8 @@ def main() -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(str(model_dir))
+    if args.fixed_pixels:  # min = max: smaller maps are scaled up, so every square map gets the same token grid
+        processor.image_processor.size = {"shortest_edge": args.max_pixels, "longest_edge": args.max_pixels}
     model = AutoModelForImageTextToText.from_pretrained(
         str(model_dir), use_safetensors=True, attn_implementation="eager" if args.guide else None
     )
