@@ -11,6 +11,9 @@ Formats (the target the model writes after the map):
 - ``direct``: ``Action plan: R,D,D``.
 - ``segments``: the expert's text today: "From row 1, column 2, go down 2 cells to row 3, column 2. ...".
 - ``walk``: the expert's draw turns as text: "Down 2: row 2, column 3 F, row 3, column 3 G.", then the plan.
+- ``search``: a greedy depth-first search written out: each line tries one move toward the goal and checks
+  the cell it reaches ("D: row 3, column 2 F"; "R: row 2, column 4 H"), backs up out of dead ends, and
+  the plan is the path it ends on. Every line is a local decision; the search is in the text.
 - ``steps``: one move a line, each with the cell it reaches and what is there: "D: row 2, column 2, F".
 
     python tools/planning_probe.py --format steps --minutes 20 --out runs/probe/plan-steps
@@ -49,6 +52,8 @@ def target_text(lake: Any, plan: list[str], form: str) -> str:
         from sketchmind.tasks.frozenlake import _walk
 
         return "\n".join(_walk(lake, run) for run in segments(lake.player, plan)) + "\n" + format_plan(plan)
+    if form == "search":
+        return search_text(lake)
     if form == "steps":
         from sketchmind.tasks.frozenlake import MOVES
 
@@ -60,6 +65,46 @@ def target_text(lake: Any, plan: list[str], form: str) -> str:
             lines.append(f"{move}: row {cell[0] + 1}, column {cell[1] + 1}, {what}")
         return "\n".join(lines) + "\n" + format_plan(plan)
     raise ValueError(form)
+
+
+def search_text(lake: Any) -> str:
+    """The greedy depth-first search as text (see the module docstring); the plan reaches the goal safely."""
+    from sketchmind.tasks.frozenlake import MOVES, format_plan
+
+    def order(cell: tuple[int, int]) -> list[str]:
+        dr, dc = lake.goal[0] - cell[0], lake.goal[1] - cell[1]
+        toward = []
+        if dr:
+            toward.append((abs(dr), "D" if dr > 0 else "U"))
+        if dc:
+            toward.append((abs(dc), "R" if dc > 0 else "L"))
+        first = [m for _, m in sorted(toward, key=lambda t: -t[0])]
+        return first + [m for m in "DRUL" if m not in first]
+
+    lines, path, cells, seen = [], [], [lake.player], {lake.player}
+    tried: dict[tuple[int, int], list[str]] = {}
+    while cells[-1] != lake.goal:
+        cell = cells[-1]
+        options = tried.setdefault(cell, order(cell))
+        moved = False
+        while options:
+            move = options.pop(0)
+            nxt = (cell[0] + MOVES[move][0], cell[1] + MOVES[move][1])
+            if not lake.inside(nxt) or nxt in seen:
+                continue
+            seen.add(nxt)
+            symbol = lake.symbol(nxt)
+            lines.append(f"{move}: {where(nxt)} {symbol}")
+            if symbol != "H":
+                path.append(move)
+                cells.append(nxt)
+                moved = True
+                break
+        if not moved:  # a dead end: step back along the path
+            cells.pop()
+            path.pop()
+            lines.append(f"Back to {where(cells[-1])}")
+    return "\n".join(lines) + "\n" + format_plan(path)
 
 
 def example(rng: Any, level: int, form: str) -> tuple[str, str, Any]:
@@ -75,7 +120,7 @@ def example(rng: Any, level: int, form: str) -> tuple[str, str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--format", choices=["direct", "segments", "steps", "walk"], default="segments")
+    parser.add_argument("--format", choices=["direct", "segments", "steps", "walk", "search"], default="segments")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=None)
@@ -110,7 +155,7 @@ def main() -> None:
         for p, t, _ in (
             example(corpus_rng, levels[k % len(levels)], form)
             for k in range(600)
-            for form in ("segments", "steps", "walk", "direct")
+            for form in ("segments", "steps", "walk", "search", "direct")
         )
     ]
     model_dir = build_tiny(
