@@ -609,8 +609,12 @@ def activation_bytes(shape: ModelShape, stage: StagePlan, compute_bytes: int) ->
         layers = tokens * (shape.layers * shape.hidden + per_token_layer)
     else:
         layers = tokens * shape.layers * per_token_layer
-    logits = stage.batch * stage.logit_tokens * shape.vocab * (compute_bytes + 4 + 4)
-    return layers * compute_bytes + logits
+    return layers * compute_bytes + logits_bytes(shape, stage, compute_bytes)
+
+
+def logits_bytes(shape: ModelShape, stage: StagePlan, compute_bytes: int) -> int:
+    """The loss's share of ``activation_bytes``: logits, their fp32 upcast and its gradient, per token scored."""
+    return stage.batch * stage.logit_tokens * shape.vocab * (compute_bytes + 4 + 4)
 
 
 def estimate(shape: ModelShape, dist: Distributed, stage: StagePlan, weight_bytes: int) -> Memory:
@@ -695,6 +699,14 @@ def make_plan(
     stages = stage_plans(recipe)
     memory = {s.name: estimate(shape, dist, s, weight_bytes) for s in stages}
     notes = [note for s in stages for note in s.notes]
+    compute = 2 if dist.mixed_precision in ("bf16", "fp16") or weight_bytes == 2 else weight_bytes
+    for s in stages:  # a big vocabulary over long sequences: say where most of the activations go
+        logits = logits_bytes(shape, s, compute)
+        if logits * 2 > memory[s.name].activations:
+            notes.append(
+                f"{s.name}: {gb(logits)} of the activations are the loss's logits ({shape.vocab:,} x "
+                f"{s.batch * s.logit_tokens:,} tokens); a fused loss (trl: {{use_liger_kernel: true}}) avoids most"
+            )
     if recipe.stages.baselines:
         notes.append(f"baselines ({', '.join(recipe.stages.baselines)}): as sft")
     if recipe.stages.latent is not None:
@@ -779,7 +791,7 @@ def print_plan(plan: Plan, console: Console, gpu_memory: int | None = None) -> N
         f"language model {shape.layers} layers, hidden {shape.hidden}, vocab {shape.vocab:,})"
     )
     print_line(f"  weights: {plan.dtype} ({'model.dtype' if plan.recipe_dtype else 'model.dtype unset'})")
-    print_line(f"  accelerate: {dist.describe()} ({dist.source})")
+    print_line(f"  accelerate: {dist.describe()} ({_relative(dist.source)})")
 
     table = Table(title="memory per GPU", title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("")
@@ -839,6 +851,14 @@ def plan_command(
     plan = make_plan(recipe, accelerate_config=accelerate_config)
     print_plan(plan, console, gpu_memory)
     return 0
+
+
+def _relative(source: str) -> str:
+    """A config path relative to the working directory when it is under it (as the user would type it)."""
+    try:
+        return str(Path(source).resolve().relative_to(Path.cwd()))
+    except (OSError, ValueError):
+        return source
 
 
 def _one_line(text: str, limit: int = 160) -> str:
