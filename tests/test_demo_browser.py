@@ -36,6 +36,9 @@ from playwright import sync_api  # noqa: E402
 from sketchmind.demo.app import FAMILY_HELP, MODE_HELP  # noqa: E402
 from sketchmind.trace import Step, Trace  # noqa: E402
 
+# Generous waits: a model run on a busy CI machine (or one training beside the tests) takes seconds, not ms.
+sync_api.expect.set_options(timeout=60_000)
+
 # The last message of the chat, and whether it is in sight: inside the chat's scroll box and on the page.
 LAST_MESSAGE_IN_SIGHT = """() => {
   const box = document.querySelector("#chat .bubble-wrap");
@@ -111,7 +114,7 @@ def opened(browser: Any, url: str, name: str) -> Iterator[Any]:
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     try:
         page.goto(url)
         yield page
