@@ -72,8 +72,11 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
     assert pipeline.model_after("latent2") == pipeline.model_after("grpo") == str(tmp_path / "run" / "grpo" / "final")
     text, direct = pipeline.baseline_model("text"), pipeline.baseline_model("direct")
     assert [m["model"] for m in held_out] == [pipeline.model_after("grpo"), text, direct, *[latent_model] * 3]
-    # The baselines start from the base model and train on the same puzzles, written without tools.
+    # The baselines start where the draw policy's cold start does (the reading model: perceive) and train on
+    # the same puzzles, written without tools.
+    assert summaries["sft"]["start"] == pipeline.model_after("perceive")
     for kind in ("text", "direct"):
+        assert summaries[f"sft_{kind}"]["start"] == summaries["sft"]["start"]
         assert summaries[f"sft_{kind}"]["rows"] == summaries["synth"]["rows"]
         run = json.loads((tmp_path / "run" / "eval" / f"maze-{kind}" / "run.json").read_text())
         assert run["mode"] == "text"

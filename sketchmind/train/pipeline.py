@@ -386,7 +386,7 @@ class Pipeline:
         return self._baseline("direct")
 
     def _baseline(self, kind: Literal["text", "direct"]) -> dict[str, Any]:
-        """SFT the base model on the synth puzzles written as ``kind`` rows, with the cold start's settings."""
+        """SFT the cold start's model on the synth puzzles written as ``kind`` rows, with the cold start's settings."""
         from sketchmind.train.baselines import baseline_row
         from sketchmind.train.synth import load_dataset, save_dataset
 
@@ -395,8 +395,18 @@ class Pipeline:
         if not (data / DONE_FILE).is_file():
             save_dataset([baseline_row(row, kind) for row in load_dataset(self.folder("synth"))], data)
             write_json_atomic(data / DONE_FILE, {})
-        start = self.model_after("base") if "base" in self.enabled() else self.model_after("synth")
+        # The same start as the draw policy's cold start (the reading model when perceive runs), so draw, text
+        # and direct differ only in how the trajectories are written.
+        start = self._cold_start()
         return self._fine_tune(stage, load_dataset(data), self.recipe.stages.sft, start=start)
+
+    def _cold_start(self) -> str:
+        """The model the cold-start SFT starts from: the last of base and perceive that the recipe runs."""
+        enabled = self.enabled()
+        for stage in ("perceive", "base"):
+            if stage in enabled:
+                return self.model_after(stage)
+        return self.model_after("synth")
 
     def _latent_rows(self) -> tuple[list[dict[str, Any]], int]:
         """The latent stages' rows (the synth rows, or fresh puzzles with ``latent.n``) and how many were unusable.
@@ -522,8 +532,9 @@ class Pipeline:
         """SFT ``dataset`` on the model before ``stage`` (or ``start``) with an SFT section's settings."""
         from sketchmind.train.sft import run_sft
 
+        start = start or self.model_after(self.previous(stage))
         metrics = run_sft(
-            start or self.model_after(self.previous(stage)),
+            start,
             dataset,
             self.folder(stage),
             seed=self.recipe.seed,
@@ -533,7 +544,7 @@ class Pipeline:
             max_length=spec.max_length,
             rich_progress=self.rich_progress,
         )
-        return {"rows": len(dataset), "final": str(self.folder(stage) / "final"), **_scalars(metrics)}
+        return {"rows": len(dataset), "start": start, "final": str(self.folder(stage) / "final"), **_scalars(metrics)}
 
 
 class StageClock:
