@@ -155,3 +155,20 @@ def test_imports_stay_light() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fixed_side_gives_every_square_image_one_token_grid(tmp_path: Path) -> None:
+    from transformers import AutoProcessor
+
+    def grid(processor: Any, side: int) -> list[int]:
+        out = processor.image_processor(images=[Image.new("RGB", (side, side))], return_tensors="pt")
+        return [int(x) for x in out["image_grid_thw"][0]]  # (frames, patch rows, patch columns)
+
+    path = build_tiny("qwen2.5-vl", tmp_path / "fixed", vocab_size=300, fixed_side=336)
+    processor = AutoProcessor.from_pretrained(str(path))
+    sides = (60, 168, 300, 322, 336, 350, 400, 448, 512, 1000)  # VSP's maps are 192-512 px
+    assert all(grid(processor, side) == [1, 24, 24] for side in sides)  # 12x12 merged tokens, up or down
+    free = build_tiny("qwen2.5-vl", tmp_path / "free", vocab_size=300, max_pixels=336 * 336)
+    assert grid(AutoProcessor.from_pretrained(str(free)), 168) == [1, 12, 12]  # by default small images stay small
+    with pytest.raises(ValueError, match="multiple of 28"):
+        build_tiny("qwen2.5-vl", tmp_path / "bad", vocab_size=300, fixed_side=300)

@@ -424,7 +424,20 @@ def _qwen_min_pixels(family: str) -> int:
     return 4 * factor * factor
 
 
-def _processor(family: str, tokenizer: Any, max_pixels: int, image_size: int) -> Any:
+def fixed_side_bounds(side: int, factor: int = 28) -> tuple[int, int]:
+    """(min_pixels, max_pixels) that resize every square image to ``side`` x ``side`` (a multiple of ``factor``).
+
+    The processor rounds a side to ``factor`` with ``ceil`` when it scales up and ``floor`` when it scales down,
+    after a float division, so bounds of exactly ``side**2`` can land one token row off; bounds half a row
+    inside the neighbouring sides cannot.
+    """
+    if side % factor:
+        raise ValueError(f"fixed_side must be a multiple of {factor}, got {side}")
+    half = factor // 2
+    return max(side - half, half) ** 2 + 1, (side + half) ** 2 - 1
+
+
+def _processor(family: str, tokenizer: Any, max_pixels: int, image_size: int, min_pixels: int | None = None) -> Any:
     """The family's processor, sized for small images so CPU tests stay fast."""
     template = chat_template(family)
     if family == "idefics3":
@@ -445,7 +458,7 @@ def _processor(family: str, tokenizer: Any, max_pixels: int, image_size: int) ->
     patch = 14 if family == "qwen2.5-vl" else 16
     # Qwen3-VL's real processors use 0.5 mean/std; Qwen2.5-VL keeps the CLIP defaults.
     norm = {} if family == "qwen2.5-vl" else {"image_mean": [0.5] * 3, "image_std": [0.5] * 3}
-    sizes = {"size": {"shortest_edge": _qwen_min_pixels(family), "longest_edge": max_pixels}}
+    sizes = {"size": {"shortest_edge": min_pixels or _qwen_min_pixels(family), "longest_edge": max_pixels}}
     common: dict[str, Any] = {"patch_size": patch, "temporal_patch_size": 2, "merge_size": 2, **norm, **sizes}
     images = Qwen2VLImageProcessor(**common)
     # cap_pixels_per_frame=True: the qwen-vl-utils behaviour, and no "default will change" warning.
@@ -473,6 +486,7 @@ def build_tiny(
     image_size: int = 64,
     init_std: float = 0.1,
     rope_theta: float | None = None,
+    fixed_side: int | None = None,
 ) -> Path:
     """Build a tiny random ``family`` checkpoint in ``out_dir`` and return the directory.
 
@@ -480,8 +494,10 @@ def build_tiny(
     ``AutoProcessor.from_pretrained``, fully offline. ``corpus`` trains the tokenizer (default: a small
     built-in corpus of tool calls, numbers and maze words); ``vocab_size`` caps its size. The text model
     has ``hidden_size`` (a multiple of 16: 4 heads, 2 KV heads) and ``layers``; the vision tower is half as
-    wide with 2 layers. ``max_pixels`` bounds a Qwen image's pixels; ``image_size`` is Idefics3's square
-    input side (a multiple of 16). ``init_std`` is the normal init's std: the usual 0.02 makes a model this
+    wide with 2 layers. ``max_pixels`` bounds a Qwen image's pixels; ``fixed_side`` (a multiple of 28, or 32
+    for Qwen3-VL) instead resizes every square image to that side, so all get one token grid;
+    ``image_size`` is Idefics3's square input side (a multiple of 16). ``init_std`` is the normal init's
+    std: the usual 0.02 makes a model this
     narrow echo its last input token forever (tied embeddings dominate the logits), while 0.1 (about
     1/sqrt(hidden)) gives greedy outputs that depend on the text and the images, so fixture tests that
     compare generations (cache reuse, batching) can tell right from wrong. The same arguments give
@@ -518,7 +534,10 @@ def build_tiny(
     )
     model.save_pretrained(out)
 
-    processor = _processor(family, tokenizer, max_pixels, image_size)
+    min_pixels = None
+    if fixed_side is not None and family != "idefics3":
+        min_pixels, max_pixels = fixed_side_bounds(fixed_side, 2 * (14 if family == "qwen2.5-vl" else 16))
+    processor = _processor(family, tokenizer, max_pixels, image_size, min_pixels)
     # Idefics3Processor.__init__ replaces the tokenizer's extra special tokens with its own three; put the full
     # list back so tokenizer_config.json names them all (decoding skips them either way).
     tokenizer.add_special_tokens({"extra_special_tokens": _extra_specials(family)})
@@ -533,6 +552,7 @@ def build_tiny(
         "seed": seed,
         "init_std": init_std,
         "max_pixels": max_pixels if family != "idefics3" else None,
+        "fixed_side": fixed_side if family != "idefics3" else None,
         "image_size": image_size if family == "idefics3" else None,
         "builtin_corpus": corpus is None,
         "parameters": n_params,

@@ -215,6 +215,7 @@ class Pipeline:
             layers=tiny.layers,
             seed=self.recipe.seed,
             max_pixels=tiny.max_pixels,
+            fixed_side=tiny.fixed_side,
             image_size=tiny.image_size,
             init_std=tiny.init_std,
             rope_theta=tiny.rope_theta,

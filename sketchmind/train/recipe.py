@@ -53,6 +53,10 @@ class TinyModel(Strict):
     vocab_size: PosInt = 2000
     image_size: PosInt = 64  # the vision tower's native patch grid, in pixels
     max_pixels: PosInt = 256 * 28 * 28
+    # Resize every square image to this side (a multiple of 28; None: keep sizes within max_pixels). One token grid
+    # for every map puts the tokens of cell (r, c) of an n x n map at the same place in every image; when the grid
+    # varies per image a tiny model reads larger maps far more slowly (docs/perception.md).
+    fixed_side: PosInt | None = None
     init_std: PosFloat = 0.1
     # The language model's rotary base. Qwen's 1e6 leaves a tiny model's image rows and columns only its
     # slowest frequencies (under 0.03 and 0.0002 radians per cell): it cannot tell cells apart by position.
