@@ -705,7 +705,8 @@ def make_plan(
         if logits * 2 > memory[s.name].activations:
             notes.append(
                 f"{s.name}: {gb(logits)} of the activations are the loss's logits ({shape.vocab:,} x "
-                f"{s.batch * s.logit_tokens:,} tokens); a fused loss (trl: {{use_liger_kernel: true}}) avoids most"
+                f"{s.batch * s.logit_tokens:,} tokens); a fused loss (trl: {{use_liger_kernel: true}}) "
+                "would avoid most (not counted here)"
             )
     if recipe.stages.baselines:
         notes.append(f"baselines ({', '.join(recipe.stages.baselines)}): as sft")
