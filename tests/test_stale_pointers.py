@@ -10,7 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = ("sketchmind", "tools", "examples")
 # Paths from the repository root, as docstrings and comments name them (``tools/bench.py``).
-REPO_PATH = re.compile(r"\b((?:sketchmind|tools|tests|examples|policies|configs|data|docs)/[\w./-]*\.(?:py|yaml|md|json))\b")
+REPO_PATH = re.compile(
+    r"\b((?:sketchmind|tools|tests|examples|policies|configs|data|docs)/[\w./-]*\.(?:py|yaml|md|json))\b"
+)
 PLACEHOLDER = re.compile(r"\b(?!README\b|LICENSE\b)[A-Z]{2,}\b")  # ``policies/NAME.yaml`` names no one file
 
 
