@@ -431,9 +431,10 @@ def read_accelerate_config(path: str | Path) -> Distributed:
         fsdp = data.get("fsdp_config") or {}
         strategy = fsdp.get("fsdp_sharding_strategy")
         if strategy is not None:
-            shard = _FSDP_STRATEGIES.get(str(strategy).upper())
-            if shard is None:
+            known = _FSDP_STRATEGIES.get(str(strategy).upper())
+            if known is None:
                 raise PlanError(f"--accelerate-config {path}: unknown fsdp_sharding_strategy {strategy!r}")
+            shard = known
         else:
             shard = 3 if fsdp.get("fsdp_reshard_after_forward", True) else 2
         offload = bool(fsdp.get("fsdp_offload_params", False))
@@ -518,8 +519,8 @@ def stage_plans(recipe: Recipe) -> list[StagePlan]:
     for name, sft in sfts:
         batch = int(sft.trl.get("per_device_train_batch_size", sft.batch_size))
         tokens = sft.max_length or DEFAULT_SFT_LENGTH
-        notes = () if sft.max_length else (f"{name}: no max_length, {DEFAULT_SFT_LENGTH} tokens assumed",)
-        plans.append(StagePlan(name, batch, tokens, tokens, _checkpointing(sft.trl), sft.lora, notes=notes))
+        assumed = () if sft.max_length else (f"{name}: no max_length, {DEFAULT_SFT_LENGTH} tokens assumed",)
+        plans.append(StagePlan(name, batch, tokens, tokens, _checkpointing(sft.trl), sft.lora, notes=assumed))
     if stages.grpo is not None:
         g = stages.grpo
         args = GRPO_DEFAULTS | g.trl_args()
@@ -783,7 +784,10 @@ def print_plan(plan: Plan, console: Console, gpu_memory: int | None = None) -> N
     from rich.table import Table
 
     shape, dist = plan.shape, plan.dist
-    print_line = lambda text: console.print(escape(text), soft_wrap=True, highlight=False)  # noqa: E731
+
+    def print_line(text: str) -> None:
+        console.print(escape(text), soft_wrap=True, highlight=False)
+
     print_line(f"{plan.recipe}: {shape.name} ({shape.architecture}, built on the meta device: no weights read)")
     print_line(f"  sizes: {shape.source}")
     print_line(
