@@ -28,7 +28,7 @@ FORCE_AT = 2  # a row whose id contains "latent" is pushed to open a block as it
 
 @pytest.fixture(scope="module")
 def path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sketchmind.models.latent import build_tiny_latent
+    from sketchmind.models.tiny_latent import build_tiny_latent
 
     return build_tiny_latent("qwen2.5-vl", tmp_path_factory.mktemp("latent"), k=K)
 

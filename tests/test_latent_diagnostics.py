@@ -33,7 +33,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sketchmind.models.latent import build_tiny_latent
+    from sketchmind.models.tiny_latent import build_tiny_latent
 
     return build_tiny_latent("qwen2.5-vl", tmp_path_factory.mktemp("latent"), k=K, hidden_size=64, layers=2)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sketchmind.latent.tokens import is_latent_checkpoint
-from sketchmind.models.latent import build_tiny_latent
+from sketchmind.models.tiny_latent import build_tiny_latent
 from sketchmind.train.pipeline import Pipeline
 from sketchmind.train.recipe import load_recipe
 from sketchmind.train.ship import main, ship

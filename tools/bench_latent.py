@@ -1,7 +1,7 @@
 """Context tokens per solve: drawing vs latent vs text, on the same expert trajectories and the same tokenizer.
 
 Run with ``.venv/bin/python tools/bench_latent.py`` (offline: a tiny latent Qwen2.5-VL checkpoint is built
-in a temporary directory with ``sketchmind.models.latent.build_tiny_latent``, so the three latent tokens
+in a temporary directory with ``sketchmind.models.tiny_latent.build_tiny_latent``, so the three latent tokens
 exist and the processor is a real Qwen2.5-VL one). It prints rich tables, then the same as Markdown; with
 ``--json PATH`` it also writes them as JSON. Exit code 0 unless ``--strict`` and a target fails.
 
@@ -50,7 +50,7 @@ from sketchmind.images import fit_pixels
 from sketchmind.latent.data import latent_row
 from sketchmind.latent.tokens import read_spec
 from sketchmind.models.chat import template_messages
-from sketchmind.models.latent import build_tiny_latent
+from sketchmind.models.tiny_latent import build_tiny_latent
 from sketchmind.train.baselines import baseline_row
 from sketchmind.train.synth import synthesize
 
