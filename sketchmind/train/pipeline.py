@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from sketchmind.files import write_atomic, write_json_atomic, write_jsonl_atomic
+from sketchmind.train.eval_policies import MEANS_FILE, eval_latent_policy, eval_policy
+from sketchmind.train.params import parameter_count
+from sketchmind.train.plots import gather_metrics
 from sketchmind.train.recipe import Recipe, SFTSpec
 
 if TYPE_CHECKING:
@@ -39,9 +42,6 @@ STAGES: tuple[str, ...] = (
     "eval",
 )  # fmt: skip
 DRAW_TRAINERS: tuple[str, ...] = ("perceive", "sft", "sft2", "grpo")  # the stages that train the draw policy
-LATENT_MODES: tuple[str, ...] = ("latent", "auto", "latent-mean", "latent-noise")  # eval modes of the latent policy
-ABLATIONS: tuple[str, ...] = ("latent-mean", "latent-noise")  # latent mode with the latents replaced
-MEANS_FILE = "latent_means.safetensors"  # a latent run's mean latent per slot index, for latent-mean
 DONE_FILE = "done.json"
 CLOCK_FILE = "clock.json"  # a running stage's seconds so far, over all its runs (a killed one's included)
 CLOCK_BEAT = 1.0  # seconds between two clock.json writes: a killed run's time is counted to within a beat
@@ -483,51 +483,12 @@ class Pipeline:
         return results
 
     def _eval_latent_policy(self, mode: str, model: str, target: str) -> LatentPolicy | None:
-        """The latent policies an eval builds itself (None: the bench loads ``model`` as usual).
-
-        ``latent`` gets a policy whose mean latent per slot index is saved after the run (the mean over
-        this target's held-out puzzles); ``latent-mean`` feeds those means instead of the computed
-        latents, ``latent-noise`` noise at the latents' norms: the issue's latent ablation, on accuracy.
-        """
-        from sketchmind.models.latent import LatentPolicy
-
-        if mode == "latent":
-            return LatentPolicy(model)
-        if mode not in ABLATIONS:
-            return None
-        means = None
-        if mode == "latent-mean":
-            import torch
-            from safetensors.torch import load_file
-
-            from sketchmind.latent.tokens import read_spec
-
-            saved = self.folder("eval") / f"{target}-latent" / MEANS_FILE
-            if saved.is_file():
-                means = load_file(str(saved))["means"]
-            else:  # the latent run never imagined: there is nothing to replace, and nothing will be
-                spec = read_spec(model)
-                means = torch.zeros(spec.k, spec.hidden_size)
-                self.report(f"eval {target}: the latent run opened no latent block, so latent-mean equals latent")
-        ablation: Literal["mean", "noise"] = "mean" if mode == "latent-mean" else "noise"
-        return LatentPolicy(model, ablation=ablation, slot_means=means)
+        """The latent policies an eval builds itself (see ``eval_policies.eval_latent_policy``)."""
+        return eval_latent_policy(self, mode, model, target)
 
     def eval_policy(self, mode: str) -> tuple[str, str]:
         """The checkpoint an eval ``mode`` benchmarks and the agent mode it runs in."""
-        if mode in LATENT_MODES:
-            latent = self.latent_model()
-            if latent is None:
-                raise ValueError(f"eval mode {mode!r} needs the latent stages (stages.latent in the recipe)")
-            return latent, "latent" if mode in ABLATIONS else mode
-        draw = self.model_after(self.previous("eval"))
-        if mode == "direct":
-            direct = self.baseline_model("direct")
-            if direct is None:
-                raise ValueError("eval mode 'direct' needs the direct baseline (stages.baselines in the recipe)")
-            return direct, "text"
-        if mode == "text":
-            return self.baseline_model("text") or draw, "text"
-        return draw, mode
+        return eval_policy(self, mode)
 
     def _fine_tune(self, stage: str, dataset: Any, spec: SFTSpec, *, start: str | None = None) -> dict[str, Any]:
         """SFT ``dataset`` on the model before ``stage`` (or ``start``) with an SFT section's settings."""
@@ -621,61 +582,3 @@ def corpus(dataset_dir: Path) -> Iterator[str]:
             for part in message["content"]:
                 if part.get("text"):
                     yield part["text"]
-
-
-def parameter_count(model_dir: Path) -> int:
-    """Parameters stored in a checkpoint's safetensors files (no model load)."""
-    from safetensors import safe_open
-
-    total = 0
-    for path in Path(model_dir).glob("*.safetensors"):
-        with safe_open(str(path), "np") as file:
-            for key in file.keys():  # noqa: SIM118 - safe_open is not a mapping
-                total += _numel(file.get_slice(key).get_shape())
-    return total
-
-
-def _numel(shape: Sequence[int]) -> int:
-    count = 1
-    for size in shape:
-        count *= int(size)
-    return count
-
-
-def gather_metrics(out: Path, stages: Sequence[str]) -> Path | None:
-    """Concatenate the stages' ``metrics.jsonl`` (tagged with the stage) and plot loss and reward."""
-    from sketchmind.train.sft import read_metrics
-
-    lines = [{"stage": stage, **row} for stage in stages for row in read_metrics(out / stage)]
-    if not lines:
-        return None
-    write_jsonl_atomic(out / "metrics.jsonl", lines)
-    return plot_metrics(lines, out / "metrics.png")
-
-
-def plot_metrics(lines: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Loss per SFT stage and reward per GRPO step, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axes, reward_axes) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=110)
-    for stage in dict.fromkeys(x["stage"] for x in lines):
-        rows = [x for x in lines if x["stage"] == stage]
-        losses = [(x["step"], x["loss"]) for x in rows if "loss" in x and "step" in x and "reward" not in x]
-        rewards = [(x["step"], x["reward"]) for x in rows if "reward" in x and "step" in x]
-        if losses:
-            loss_axes.plot(*zip(*losses, strict=True), label=stage)
-        if rewards:
-            reward_axes.plot(*zip(*rewards, strict=True), label=stage)
-    loss_axes.set(title="training loss", xlabel="step")
-    reward_axes.set(title="GRPO reward", xlabel="step")
-    for axes in (loss_axes, reward_axes):
-        axes.grid(alpha=0.3)
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sketchmind.files import write_json_atomic
-from sketchmind.train.pipeline import Pipeline, parameter_count
+from sketchmind.train.params import parameter_count
+from sketchmind.train.pipeline import Pipeline
 from sketchmind.train.recipe import RecipeError, load_recipe
 
 SHIPPED_FILES = (
