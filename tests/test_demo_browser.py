@@ -51,8 +51,11 @@ LAST_MESSAGE_IN_SIGHT = """() => {
 # Text in the chat drawn over a view (a caption shown as the image's label covers the top of a small view).
 COVERED_VIEWS = """() => {
   const views = [...document.querySelectorAll("#chat img")];
+  // The chat's own label ("Reasoning") floats over the scrolled message list: a view scrolled up under it is
+  // scrolled out of sight, not covered, so only text inside the messages counts.
   const texts = [...document.querySelectorAll("#chat *")].filter((e) =>
     [...e.childNodes].some((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim()) &&
+    !e.closest('[data-testid="block-label"]') &&
     getComputedStyle(e).visibility !== "hidden");
   const covered = [];
   views.forEach((view, k) => {
