@@ -418,9 +418,14 @@ def tiny_config(
     return _configs(family, ids, vocab_size, hidden_size, layers, image_size, init_std, rope_theta)
 
 
+def _qwen_token_side(family: str) -> int:
+    """The pixels a merged image token covers a side: 2 patches of 14 (Qwen2.5-VL) or 16 (Qwen3-VL)."""
+    return 2 * (14 if family == "qwen2.5-vl" else 16)
+
+
 def _qwen_min_pixels(family: str) -> int:
     """Four merged tokens: a merged token covers a (2 * patch)^2 pixel block (patch 14, or 16 for Qwen3-VL)."""
-    factor = 2 * (14 if family == "qwen2.5-vl" else 16)
+    factor = _qwen_token_side(family)
     return 4 * factor * factor
 
 
@@ -536,7 +541,7 @@ def build_tiny(
 
     min_pixels = None
     if fixed_side is not None and family != "idefics3":
-        min_pixels, max_pixels = fixed_side_bounds(fixed_side, 2 * (14 if family == "qwen2.5-vl" else 16))
+        min_pixels, max_pixels = fixed_side_bounds(fixed_side, _qwen_token_side(family))
     processor = _processor(family, tokenizer, max_pixels, image_size, min_pixels)
     # Idefics3Processor.__init__ replaces the tokenizer's extra special tokens with its own three; put the full
     # list back so tokenizer_config.json names them all (decoding skips them either way).
