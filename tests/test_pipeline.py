@@ -158,7 +158,6 @@ def test_shipped_recipes_are_valid(recipe: Path) -> None:
 
 
 def test_perceive_widens_its_curriculum_then_stops_at_the_gate(tmp_path: Path) -> None:
-    from sketchmind.train.perception import CURRICULUM_FILE
     from sketchmind.train.recipe import PerceiveSpec, ReadingGate
 
     micro = load_recipe(MICRO)
@@ -174,8 +173,10 @@ def test_perceive_widens_its_curriculum_then_stops_at_the_gate(tmp_path: Path) -
     summary = Pipeline(recipe, report=lines.append).run(only=["synth", "base", "perceive"])["perceive"]
     assert "perceive: level 4 joins" in lines
     assert summary["gate_passed_at"] == 4 and summary["levels_open"] == 4 and summary["global_step"] == 4
-    saved = json.loads((tmp_path / "run" / "perceive" / "checkpoint-2" / CURRICULUM_FILE).read_text())
-    assert saved == {"unlocked": 2}  # a run resumed from step 2 goes on with both sizes
+    # The curriculum is saved in the file that marks the checkpoint complete: a run resumed from step 2 goes
+    # on with both sizes, and no kill can leave a checkpoint without it.
+    state = json.loads((tmp_path / "run" / "perceive" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["ReadingGateCallback"]["attributes"] == {"unlocked": 2}
     table = json.loads((tmp_path / "run" / "perceive" / "perception.json").read_text())["rows"]
     assert [(row["set"], row["level"]) for row in table] == [("generated", 3), ("generated", 4), ("generated", "all")]
 

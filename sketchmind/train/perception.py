@@ -264,8 +264,8 @@ class Curriculum:
     """Which levels the reading rows draw from now: the first ``unlocked`` of ``levels`` (small maps first).
 
     The dataset transform reads it when it makes a row, and the gate widens it, so the next level joins
-    as soon as the ones so far are read well. Saved with each checkpoint (``CURRICULUM_FILE``), so a
-    resumed run goes on with the levels it had.
+    as soon as the ones so far are read well. Saved in each checkpoint's ``trainer_state.json`` (see
+    ``gate_callback``), so a resumed run goes on with the levels it had.
     """
 
     levels: list[int]
@@ -283,9 +283,6 @@ class Curriculum:
             return False
         self.unlocked += 1
         return True
-
-
-CURRICULUM_FILE = "curriculum.json"
 
 
 def reading_dataset(family: str, curriculum: Curriculum, n: int, seed: int) -> Any:
@@ -384,29 +381,27 @@ def gate_callback(
     passes ``gate``'s, training stops and saves (``passed_at`` is that step). Each check is one reported
     line, kept in ``history``.
     """
-    import json
 
     from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
 
     from sketchmind.train.collator import AssistantOnlyCollator
 
-    class ReadingGateCallback(TrainerCallback):
+    # An ExportableState: the Trainer writes ``state()`` into the checkpoint's trainer_state.json, the file
+    # that marks a checkpoint complete, so a kill can never leave a checkpoint without its curriculum.
+    class ReadingGateCallback(TrainerCallback, ExportableState):
         def __init__(self) -> None:
             self.passed_at: int | None = None
             self.history: list[dict[str, Any]] = []
             self._collator: AssistantOnlyCollator | None = None
 
+        def state(self) -> dict[str, Any]:
+            return {"args": {}, "attributes": {"unlocked": curriculum.unlocked}}
+
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / CURRICULUM_FILE
-            if state.global_step and saved.is_file():  # a resumed run: the levels its checkpoint had
-                curriculum.unlocked = int(json.loads(saved.read_text(encoding="utf-8"))["unlocked"])
-
-        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            from sketchmind.files import write_json_atomic
-
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                write_json_atomic(folder / CURRICULUM_FILE, {"unlocked": curriculum.unlocked})
+            saved = state.stateful_callbacks.get(type(self).__name__)
+            if state.global_step and saved:  # a resumed run: the levels its checkpoint had
+                curriculum.unlocked = int(saved["attributes"]["unlocked"])
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step % every:
