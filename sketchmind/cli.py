@@ -402,7 +402,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return cmd_plan(args)
     if args.gpu_memory is not None or args.accelerate_config is not None:
         raise UsageError("--gpu-memory and --accelerate-config size a run: use them with --plan")
-    from sketchmind.train.pipeline import STAGES, Pipeline
+    from sketchmind.train.pipeline import STAGES, Pipeline, StageError
     from sketchmind.train.recipe import RecipeError, load_recipe
 
     try:
@@ -413,7 +413,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if stages and set(stages) - set(STAGES):
         raise UsageError(f"--stage: unknown {', '.join(sorted(set(stages) - set(STAGES)))}; use {', '.join(STAGES)}")
     pipeline = Pipeline(recipe, report=lambda line: out.print(escape(line), soft_wrap=True), rich_progress=True)
-    pipeline.run(stages)
+    try:
+        pipeline.run(stages)
+    except StageError as error:  # the recipe's settings left a stage nothing to train on: say so, in one line
+        raise UsageError(str(error)) from None
     out.print(f"{recipe.name}: model at {pipeline.latest_model()}")
     latent = pipeline.latent_model()
     if latent is not None and Path(latent).is_dir():

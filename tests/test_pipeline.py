@@ -35,7 +35,8 @@ def test_micro_recipe_runs_every_stage_and_learns(tmp_path: Path) -> None:
     lines: list[str] = []
     pipeline = Pipeline(recipe, report=lines.append)
     summaries = pipeline.run()
-    assert list(summaries) == list(STAGES)
+    # Every stage but dpo, which the micro policy's few pairs make a test of its own (tests/test_dpo.py).
+    assert list(summaries) == [stage for stage in STAGES if stage != "dpo"]
     assert summaries["synth"]["rows"] == 12 and summaries["base"]["parameters"] > 100_000
 
     # Reading comes first: fresh maps, a gate checked every 2 steps, a perception table, and SFT starts from it.

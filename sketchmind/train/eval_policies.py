@@ -1,7 +1,8 @@
 """The checkpoint and agent mode each eval mode benchmarks, and the latent policies an eval builds itself.
 
 The latent policy runs the ``latent`` and ``auto`` modes and the latent ablations (``latent-mean``,
-``latent-noise``), the baselines ``text`` and ``direct``, the draw policy ``draw``.
+``latent-noise``), the baselines ``text`` and ``direct``, the draw policy ``draw``, and DPO's policy ``dpo`` (in
+draw mode: beside ``draw`` it is the DPO-against-GRPO comparison, both from the rejection-sampled policy).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def eval_policy(pipeline: Pipeline, mode: str) -> tuple[str, str]:
         if latent is None:
             raise ValueError(f"eval mode {mode!r} needs the latent stages (stages.latent in the recipe)")
         return latent, "latent" if mode in ABLATIONS else mode
+    if mode == "dpo":
+        dpo = pipeline.dpo_model()
+        if dpo is None:
+            raise ValueError("eval mode 'dpo' needs the dpo stage (stages.dpo in the recipe)")
+        return dpo, "draw"
     draw = pipeline.model_after(pipeline.previous("eval"))
     if mode == "direct":
         direct = pipeline.baseline_model("direct")

@@ -1,11 +1,14 @@
-"""Run a recipe's stages in order: synth -> base -> sft -> rejection -> sft2 -> grpo -> latent1 -> latent2 -> eval.
+"""Run a recipe's stages in order: synth -> base -> sft -> rejection -> sft2 -> dpo -> grpo -> latent1, 2 -> eval.
 
 Each stage writes into its own folder under the recipe's ``output`` and ends by writing ``done.json``
 there. A re-run skips finished stages, and the trainer stages resume from their last checkpoint, so a
 run killed at any point (even SIGKILL) continues where it stopped. Every stage's metrics are gathered
 into ``output/metrics.jsonl`` and plotted in ``output/metrics.png``.
 
-Two models come out of a run. The *draw policy* is the chain sft -> sft2 -> grpo (``model_after``). The
+Two models come out of a run. The *draw policy* is the chain sft -> sft2 -> grpo (``model_after``). The optional
+``dpo`` stage trains on rejection sampling's pairs from the policy GRPO starts from (sft2), so the two can be
+compared from one start; with both, GRPO still starts from sft2 unless ``grpo.from_dpo`` chains it after DPO, and
+the draw policy is GRPO's (``dpo_model`` is DPO's). The
 latent stages (``stages.latent`` in the recipe) branch off it: ``latent1`` starts from the SFT'd draw
 policy (``latent.source``: sft2 if there is one, else sft) and ``latent2`` from ``latent1``'s final; the
 *latent policy* is ``latent2``'s final (``latent_model``), a latent checkpoint (``latent.json`` + P).
@@ -38,10 +41,10 @@ if TYPE_CHECKING:
     from sketchmind.train.synth import SynthStats
 
 STAGES: tuple[str, ...] = (
-    "synth", "base", "perceive", "sft", "rejection", "sft2", "grpo", "latent1", "latent2", "sft_text", "sft_direct",
-    "eval",
+    "synth", "base", "perceive", "sft", "rejection", "sft2", "dpo", "grpo", "latent1", "latent2", "sft_text",
+    "sft_direct", "eval",
 )  # fmt: skip
-DRAW_TRAINERS: tuple[str, ...] = ("perceive", "sft", "sft2", "grpo")  # the stages that train the draw policy
+DRAW_TRAINERS: tuple[str, ...] = ("perceive", "sft", "sft2", "dpo", "grpo")  # the stages that train the draw policy
 DONE_FILE = "done.json"
 CLOCK_FILE = "clock.json"  # a running stage's seconds so far, over all its runs (a killed one's included)
 CLOCK_BEAT = 1.0  # seconds between two clock.json writes: a killed run's time is counted to within a beat
@@ -76,6 +79,7 @@ class Pipeline:
             "perceive": stages.perceive is None,
             "rejection": stages.rejection is None,
             "sft2": stages.rejection is None,
+            "dpo": stages.dpo is None,
             "grpo": stages.grpo is None,
             "latent1": stages.latent is None,
             "latent2": stages.latent is None,
@@ -88,7 +92,7 @@ class Pipeline:
     def model_after(self, stage: str) -> str:
         """The draw policy the stages up to ``stage`` produced (the input of the next draw stage).
 
-        Only sft, sft2 and grpo change it: the latent stages branch off and leave it as it was, so
+        Only the trainers of ``DRAW_TRAINERS`` change it: the latent stages branch off and leave it as it was, so
         ``model_after("latent2")`` is still grpo's final (the latent policy is ``latent_model()``).
         """
         order = self.enabled()
@@ -99,6 +103,18 @@ class Pipeline:
             return str(self.folder("base") / "model")
         assert self.recipe.model.base is not None
         return self.recipe.model.base
+
+    def dpo_model(self) -> str | None:
+        """DPO's final checkpoint (None when the recipe has no dpo stage)."""
+        return str(self.folder("dpo") / "final") if "dpo" in self.enabled() else None
+
+    def grpo_start(self) -> str:
+        """The model GRPO starts from: the one DPO starts from too (both arms from one start), or with
+        ``grpo.from_dpo`` DPO's final; without a dpo stage, the draw policy before GRPO."""
+        spec = self.recipe.stages.grpo
+        if "dpo" in self.enabled() and not (spec is not None and spec.from_dpo):
+            return self.model_after(self.previous("dpo"))
+        return self.model_after(self.previous("grpo"))
 
     def latent_model(self) -> str | None:
         """The latent policy: ``latent2``'s final checkpoint (None when the recipe has no latent stages)."""
@@ -328,8 +344,9 @@ class Pipeline:
 
         spec = self.recipe.stages.grpo
         assert spec is not None
+        start = self.grpo_start()
         metrics = run_grpo(
-            self.model_after(self.previous("grpo")),
+            start,
             self.folder("grpo"),
             families=self.recipe.data.families,
             n=spec.n,
@@ -341,7 +358,42 @@ class Pipeline:
             rich_progress=self.rich_progress,
             coords=self.recipe.coords,
         )
-        return {"final": str(self.folder("grpo") / "final"), **_scalars(metrics)}
+        return {"start": start, "final": str(self.folder("grpo") / "final"), **_scalars(metrics)}
+
+    def _dpo(self) -> dict[str, Any]:
+        from sketchmind.train.dpo import preference_pairs, run_dpo
+
+        spec, rejection = self.recipe.stages.dpo, self.recipe.stages.rejection
+        assert spec is not None and rejection is not None
+        experts: list[dict[str, Any]] = []
+        if spec.expert_chosen:  # the expert on rejection sampling's own puzzles: the same seed and levels
+            for family in self.recipe.data.families:
+                experts.extend(self._synthesize(family, rejection.n, rejection.seed)[0])
+        samples = self.folder("rejection")
+        pairs, stats = preference_pairs(
+            _saved_rows(samples / "kept"), _saved_rows(samples / "rejected"), experts, per_puzzle=spec.pairs_per_puzzle
+        )
+        self.report(f"dpo: {stats.line()}")
+        if len(pairs) < spec.min_pairs:
+            raise StageError(
+                f"dpo: {len(pairs)} preference pairs, fewer than dpo.min_pairs={spec.min_pairs}: a pair needs a "
+                "kept and a wrongly answered sample of one puzzle (sample more with rejection.n or rejection.k, or "
+                "set dpo.expert_chosen: true to prefer the expert's trajectory where no sample was kept)"
+            )
+        start = self.model_after(self.previous("dpo"))
+        metrics = run_dpo(
+            start,
+            pairs,
+            self.folder("dpo"),
+            seed=self.recipe.seed,
+            trl=spec.trl_args(),
+            dtype=self.recipe.model.dtype,
+            lora=spec.lora,
+            max_length=spec.max_length,
+            rich_progress=self.rich_progress,
+        )
+        final = str(self.folder("dpo") / "final")
+        return {"start": start, "final": final, **stats.to_dict(), **_scalars(metrics)}
 
     def _latent1(self) -> dict[str, Any]:
         source = self.recipe.stages.latent_source()
@@ -509,6 +561,10 @@ class Pipeline:
         return {"rows": len(dataset), "start": start, "final": str(self.folder(stage) / "final"), **_scalars(metrics)}
 
 
+class StageError(RuntimeError):
+    """A stage cannot run on what the stages before it left (e.g. no preference pairs); the message is one line."""
+
+
 class StageClock:
     """The seconds a stage has run over all its runs, killed ones included (to within ``CLOCK_BEAT``).
 
@@ -567,6 +623,15 @@ def _quiet_library_bars() -> None:
 
     quiet_transformers()  # type: ignore[no-untyped-call]
     quiet_datasets()
+
+
+def _saved_rows(folder: Path) -> list[dict[str, Any]]:
+    """The rows of a dataset ``save_dataset`` wrote (none when it saved no rows, or saved nothing)."""
+    from sketchmind.train.synth import load_dataset
+
+    if not any((folder / "data").glob("*.parquet")):
+        return []
+    return list(load_dataset(folder))
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

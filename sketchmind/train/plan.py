@@ -478,7 +478,8 @@ def default_distribution(recipe: Recipe) -> Distributed:
 @dataclass(frozen=True)
 class StagePlan:
     """One trainer stage as the memory model sees it: per-GPU ``batch`` x ``tokens``, loss on ``logit_tokens``
-    of each sequence, LoRA, activation checkpointing, GRPO's colocated vLLM share and reference model."""
+    of each sequence, LoRA, activation checkpointing, GRPO's colocated vLLM share and DPO's or GRPO's reference
+    model."""
 
     name: str
     batch: int
@@ -487,7 +488,7 @@ class StagePlan:
     checkpointing: bool = True
     lora: Mapping[str, Any] | None = None
     vllm_fraction: float = 0.0  # of the card's memory, held by a colocated vLLM engine
-    reference: bool = False  # GRPO with beta > 0 keeps a frozen reference model
+    reference: bool = False  # DPO, and GRPO with beta > 0, keep a frozen reference model (none with LoRA)
     notes: tuple[str, ...] = ()
 
 
@@ -501,7 +502,7 @@ def _checkpointing(trl: Mapping[str, Any]) -> bool:
 
 
 def stage_plans(recipe: Recipe) -> list[StagePlan]:
-    """The recipe's trainer stages (perceive, sft, sft2, grpo) with the settings that size their memory.
+    """The recipe's trainer stages (perceive, sft, sft2, dpo, grpo) with the settings that size their memory.
 
     The baselines train with sft's settings (the same column applies); the latent stages are a
     single-process loop of one row per step, not planned here.
@@ -521,6 +522,27 @@ def stage_plans(recipe: Recipe) -> list[StagePlan]:
         tokens = sft.max_length or DEFAULT_SFT_LENGTH
         assumed = () if sft.max_length else (f"{name}: no max_length, {DEFAULT_SFT_LENGTH} tokens assumed",)
         plans.append(StagePlan(name, batch, tokens, tokens, _checkpointing(sft.trl), sft.lora, notes=assumed))
+    if stages.dpo is not None:
+        d = stages.dpo
+        # Each pair is two sequences in one forward (its chosen and its rejected trajectory).
+        batch = 2 * int(d.trl.get("per_device_train_batch_size", d.batch_size))
+        tokens = d.max_length or DEFAULT_SFT_LENGTH
+        notes = ["dpo: each pair is two sequences (chosen and rejected), so the batch counts both"]
+        if not d.max_length:
+            notes.append(f"dpo: no max_length, {DEFAULT_SFT_LENGTH} tokens assumed")
+        # Without LoRA the reference is a second copy of the weights; with it, the same weights with the adapter off.
+        plans.append(
+            StagePlan(
+                "dpo",
+                batch,
+                tokens,
+                tokens,
+                _checkpointing(d.trl),
+                d.lora,
+                reference=d.lora is None,
+                notes=tuple(notes),
+            )
+        )
     if stages.grpo is not None:
         g = stages.grpo
         args = GRPO_DEFAULTS | g.trl_args()

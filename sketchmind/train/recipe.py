@@ -4,8 +4,8 @@ The same schema serves a 2-layer model built on a laptop CPU and a 7B model on a
 the numbers (and ``launch`` for accelerate) change. Unknown keys are errors, so a typo in a recipe
 fails at load time with the field's path, not hours into a run. So do negative or zero counts, rates
 and sizes, and a file that is not a small YAML mapping (binary, huge, or an alias bomb). The sections TRL
-trains (``TrlSection``) also take any other field of TRL's ``SFTConfig`` / ``GRPOConfig`` in a ``trl:``
-mapping, checked against the installed TRL's class at load time.
+trains (``TrlSection``) also take any other field of TRL's ``SFTConfig`` / ``DPOConfig`` / ``GRPOConfig`` in a
+``trl:`` mapping, checked against the installed TRL's class at load time.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sketchmind.train.trl_config import ConfigName
 from sketchmind.train.weights import check_training_dtype
 
 # Counts, sizes and rates: a zero or negative one is a typo that would fail (or silently do nothing) mid-run.
@@ -119,7 +120,7 @@ class TrlSection(Strict):
     is an error, since one of them would be silently ignored.
     """
 
-    TRL_CONFIG: ClassVar[Literal["SFTConfig", "GRPOConfig"]] = "SFTConfig"
+    TRL_CONFIG: ClassVar[ConfigName] = "SFTConfig"
     TRL_NAMES: ClassVar[dict[str, str]] = {}
     trl: dict[str, Any] = Field(default_factory=dict)
 
@@ -141,7 +142,7 @@ class TrlSection(Strict):
         return {field: getattr(self, key) for key, field in self.TRL_NAMES.items()} | self.trl
 
 
-def _check_trl_fields(config: Literal["SFTConfig", "GRPOConfig"], values: dict[str, Any]) -> None:
+def _check_trl_fields(config: ConfigName, values: dict[str, Any]) -> None:
     """``trl_config.check_fields`` when TRL is installed; without it no stage can train, which says so itself."""
     if not values:
         return  # no TRL import for sections without a trl mapping: loading a recipe stays fast
@@ -232,14 +233,49 @@ class RejectionSpec(Strict):
     sft: SFTSpec = SFTSpec()
 
 
+class DPOSpec(TrlSection):
+    """The DPO stage (``run_dpo``): its TRL ``DPOConfig`` fields, plus how pairs are made, the collator's and LoRA's.
+
+    A pair is a kept (chosen) and a wrong-answered (rejected) sample of rejection sampling for the same puzzle,
+    at most ``pairs_per_puzzle`` of them per puzzle. ``expert_chosen`` also pairs a puzzle no sample solved: the
+    expert's trajectory for it is the chosen one (gold against the policy's own, as in SPIN). Fewer than
+    ``min_pairs`` pairs stops the stage with one line saying so. ``lora`` as in ``SFTSpec``: with LoRA the
+    reference is the start policy with the adapter off, without it a second copy of the weights.
+    """
+
+    TRL_CONFIG: ClassVar[ConfigName] = "DPOConfig"
+    TRL_NAMES: ClassVar[dict[str, str]] = {
+        "beta": "beta",
+        "epochs": "num_train_epochs",
+        "max_steps": "max_steps",
+        "learning_rate": "learning_rate",
+        "batch_size": "per_device_train_batch_size",
+        "grad_accum": "gradient_accumulation_steps",
+        "save_steps": "save_steps",
+    }
+    beta: PosFloat = 0.1  # how far from the start policy the preferences may pull it (DPO's KL weight)
+    epochs: PosFloat = 1.0
+    max_steps: Annotated[int, Field(ge=-1)] = -1  # -1: train for ``epochs``
+    learning_rate: PosFloat = 1e-6
+    batch_size: PosInt = 1  # pairs per step: each pair is two sequences
+    grad_accum: PosInt = 1
+    save_steps: PosInt = 50
+    max_length: PosInt | None = None
+    pairs_per_puzzle: PosInt = 4
+    expert_chosen: bool = False
+    min_pairs: PosInt = 1
+    lora: dict[str, Any] | None = None
+
+
 class GRPOSpec(TrlSection):
     """The GRPO stage (``run_grpo``): its TRL ``GRPOConfig`` fields, plus the puzzles, rewards and LoRA.
 
     ``seed`` seeds both the puzzles and the trainer; ``extra`` is the older name of ``trl`` (both may be
-    used, but not for the same field).
+    used, but not for the same field). With a ``dpo`` stage too, GRPO starts where DPO does (the rejection-sampled
+    SFT policy), so the two are compared from one start; ``from_dpo`` chains them instead (GRPO from DPO's final).
     """
 
-    TRL_CONFIG: ClassVar[Literal["SFTConfig", "GRPOConfig"]] = "GRPOConfig"
+    TRL_CONFIG: ClassVar[ConfigName] = "GRPOConfig"
     TRL_NAMES: ClassVar[dict[str, str]] = {
         "seed": "seed",
         "max_steps": "max_steps",
@@ -259,6 +295,7 @@ class GRPOSpec(TrlSection):
     max_tool_calling_iterations: PosInt = 8
     use_vllm: bool = False
     lora: dict[str, Any] | None = None
+    from_dpo: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)  # the older name of ``trl``: any other GRPOConfig field
 
     @field_validator("extra")
@@ -281,13 +318,14 @@ class GRPOSpec(TrlSection):
         return {field: getattr(self, key) for key, field in self.TRL_NAMES.items()} | self.extra | self.trl
 
 
-EvalMode = Literal["draw", "text", "direct", "latent", "auto", "latent-mean", "latent-noise"]
+EvalMode = Literal["draw", "dpo", "text", "direct", "latent", "auto", "latent-mean", "latent-noise"]
 
 
 class EvalSpec(Strict):
     """Held-out benchmarks of the trained policies, one run per family and mode.
 
-    Modes: ``draw`` (the draw policy), ``text`` (the text-CoT baseline when ``stages.baselines`` has it, else
+    Modes: ``draw`` (the draw policy), ``dpo`` (DPO's final, drawing: with a grpo stage too, the arm to compare
+    with ``draw``, from the same start), ``text`` (the text-CoT baseline when ``stages.baselines`` has it, else
     the draw policy with its tools off), ``direct`` (the direct-answer baseline), ``latent`` and ``auto``
     (the latent policy), ``latent-mean`` / ``latent-noise`` (latent mode with every latent replaced by the
     ``latent`` run's mean latent of its slot index, or by noise: list ``latent`` first).
@@ -354,10 +392,19 @@ class Stages(Strict):
     perceive: PerceiveSpec | None = None  # reading first: the draw policy's SFT starts from its model
     sft: SFTSpec = SFTSpec()
     rejection: RejectionSpec | None = None
+    dpo: DPOSpec | None = None  # preferences on rejection sampling's pairs, from the policy GRPO starts from
     grpo: GRPOSpec | None = None
     latent: LatentTrainSpec | None = None
     # no-drawing baselines (train/baselines.py), each SFT'd from the base model on the synth puzzles with sft's settings
     baselines: list[Literal["text", "direct"]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def dpo_has_its_pairs(self) -> Stages:
+        if self.dpo is not None and self.rejection is None:
+            raise ValueError("stages.dpo needs a stages.rejection section: its pairs are rejection sampling's samples")
+        if self.grpo is not None and self.grpo.from_dpo and self.dpo is None:
+            raise ValueError("grpo.from_dpo needs a stages.dpo section")
+        return self
 
     @model_validator(mode="after")
     def latent_source_runs(self) -> Stages:
@@ -395,6 +442,8 @@ class Recipe(Strict):
         imagining = [m for m in modes if m in ("latent", "auto", "latent-mean", "latent-noise")]
         if imagining and self.stages.latent is None:
             raise ValueError(f"eval mode {imagining[0]!r} needs a latent policy: add a stages.latent section")
+        if "dpo" in modes and self.stages.dpo is None:
+            raise ValueError("eval mode 'dpo' needs the DPO policy: add a stages.dpo section")
         if "direct" in modes and "direct" not in self.stages.baselines:
             raise ValueError("eval mode 'direct' needs the direct baseline: add it to stages.baselines")
         if "latent-mean" in modes and ("latent" not in modes or modes.index("latent") > modes.index("latent-mean")):

@@ -25,6 +25,7 @@ from sketchmind.train.recipe import Recipe, RecipeError, load_recipe
 
 MODE_NAMES = {
     "draw": "draw",
+    "dpo": "draw, after DPO",
     "text": "text CoT",
     "direct": "direct answer",
     "latent": "latent",

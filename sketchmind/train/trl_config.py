@@ -1,12 +1,14 @@
 """The TRL config a trainer stage runs with: the runner's defaults, then the recipe section's fields.
 
 A recipe's TRL-trained sections (``stages.perceive``, ``stages.sft``, ``stages.rejection.sft``,
-``stages.grpo``) keep friendly keys (``epochs``, ``learning_rate``, ``save_steps`` ...) and take any other
-field of TRL's ``SFTConfig`` / ``GRPOConfig`` in a ``trl:`` mapping (``recipe.TrlSection``). Here:
+``stages.dpo``, ``stages.grpo``) keep friendly keys (``epochs``, ``learning_rate``, ``save_steps`` ...) and take
+any other field of TRL's ``SFTConfig`` / ``DPOConfig`` / ``GRPOConfig`` in a ``trl:`` mapping
+(``recipe.TrlSection``). Here:
 
 - ``check_fields`` refuses, in one line naming the field and the class, a name the class does not have or
   one the runner must set itself (the recipe checks its ``trl:`` mappings with it at load time);
-- ``build_config`` is the one place a stage's config object is made: ``run_sft`` and ``run_grpo`` call it.
+- ``build_config`` is the one place a stage's config object is made: ``run_sft``, ``run_dpo`` and ``run_grpo``
+  call it.
 
 TRL is imported inside the functions: ``import sketchmind.train.recipe`` stays light.
 """
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-ConfigName = Literal["SFTConfig", "GRPOConfig"]
+ConfigName = Literal["SFTConfig", "DPOConfig", "GRPOConfig"]
 
 # Fields the runners set and the stages rely on: a recipe overriding one would break the stage mid-run.
 OWNED: dict[str, dict[str, str]] = {
@@ -29,6 +31,12 @@ OWNED: dict[str, dict[str, str]] = {
         "remove_unused_columns": "the collator reads the raw rows",
         "dataset_kwargs": "the collator prepares the rows itself",
         "max_length": "use the section's max_length (the collator truncates)",
+    },
+    "DPOConfig": {
+        "output_dir": "it is the stage's folder",
+        "remove_unused_columns": "the collator reads the raw pairs (their completion images included)",
+        "max_length": "use the section's max_length (the collator truncates)",
+        "precompute_ref_log_probs": "the pairs carry images, for which TRL computes the reference on the fly",
     },
     "GRPOConfig": {
         "output_dir": "it is the stage's folder",
@@ -43,6 +51,7 @@ _RUNNER_FIELDS: dict[str, dict[str, Any]] = {
         "dataset_kwargs": {"skip_prepare_dataset": True},
         "max_length": None,
     },
+    "DPOConfig": {"remove_unused_columns": False, "max_length": None},
     "GRPOConfig": {"remove_unused_columns": False},
 }
 
@@ -53,11 +62,15 @@ def config_class(name: ConfigName) -> type[Any]:
         from trl.trainer.sft_config import SFTConfig
 
         return SFTConfig
+    if name == "DPOConfig":
+        from trl.trainer.dpo_config import DPOConfig
+
+        return DPOConfig
     if name == "GRPOConfig":
         from trl.trainer.grpo_config import GRPOConfig
 
         return GRPOConfig
-    raise ValueError(f"no TRL config class {name!r}; expected SFTConfig or GRPOConfig")
+    raise ValueError(f"no TRL config class {name!r}; expected SFTConfig, DPOConfig or GRPOConfig")
 
 
 @functools.cache
