@@ -16,6 +16,32 @@ from pathlib import Path
 from typing import Any
 
 
+def _reading_row(wording: str, size_first: bool, cells: str) -> Any:
+    """``perception_row`` with the map size always, never or sometimes asked for, and optionally read first.
+
+    ``cells="coords"`` names every cell as it is written ("Row 2: 2,1 F 2,2 H"), the planning probe's style.
+    """
+    from sketchmind.tasks.frozenlake import Lake
+    from sketchmind.train.perception import perception_row
+
+    def row(puzzle: Any) -> dict[str, Any]:
+        # Wording 0 names the size; 1 and 2 do not (see train/perception._ASKS).
+        pick = {"mixed": None, "always": 0, "never": 1 + puzzle.index % 2}[wording]
+        built = perception_row(puzzle, pick)
+        answer = built["messages"][1]["content"][0]
+        if cells == "coords":
+            lake = Lake.from_truth(puzzle.truth)
+            answer["text"] = "\n".join(
+                f"Row {r + 1}: " + " ".join(f"{r + 1},{c + 1} {lake.symbol((r, c))}" for c in range(lake.cols))
+                for r in range(lake.rows)
+            )
+        if size_first:
+            answer["text"] = f"A {puzzle.truth['rows']}x{puzzle.truth['cols']} map.\n" + answer["text"]
+        return built
+
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="qwen2.5-vl")
@@ -40,6 +66,16 @@ def main() -> None:
     parser.add_argument("--aux-tied", action="store_true", help="classify tokens with the cell symbols' embeddings")
     parser.add_argument("--guide-layer", type=int, default=1)
     parser.add_argument("--format", choices=["grid", "rows"], default="grid")
+    parser.add_argument(
+        "--wording",
+        choices=["mixed", "always", "never"],
+        default="mixed",
+        help="the map size in the request: in one wording of three (mixed), in every request, or in none",
+    )
+    parser.add_argument("--size-first", action="store_true", help="the reader writes 'A 5x5 map.' before the rows")
+    parser.add_argument(
+        "--cells", choices=["words", "coords"], default="words", help="coords: each cell written with its name, '2,3 F'"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -55,7 +91,6 @@ def main() -> None:
         PERCEPTION_FAMILY,
         cell_token_ids,
         perception_corpus,
-        perception_row,
         row_crop_row,
         summarise_reading,
         teacher_forced,
@@ -88,8 +123,7 @@ def main() -> None:
     )
     collator = AssistantOnlyCollator(processor)
     cells = cell_token_ids(processor.tokenizer)
-    if args.format == "rows":
-        perception_row = row_crop_row
+    perception_row = row_crop_row if args.format == "rows" else _reading_row(args.wording, args.size_first, args.cells)
     held_puzzles = make_dataset(family, levels, 8, seed=99)
     held = [perception_row(p) for p in held_puzzles]
     vsp = [perception_row(p) for p in vsp_puzzles(Path("data/vsp-maze-examples"))]

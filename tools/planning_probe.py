@@ -29,10 +29,29 @@ from typing import Any
 
 QUESTION = "Plan a path from P to G that steps on no H.\n"
 
+# How cells are named. ``words``: "row 2, column 3", the map as "Row 2: F H F"; a look-up then means finding
+# the row's line and counting along it. ``coords``: "2,3", and every cell of the map carries its name
+# ("Row 2: 2,1 F 2,2 H 2,3 F"), so a look-up is matching the name just written and copying what follows.
+CELLS = {"style": "words"}
+
 
 def where(cell: tuple[int, int]) -> str:
-    """A cell in the expert's words: "row 2, column 3" (1-based)."""
+    """A cell in the expert's words: "row 2, column 3" (1-based), or "2,3" in the ``coords`` style."""
+    if CELLS["style"] == "coords":
+        return f"{cell[0] + 1},{cell[1] + 1}"
     return f"row {cell[0] + 1}, column {cell[1] + 1}"
+
+
+def map_text(lake: Any) -> str:
+    """The map as the reader writes it, in the current cell style."""
+    from sketchmind.tasks.frozenlake import transcribe
+
+    if CELLS["style"] == "words":
+        return str(transcribe(lake))
+    return "\n".join(
+        f"Row {r + 1}: " + " ".join(f"{where((r, c))} {lake.symbol((r, c))}" for c in range(lake.cols))
+        for r in range(lake.rows)
+    )
 
 
 def target_text(lake: Any, plan: list[str], form: str) -> str:
@@ -107,20 +126,47 @@ def search_text(lake: Any) -> str:
     return "\n".join(lines) + "\n" + format_plan(path)
 
 
+KINDS = ("move", "cell", "symbol", "plan")
+
+
+def char_kinds(target: str) -> list[str]:
+    """What each character of a target is, for per-decision accuracy: the ``move`` a line starts with, the
+    ``cell`` it names (digits), the ``symbol`` it reads off the map, the final ``plan``; the rest ``other``."""
+    import re
+
+    kinds: list[str] = []
+    for line in target.split("\n"):
+        here = ["other"] * len(line)
+        if line.startswith("Action plan:"):
+            here[len("Action plan:") :] = ["plan"] * (len(line) - len("Action plan:"))
+        else:
+            first = re.match(r"\S+", line)
+            if first:
+                here[: first.end()] = ["move"] * first.end()
+            for found in re.finditer(r"\d", line):
+                here[found.start()] = "cell"
+            for found in re.finditer(r"(?<![A-Za-z])[FHGP](?![A-Za-z])", line):
+                if found.start() >= (first.end() if first else 0):
+                    here[found.start()] = "symbol"
+        kinds += [*here, "other"]  # the newline
+    return kinds[: len(target)]
+
+
 def example(rng: Any, level: int, form: str) -> tuple[str, str, Any]:
     """(prompt, target, lake) for one fresh map."""
-    from sketchmind.tasks.frozenlake import random_lake, solve, transcribe
+    from sketchmind.tasks.frozenlake import random_lake, solve
 
     lake = random_lake(rng, level)
     plan = solve(lake)
     assert plan is not None
     ends = f"The player is at {where(lake.player)}; the goal at {where(lake.goal)}.\n"  # as the expert writes it
-    return QUESTION + transcribe(lake) + "\n" + ends, target_text(lake, plan, form), lake
+    return QUESTION + map_text(lake) + "\n" + ends, target_text(lake, plan, form), lake
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--format", choices=["direct", "segments", "steps", "walk", "search"], default="segments")
+    parser.add_argument("--cells", choices=["words", "coords"], default="words", help="how cells are named")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=None)
@@ -135,6 +181,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    CELLS["style"] = args.cells
 
     import numpy as np
     import torch
@@ -206,7 +253,30 @@ def main() -> None:
             right[level].append(plan is not None and simulate(Lake.from_truth(lake.truth()), plan) == "goal")
         model.train()
         per = {level: round(sum(v) / len(v), 3) for level, v in right.items()}
-        return {"all": round(sum(sum(v) for v in right.values()) / len(held), 3), "levels": per}
+        return {
+            "all": round(sum(sum(v) for v in right.values()) / len(held), 3),
+            "levels": per,
+            "teacher_forced": decisions(),
+        }
+
+    @torch.no_grad()
+    def decisions() -> dict[str, float]:
+        """Teacher-forced accuracy of each kind of token (``char_kinds``) on the held-out maps: which decision fails."""
+        right = {k: 0 for k in KINDS}
+        total = {k: 0 for k in KINDS}
+        for _, prompt, target, _ in held:
+            p = tokenizer(prompt, add_special_tokens=False).input_ids
+            encoded = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
+            kinds = char_kinds(target)
+            ids = torch.tensor([p + encoded.input_ids])
+            guess = model(input_ids=ids).logits[0, len(p) - 1 : -1].argmax(-1).tolist()
+            for token, predicted, (lo, hi) in zip(encoded.input_ids, guess, encoded.offset_mapping, strict=True):
+                chars = [kinds[i] for i in range(lo, hi) if not target[i].isspace()]
+                kind = chars[0] if chars else "other"
+                if kind in total:
+                    total[kind] += 1
+                    right[kind] += int(predicted == token)
+        return {k: round(right[k] / total[k], 3) for k in KINDS if total[k]}
 
     (out / "log.jsonl").unlink(missing_ok=True)
     rng = np.random.default_rng(0)
@@ -234,6 +304,8 @@ def main() -> None:
             }
             append_jsonl(out / "log.jsonl", [line])
             print(json.dumps(line), flush=True)
+    model.save_pretrained(str(out / "final"))  # for later diagnosis
+    tokenizer.save_pretrained(str(out / "final"))
 
 
 if __name__ == "__main__":
