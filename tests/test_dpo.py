@@ -228,5 +228,6 @@ def test_the_plan_sizes_dpo_with_its_reference_and_both_sequences(tmp_path: Path
     assert list(plans) == ["sft", "sft2", "dpo", "grpo"]
     dpo = plans["dpo"]
     assert (dpo.batch, dpo.tokens, dpo.reference) == (4, 512, True)
+    assert dpo.logit_tokens == 0  # DPOTrainer's fused LM head never holds the full logits
     lora = {p.name: p for p in stage_plans(load_recipe(_recipe_with_dpo(tmp_path, lora={"r": 8})))}["dpo"]
     assert not lora.reference  # with LoRA the reference is the same weights, the adapter off

@@ -56,7 +56,7 @@ Row = Mapping[str, Any]
 class PairStats:
     """What ``preference_pairs`` found: puzzles sampled, pairs made, and why other puzzles made none."""
 
-    puzzles: int = 0  # puzzles with at least one sample
+    puzzles: int = 0  # puzzles with at least one answered sample
     pairs: int = 0
     expert_pairs: int = 0  # pairs whose chosen side is the expert's trajectory
     no_chosen: int = 0  # puzzles answered wrongly, with nothing to prefer

@@ -527,7 +527,10 @@ def stage_plans(recipe: Recipe) -> list[StagePlan]:
         # Each pair is two sequences in one forward (its chosen and its rejected trajectory).
         batch = 2 * int(d.trl.get("per_device_train_batch_size", d.batch_size))
         tokens = d.max_length or DEFAULT_SFT_LENGTH
-        notes = ["dpo: each pair is two sequences (chosen and rejected), so the batch counts both"]
+        notes = [
+            "dpo: each pair is two sequences (chosen and rejected), so the batch counts both",
+            "dpo: TRL's fused LM head scores the tokens in tiles, so no full logits are held (none counted)",
+        ]
         if not d.max_length:
             notes.append(f"dpo: no max_length, {DEFAULT_SFT_LENGTH} tokens assumed")
         # Without LoRA the reference is a second copy of the weights; with it, the same weights with the adapter off.
@@ -536,7 +539,7 @@ def stage_plans(recipe: Recipe) -> list[StagePlan]:
                 "dpo",
                 batch,
                 tokens,
-                tokens,
+                0,
                 _checkpointing(d.trl),
                 d.lora,
                 reference=d.lora is None,
