@@ -403,6 +403,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.gpu_memory is not None or args.accelerate_config is not None:
         raise UsageError("--gpu-memory and --accelerate-config size a run: use them with --plan")
     from sketchmind.train.pipeline import STAGES, Pipeline, StageError
+    from sketchmind.train.ranks import is_main
     from sketchmind.train.recipe import RecipeError, load_recipe
 
     try:
@@ -417,6 +418,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         pipeline.run(stages)
     except StageError as error:  # the recipe's settings left a stage nothing to train on: say so, in one line
         raise UsageError(str(error)) from None
+    if not is_main():  # under torchrun / accelerate launch, the main process speaks for the launch
+        return EXIT_OK
     out.print(f"{recipe.name}: model at {pipeline.latest_model()}")
     latent = pipeline.latent_model()
     if latent is not None and Path(latent).is_dir():

@@ -11,6 +11,7 @@
 | ``templates`` | tool-capable chat templates and response schemas TRL needs (Qwen2.5-VL) |
 | ``latent_stage``, ``latent_diagnostics`` | the optional latent stages' torch loop; held-out checks of its latents |
 | ``recipe``, ``pipeline`` | ``policies/NAME.yaml`` and the resumable stage runner (``sketchmind train``) |
+| ``ranks`` | the processes of a ``torchrun`` / ``accelerate launch``: the main one writes, the others wait |
 | ``results`` | a trained recipe's eval runs as the README's and model card's tables (``make results``) |
 
 Submodules import ``datasets``, ``trl`` and friends lazily, so ``import sketchmind.train`` stays light.

@@ -170,7 +170,7 @@ def run_grpo(
     CUDA the forward runs in bf16 mixed precision with gradient checkpointing; on CPU without either.
 
     Returns ``global_step``, ``train_loss``, ``resumed_from``, ``history`` (every line of ``metrics.jsonl``),
-    ``final`` (the saved model directory) and the Trainer's runtime metrics.
+    ``final`` (the saved model directory), ``world_size`` and the Trainer's runtime metrics.
     """
     from transformers import AutoConfig, AutoProcessor
 

@@ -12,6 +12,9 @@ converted with ``data.latent_rows``), one sequence per step, AdamW on the model 
 Stage 1 starts from any Qwen2.5-VL checkpoint (the tokens and a fresh P are added) or from a latent one;
 stage 2 normally starts from stage 1's ``final``. Rows are visited in order, cyclically, so a resumed run
 sees the same rows at the same steps.
+
+The loop is one process's: under ``torchrun`` / ``accelerate launch`` the pipeline runs both stages on the main
+process while the others wait (``pipeline.PARALLEL_STAGES`` leaves them out; docs/multi-gpu.md).
 """
 
 from __future__ import annotations

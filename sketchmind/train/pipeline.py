@@ -33,6 +33,7 @@ from sketchmind.files import write_atomic, write_json_atomic, write_jsonl_atomic
 from sketchmind.train.eval_policies import MEANS_FILE, eval_latent_policy, eval_policy
 from sketchmind.train.params import parameter_count
 from sketchmind.train.plots import gather_metrics
+from sketchmind.train.ranks import is_main, wait_for_everyone
 from sketchmind.train.recipe import Recipe, SFTSpec
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ STAGES: tuple[str, ...] = (
     "sft_direct", "eval",
 )  # fmt: skip
 DRAW_TRAINERS: tuple[str, ...] = ("perceive", "sft", "sft2", "dpo", "grpo")  # the stages that train the draw policy
+# The stages every process of a launch runs (the Trainer's data parallelism); the others run on the main process
+# while the rest wait (docs/multi-gpu.md).
+PARALLEL_STAGES: tuple[str, ...] = ("perceive", "sft", "sft2", "dpo", "grpo", "sft_text", "sft_direct")
 DONE_FILE = "done.json"
 CLOCK_FILE = "clock.json"  # a running stage's seconds so far, over all its runs (a killed one's included)
 CLOCK_BEAT = 1.0  # seconds between two clock.json writes: a killed run's time is counted to within a beat
@@ -57,7 +61,7 @@ class Pipeline:
     def __init__(self, recipe: Recipe, report: Report = print, *, rich_progress: bool = False) -> None:
         self.recipe = recipe
         self.out = Path(recipe.output)
-        self.report = report
+        self.report = report if is_main() else _silent  # one voice per launch: the main process's
         self.rich_progress = rich_progress  # trainer progress as a rich bar (the CLI) instead of tqdm
         self._latent_cache: tuple[list[dict[str, Any]], int] | None = None  # see _latent_rows
 
@@ -145,6 +149,12 @@ class Pipeline:
                 summaries[stage] = finished
                 continue
             self.report(f"{stage}: running")
+            if not is_main():  # the main process alone writes the stage's bookkeeping: wait for it, then read it
+                if stage in PARALLEL_STAGES:
+                    getattr(self, f"_{stage}")()
+                wait_for_everyone()
+                summaries[stage] = self.done(stage)
+                continue
             with StageClock(self.folder(stage)) as clock:
                 summary = getattr(self, f"_{stage}")()
                 for key in ("model", "final"):  # every checkpoint a stage makes carries the recipe's coordinates
@@ -154,9 +164,11 @@ class Pipeline:
                 summary["seconds"] = round(clock.seconds(), 1)
                 summary["segments"] = clock.segments
                 write_json_atomic(self.folder(stage) / DONE_FILE, summary)
+            wait_for_everyone()
             self.report(f"{stage}: done in {summary['seconds']:.0f} s")
             summaries[stage] = summary
-        gather_metrics(self.out, self.enabled())
+        if is_main():
+            gather_metrics(self.out, self.enabled())
         return summaries
 
     def protocol(self) -> Protocol:
@@ -275,9 +287,11 @@ class Pipeline:
             attn_implementation="eager" if guidance.attention > 0 else None,  # the guidance reads attention weights
         )
         final = str(self.folder("perceive") / "final")
+        summary = {"final": final, "gate_passed_at": gate.passed_at, "levels_open": curriculum.current()[-1]}
+        if not is_main():  # the held-out reading table is generation: the main process measures and saves it
+            return summary
         table = reading_table(final, self.recipe, self.folder("perceive"))
         self.report(table.markdown())
-        summary = {"final": final, "gate_passed_at": gate.passed_at, "levels_open": curriculum.current()[-1]}
         return summary | table.summary() | _scalars(metrics)
 
     def _sft(self) -> dict[str, Any]:
@@ -445,9 +459,10 @@ class Pipeline:
 
         stage = f"sft_{kind}"
         data = self.folder(stage) / "data"
-        if not (data / DONE_FILE).is_file():
+        if is_main() and not (data / DONE_FILE).is_file():
             save_dataset([baseline_row(row, kind) for row in load_dataset(self.folder("synth"))], data)
             write_json_atomic(data / DONE_FILE, {})
+        wait_for_everyone()  # the other processes train on the rows the main process wrote
         # The same start as the draw policy's cold start (the reading model when perceive runs), so draw, text
         # and direct differ only in how the trajectories are written.
         start = self._cold_start()
@@ -632,6 +647,10 @@ def _saved_rows(folder: Path) -> list[dict[str, Any]]:
     if not any((folder / "data").glob("*.parquet")):
         return []
     return list(load_dataset(folder))
+
+
+def _silent(line: str) -> None:
+    """The report of the processes other than the main one."""
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sketchmind.files import append_jsonl, read_jsonl, write_jsonl_atomic
 from sketchmind.train.collator import AssistantOnlyCollator
+from sketchmind.train.ranks import is_main
 from sketchmind.train.trl_config import build_config
 from sketchmind.train.weights import load_for_training
 
@@ -101,12 +102,15 @@ def metrics_logger(path: Path, resumed_step: int, seen: SeenBatches | None = Non
 
     Lines after ``resumed_step`` come from a run that died after its last checkpoint; the resumed run
     logs those steps again, so they are dropped first. With ``seen``, each line also holds ``batches``:
-    the ``batch_digest`` of every micro-batch of that step (the data order, checkable across a resume).
+    the ``batch_digest`` of every micro-batch of that step (the data order, checkable across a resume); on N
+    processes, the main process's micro-batches (the others train on the ones after each of them).
+    Only the main process writes the file.
     """
     from transformers import TrainerCallback
 
-    kept = [row for row in read_metrics(path.parent) if row.get("step", 0) <= resumed_step]
-    write_jsonl_atomic(path, kept)
+    if is_main():
+        kept = [row for row in read_metrics(path.parent) if row.get("step", 0) <= resumed_step]
+        write_jsonl_atomic(path, kept)
 
     class MetricsLogger(TrainerCallback):
         def on_log(
@@ -198,7 +202,7 @@ def run_sft(
 
     Returns ``global_step``, ``train_loss`` (this run's mean), ``resumed_from`` (checkpoint path or
     None), ``history`` (every logged step in ``metrics.jsonl``, earlier runs included), ``final`` (the
-    saved model directory) and the Trainer's runtime metrics.
+    saved model directory), ``world_size`` (the processes that trained) and the Trainer's runtime metrics.
     """
     from transformers import AutoProcessor
 
@@ -245,17 +249,23 @@ def run_sft(
 def train_and_save(
     trainer: Any, processor: Any, out: Path, checkpoint: Path | None, *, lora: bool, rich_progress: bool
 ) -> dict[str, Any]:
-    """Train (resuming from ``checkpoint``), save ``out/final``, and return the run's metrics (SFT and GRPO)."""
+    """Train (resuming from ``checkpoint``), save ``out/final``, and return the run's metrics (SFT and GRPO).
+
+    Every process of the launch calls it (the Trainer gathers sharded weights to save them); the main process
+    writes, and each returns once ``out/final`` is complete.
+    """
     if rich_progress:
         use_rich_progress(trainer)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = save_final(trainer, processor, out, lora)
+    trainer.accelerator.wait_for_everyone()  # the others read final/ next (the pipeline stamps its config)
     return {
         "global_step": result.global_step,
         "train_loss": result.training_loss,
         "resumed_from": str(checkpoint) if checkpoint else None,
         "history": read_metrics(out),
         "final": str(final),
+        "world_size": trainer.args.world_size,  # the launch's processes: the global batch is per-device x this
         **{k: v for k, v in result.metrics.items() if k != "train_loss"},
     }
 
@@ -291,12 +301,18 @@ def _trainer_class() -> type[Any]:
 
 
 def save_final(trainer: Any, processor: Any, out: Path, lora: bool) -> Path:
-    """Save a plain checkpoint ``HFPolicy`` loads: with LoRA, the adapter apart and the merged model."""
+    """Save a plain checkpoint ``HFPolicy`` loads: with LoRA, the adapter apart and the merged model.
+
+    Called on every process: ``Trainer.save_model`` writes on the main one only (after gathering sharded
+    weights); the rest is written by the main process alone.
+    """
     final = out / FINAL_DIR
+    main = trainer.accelerator.is_main_process
     if lora:
-        trainer.model.save_pretrained(out / ADAPTER_DIR)
-        trainer.model.merge_and_unload().save_pretrained(final)
+        trainer.model.save_pretrained(out / ADAPTER_DIR, is_main_process=main)
+        trainer.model.merge_and_unload().save_pretrained(final, is_main_process=main)
     else:
         trainer.save_model(str(final))
-    processor.save_pretrained(final)
+    if main:
+        processor.save_pretrained(final)
     return final

@@ -96,8 +96,13 @@ def runner_defaults(*, rich_progress: bool = False) -> dict[str, Any]:
     checkpoints by step, no external loggers, bf16 autocast and activation checkpointing on CUDA only."""
     import torch
 
+    from sketchmind.train.ranks import no_accelerator
+
     cuda = torch.cuda.is_available()
     return {
+        # Without a GPU, accelerate counts a torchrun / accelerate launch as distributed only when told it runs
+        # on CPU: otherwise each process trains alone (and writes the stage's files) instead of sharing batches.
+        "use_cpu": no_accelerator(),
         "logging_steps": 1,
         "save_strategy": "steps",
         "save_total_limit": 2,
