@@ -60,6 +60,25 @@ def test_training_maps_are_made_on_demand_and_the_same_every_time() -> None:
     assert not curriculum.widen() and curriculum.current() == [3, 5]
 
 
+@pytest.mark.parametrize("open_levels", [2, 3, 6])
+def test_the_wording_says_nothing_about_the_map_size(open_levels: int) -> None:
+    """Every open size is asked in every wording, in near-equal shares, however many sizes are open.
+
+    The curriculum picks a row's size by its index; a wording picked by ``index % 3`` as well gave each size a
+    wording of its own once three were open, and the model read the size off the question, not the image.
+    """
+    levels = [3, 4, 5, 6, 7, 8][:open_levels]
+    curriculum = Curriculum(levels, unlocked=open_levels)
+    data = reading_dataset("frozenlake-classic", curriculum, n=60 * open_levels, seed=3)
+    asks: dict[int, list[str]] = {}
+    for k in range(len(data)):
+        user = data[k]["messages"][0]["content"][1]["text"]
+        asks.setdefault(curriculum.level_for(k), []).append(user.split(" ")[0])  # the wording's first word
+    for level, firsts in asks.items():
+        shares = {word: firsts.count(word) / len(firsts) for word in set(firsts)}
+        assert len(shares) == 3 and min(shares.values()) > 0.15, (level, shares)
+
+
 @pytest.fixture(scope="module")
 def reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sketchmind.models.tiny import build_tiny

@@ -22,11 +22,12 @@ def _reading_row(wording: str, size_first: bool, cells: str) -> Any:
     ``cells="coords"`` names every cell as it is written ("Row 2: 2,1 F 2,2 H"), the planning probe's style.
     """
     from sketchmind.tasks.frozenlake import Lake
-    from sketchmind.train.perception import perception_row
+    from sketchmind.train.perception import default_wording, perception_row
 
     def row(puzzle: Any) -> dict[str, Any]:
         # Wording 0 names the size; 1 and 2 do not (see train/perception._ASKS).
-        pick = {"mixed": None, "always": 0, "never": 1 + puzzle.index % 2}[wording]
+        # Never ``index % 2``: levels are picked by index too, and a wording tied to a size is a shortcut.
+        pick = {"mixed": None, "always": 0, "never": 1 + default_wording(puzzle) % 2}[wording]
         built = perception_row(puzzle, pick)
         answer = built["messages"][1]["content"][0]
         if cells == "coords":
@@ -189,6 +190,13 @@ def main() -> None:
         step += 1
         if step % args.eval_every == 0:
             held_score, vsp_score = evaluate(held), evaluate(vsp)
+            # Fresh maps drawn the way training draws them (another rng stream): a gap to ``held`` means the
+            # held-out maps differ from the training ones, not that reading is poor.
+            fresh = [
+                perception_row(family.generate(puzzle_rng("probe-check", step, level, k), level, k))
+                for k, level in enumerate(unlocked * (args.batch // len(unlocked)))
+            ]
+            held_score["fresh_train_like"] = evaluate(fresh)["cell"]
             if args.curriculum:
                 now = [r for r, p in zip(held, held_puzzles, strict=True) if p.level <= unlocked[-1]]
                 held_score["unlocked"] = evaluate(now)["cell"]
@@ -206,6 +214,8 @@ def main() -> None:
             if args.curriculum and held_score["unlocked"] > 0.97 and len(unlocked) < len(levels):
                 unlocked = levels[: len(unlocked) + 1]
     print(json.dumps({"parameters": params, "steps": step, "maps": seen}))
+    model.save_pretrained(str(out / "final"))  # for later diagnosis
+    processor.save_pretrained(str(out / "final"))
 
 
 if __name__ == "__main__":
