@@ -33,7 +33,7 @@ from sketchmind.files import write_atomic, write_json_atomic, write_jsonl_atomic
 from sketchmind.train.eval_policies import MEANS_FILE, eval_latent_policy, eval_policy
 from sketchmind.train.params import parameter_count
 from sketchmind.train.plots import gather_metrics
-from sketchmind.train.ranks import is_main, wait_for_everyone
+from sketchmind.train.ranks import is_main, wait_for_everyone, world_size
 from sketchmind.train.recipe import Recipe, SFTSpec
 
 if TYPE_CHECKING:
@@ -272,8 +272,10 @@ class Pipeline:
         guidance = Guidance(attention=spec.guide_attention, tokens=spec.guide_tokens)
         guided = guidance.attention > 0 or guidance.tokens > 0
         args = spec.trl_args()
-        # One fresh map per row the trainer can ask for (with the recipe's batch size and max_steps, trl's included).
+        # One fresh map per row the trainer can ask for (with the recipe's batch size and max_steps, trl's included),
+        # on every process of the launch.
         rows = args["max_steps"] * args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
+        rows *= world_size()
         metrics = run_sft(
             self.model_after(self.previous("perceive")),
             reading_dataset(spec.family, curriculum, rows, spec.seed),
