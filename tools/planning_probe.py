@@ -32,13 +32,19 @@ QUESTION = "Plan a path from P to G that steps on no H.\n"
 # How cells are named. ``words``: "row 2, column 3", the map as "Row 2: F H F"; a look-up then means finding
 # the row's line and counting along it. ``coords``: "2,3", and every cell of the map carries its name
 # ("Row 2: 2,1 F 2,2 H 2,3 F"), so a look-up is matching the name just written and copying what follows.
+# ``names``: every cell has a one-token name ("c2": column c, row 2; the tokenizer gets the 64 names as
+# tokens of their own, as it splits digits from letters), so a look-up is a one-token match, the pattern
+# small transformers learn first (an induction head).
 CELLS = {"style": "words"}
+CELL_NAMES = [f"{'abcdefgh'[c]}{r + 1}" for r in range(8) for c in range(8)]
 
 
 def where(cell: tuple[int, int]) -> str:
     """A cell in the expert's words: "row 2, column 3" (1-based), or "2,3" in the ``coords`` style."""
     if CELLS["style"] == "coords":
         return f"{cell[0] + 1},{cell[1] + 1}"
+    if CELLS["style"] == "names":
+        return f"{'abcdefgh'[cell[1]]}{cell[0] + 1}"
     return f"row {cell[0] + 1}, column {cell[1] + 1}"
 
 
@@ -140,10 +146,10 @@ def char_kinds(target: str) -> list[str]:
         if line.startswith("Action plan:"):
             here[len("Action plan:") :] = ["plan"] * (len(line) - len("Action plan:"))
         else:
-            first = re.match(r"\S+", line)
+            first = re.match(r"[A-Za-z]+", line)  # the move's letters, not the colon after them
             if first:
                 here[: first.end()] = ["move"] * first.end()
-            for found in re.finditer(r"\d", line):
+            for found in re.finditer(r"\d|(?<![A-Za-z])[a-h](?=\d)", line):  # digits, and a cell name's letter
                 here[found.start()] = "cell"
             for found in re.finditer(r"(?<![A-Za-z])[FHGP](?![A-Za-z])", line):
                 if found.start() >= (first.end() if first else 0):
@@ -166,7 +172,7 @@ def example(rng: Any, level: int, form: str) -> tuple[str, str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--format", choices=["direct", "segments", "steps", "walk", "search"], default="segments")
-    parser.add_argument("--cells", choices=["words", "coords"], default="words", help="how cells are named")
+    parser.add_argument("--cells", choices=["words", "coords", "names"], default="words", help="how cells are named")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=None)
@@ -220,6 +226,9 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForImageTextToText.from_pretrained(str(model_dir), use_safetensors=True)
+    if args.cells == "names":
+        tokenizer.add_tokens(CELL_NAMES)
+        model.resize_token_embeddings(len(tokenizer))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
