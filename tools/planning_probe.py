@@ -185,6 +185,13 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-n", type=int, default=16, help="held-out maps per level")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--guide",
+        type=float,
+        default=0.0,
+        help="weight of a look-up guidance loss (names cells only): the token before a symbol attends to that "
+        "cell's symbol in the written map (head 0 of layer 1), as reading from pixels was guided",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     CELLS["style"] = args.cells
@@ -225,7 +232,9 @@ def main() -> None:
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), use_safetensors=True)
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(model_dir), use_safetensors=True, attn_implementation="eager" if args.guide else None
+    )
     if args.cells == "names":
         tokenizer.add_tokens(CELL_NAMES)
         model.resize_token_embeddings(len(tokenizer))
@@ -249,6 +258,22 @@ def main() -> None:
             "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
             "labels": torch.tensor([y + [-100] * (width - len(y)) for y in labels]),
         }
+
+    names = set(tokenizer.convert_tokens_to_ids(CELL_NAMES)) if args.cells == "names" else set()
+    symbols = set(tokenizer.convert_tokens_to_ids([f"Ġ{x}" for x in "PFGH"]))
+
+    def lookups(ids: Any) -> Any:
+        """Where each symbol after a cell name should be copied from: its first entry in the written map."""
+        triples = []
+        for row, seq in enumerate(ids.tolist()):
+            entry: dict[int, int] = {}
+            for k in range(len(seq) - 1):
+                if seq[k] in names and seq[k + 1] in symbols:
+                    if seq[k] in entry:
+                        triples.append((row, k, entry[seq[k]]))  # a later mention: look the symbol up
+                    else:
+                        entry[seq[k]] = k + 1  # the map's own entry
+        return torch.tensor(triples)
 
     @torch.no_grad()
     def evaluate() -> dict[str, Any]:
@@ -296,7 +321,15 @@ def main() -> None:
             prompt, target, _ = example(rng, levels[seen % len(levels)], args.format)
             examples.append((prompt, target))
             seen += 1
-        loss = model(**batch_of(examples)).loss
+        batch = batch_of(examples)
+        if args.guide:
+            output = model(**batch, output_attentions=True)
+            pairs = lookups(batch["input_ids"])  # (row, query, key) triples
+            attention = output.attentions[1][:, 0]  # layer 1, head 0: (batch, query, key)
+            mass = attention[pairs[:, 0], pairs[:, 1], pairs[:, 2]].clamp_min(1e-6)
+            loss = output.loss - args.guide * mass.log().mean()
+        else:
+            loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
