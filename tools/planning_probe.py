@@ -92,9 +92,10 @@ def target_text(lake: Any, plan: list[str], form: str) -> str:
     raise ValueError(form)
 
 
-def search_text(lake: Any) -> str:
-    """The greedy depth-first search as text (see the module docstring); the plan reaches the goal safely."""
-    from sketchmind.tasks.frozenlake import MOVES, format_plan
+def search(lake: Any) -> tuple[list[str], list[tuple[int, int]], list[str]]:
+    """The greedy depth-first search (see the module docstring): its lines, the cell each line reads (in
+    order: the cell whose symbol it writes), and the plan it ends on, which reaches the goal safely."""
+    from sketchmind.tasks.frozenlake import MOVES
 
     def order(cell: tuple[int, int]) -> list[str]:
         dr, dc = lake.goal[0] - cell[0], lake.goal[1] - cell[1]
@@ -106,7 +107,7 @@ def search_text(lake: Any) -> str:
         first = [m for _, m in sorted(toward, key=lambda t: -t[0])]
         return first + [m for m in "DRUL" if m not in first]
 
-    lines, path, cells, seen = [], [], [lake.player], {lake.player}
+    lines, reads, path, cells, seen = [], [], [], [lake.player], {lake.player}
     tried: dict[tuple[int, int], list[str]] = {}
     while cells[-1] != lake.goal:
         cell = cells[-1]
@@ -120,6 +121,7 @@ def search_text(lake: Any) -> str:
             seen.add(nxt)
             symbol = lake.symbol(nxt)
             lines.append(f"{move}: {where(nxt)} {symbol}")
+            reads.append(nxt)
             if symbol != "H":
                 path.append(move)
                 cells.append(nxt)
@@ -129,6 +131,14 @@ def search_text(lake: Any) -> str:
             cells.pop()
             path.pop()
             lines.append(f"Back to {where(cells[-1])}")
+    return lines, reads, path
+
+
+def search_text(lake: Any) -> str:
+    """The search written out, then the plan."""
+    from sketchmind.tasks.frozenlake import format_plan
+
+    lines, _, path = search(lake)
     return "\n".join(lines) + "\n" + format_plan(path)
 
 

@@ -1,0 +1,267 @@
+"""Search probe: does planning start when the search reads each cell from the image, not from the text?
+
+The planning probe (``tools/planning_probe.py``) found that once the map is written down, the 5 M model
+does not learn to look a cell up in the text: every search line's symbol stayed at the majority rate. Reading
+the map from pixels had the same shape (find the cell, copy its symbol) and started once an attention
+guidance loss told one head where to look. This probe puts the two together: the model sees the map image,
+writes the greedy search (``D: 3,2 F``: the move tried, the cell it reaches, what is there), then the plan.
+Every symbol the answer writes, the map rows' included with ``--with-map``, is guided to its cell's image
+tokens, and the image tokens are classified by the symbols' tied embeddings, as the perceive stage does.
+
+Scores, teacher-forced on held-out maps (seed 99, 8 a size): the symbols the search reads (``reads``), the
+map rows' symbols (``map``), every answer token (``tokens``), and ``exact``, the maps whose whole answer is
+the top prediction at every token: greedy decoding then writes the expert's search and plan word for word,
+so ``exact`` is a floor on the solve rate.
+
+    python tools/search_probe.py --minutes 30 --curriculum --out runs/probe/search-pixels
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))  # the planning probe's search, beside this file
+
+import planning_probe
+
+QUESTION = "Plan a path from P to G that steps on no H."
+
+
+def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+    """One SFT row (image, question, [map rows,] search, plan) and the cell of every symbol it writes."""
+    import numpy as np
+    from PIL import Image
+
+    from sketchmind.tasks.frozenlake import Lake, format_plan
+
+    lake = Lake.from_truth(puzzle.truth)
+    lines, reads, path = planning_probe.search(lake)
+    text = "\n".join([*lines, format_plan(path)])
+    cells = list(reads)
+    if with_map:
+        text = planning_probe.map_text(lake) + "\n" + text
+        cells = [(r, c) for r in range(lake.rows) for c in range(lake.cols)] + cells
+    row = {
+        "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]},
+            {"role": "assistant", "content": [{"type": "text", "text": text}]},
+        ],
+        "images": [Image.fromarray(np.ascontiguousarray(puzzle.image))],
+    }
+    return row, cells
+
+
+def corpus() -> Any:
+    """The tokenizer's texts: the reading rows' and the search answers'."""
+    import numpy as np
+
+    from sketchmind.tasks.frozenlake import format_plan, random_lake
+    from sketchmind.train.perception import perception_corpus
+
+    yield from perception_corpus()
+    rng = np.random.default_rng(0)
+    for k in range(400):
+        lake = random_lake(rng, 3 + k % 6)
+        lines, _, path = planning_probe.search(lake)
+        yield planning_probe.map_text(lake) + "\n" + "\n".join([*lines, format_plan(path)])
+        yield QUESTION
+
+
+def targets(batch: Any, cells: list[int], image_token: int, where: list[list[tuple[int, int]]], sizes: list[int]):
+    """Guidance targets: (row, position) of the token before each written symbol, and its cell's image tokens."""
+    import torch
+
+    labels, ids, grids = batch["labels"], batch["input_ids"], batch["image_grid_thw"]
+    queries, masks, kept = [], [], []
+    for b in range(len(ids)):
+        positions = torch.isin(labels[b], torch.tensor(cells)).nonzero().flatten().tolist()
+        if len(positions) != len(where[b]):  # a symbol token the tokenizer merged: no guidance for this row
+            continue
+        kept.append(b)
+        n = sizes[b]
+        _, gh, gw = (int(v) // f for v, f in zip(grids[b], (1, 2, 2), strict=True))
+        first = int((ids[b] == image_token).nonzero()[0])
+        cell_row = ((torch.arange(gh) + 0.5) * n / gh).long()
+        cell_col = ((torch.arange(gw) + 0.5) * n / gw).long()
+        for position, (r, c) in zip(positions, where[b], strict=True):
+            mask = torch.zeros(ids.shape[1])
+            mask[first : first + gh * gw] = ((cell_row == r)[:, None] & (cell_col == c)[None, :]).flatten().float()
+            queries.append((b, position - 1))
+            masks.append(mask)
+    return torch.tensor(queries), torch.stack(masks), kept
+
+
+def score(model: Any, collator: Any, rows: list[dict[str, Any]], maps: list[int], cells: list[int]) -> dict:
+    """Teacher-forced counts (right, of) of the search's symbols, the map's symbols, every token, whole answers."""
+    import torch
+
+    totals = {"reads": [0, 0], "map": [0, 0], "tokens": [0, 0], "exact": [0, 0]}
+    model.eval()
+    with torch.no_grad():
+        for k in range(0, len(rows), 16):
+            batch = collator(rows[k : k + 16])
+            predicted = model(**batch).logits[:, :-1].argmax(-1)
+            target = batch["labels"][:, 1:]
+            for r in range(target.shape[0]):
+                real = target[r] != -100
+                right = (predicted[r] == target[r]) & real
+                symbol = torch.isin(target[r], torch.tensor(cells)).nonzero().flatten()
+                on_map = symbol[: maps[k + r]]
+                read = symbol[maps[k + r] :]
+                for name, where in (("map", on_map), ("reads", read)):
+                    totals[name][0] += int(right[where].sum())
+                    totals[name][1] += len(where)
+                totals["tokens"][0] += int(right.sum())
+                totals["tokens"][1] += int(real.sum())
+                totals["exact"][0] += int(bool(right.sum() == real.sum()))
+                totals["exact"][1] += 1
+    model.train()
+    return totals
+
+
+def rates(*counts: dict) -> dict:
+    """The accuracies of one or more ``score`` results together."""
+    return {
+        name: round(sum(c[name][0] for c in counts) / total, 4) if (total := sum(c[name][1] for c in counts)) else None
+        for name in counts[0]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--rope-theta", type=float, default=10.0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--levels", default="3-8")
+    parser.add_argument("--curriculum", action="store_true", help="sizes open as the open ones pass --widen")
+    parser.add_argument("--widen", type=float, default=0.9, help="teacher-forced token accuracy to open a size")
+    parser.add_argument("--side", type=int, default=336, help="every image resized to side x side")
+    parser.add_argument("--with-map", action="store_true", help="the answer writes the map rows before searching")
+    parser.add_argument("--guide", type=float, default=1.0)
+    parser.add_argument("--aux", type=float, default=1.0)
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    planning_probe.CELLS["style"] = "coords"
+
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    torch.set_num_threads(args.threads)
+    from sketchmind.files import append_jsonl
+    from sketchmind.models.tiny import build_tiny
+    from sketchmind.tasks import get_family
+    from sketchmind.tasks.base import make_dataset, puzzle_rng
+    from sketchmind.train.collator import AssistantOnlyCollator
+    from sketchmind.train.perception import PERCEPTION_FAMILY, cell_token_ids
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lo, hi = (int(x) for x in args.levels.split("-"))
+    levels = list(range(lo, hi + 1))
+    family = get_family(PERCEPTION_FAMILY)
+    model_dir = build_tiny(
+        "qwen2.5-vl",
+        out / "model",
+        corpus=corpus(),
+        vocab_size=4000,
+        hidden_size=args.hidden,
+        layers=args.layers,
+        init_std=0.02,
+        rope_theta=args.rope_theta,
+        max_pixels=args.side * args.side,
+    )
+    processor = AutoProcessor.from_pretrained(str(model_dir))
+    processor.image_processor.size = {"shortest_edge": args.side**2, "longest_edge": args.side**2}
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(model_dir), use_safetensors=True, attn_implementation="eager"
+    )
+    collator = AssistantOnlyCollator(processor)
+    cells = cell_token_ids(processor.tokenizer)
+    image_token = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    symbols = model.get_input_embeddings().weight  # classes F, H, P, G below index these rows
+    order = torch.tensor([cells[3], cells[2], cells[0], cells[1]])
+    captured: dict[str, Any] = {}
+    model.model.visual.register_forward_hook(lambda m, i, o: captured.__setitem__("merged", o.pooler_output))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+
+    def classes(puzzles: list[Any], grids: Any) -> Any:
+        out = []
+        for puzzle, (_, gh, gw) in zip(puzzles, grids.tolist(), strict=True):
+            gh, gw, n = gh // 2, gw // 2, puzzle.truth["rows"]
+            kinds = {tuple(puzzle.truth["player"]): 2, tuple(puzzle.truth["goal"]): 3}
+            kinds |= {tuple(h): 1 for h in puzzle.truth["holes"]}
+            out += [
+                kinds.get((int((y + 0.5) * n / gh), int((x + 0.5) * n / gw)), 0) for y in range(gh) for x in range(gw)
+            ]
+        return torch.tensor(out)
+
+    held_puzzles = make_dataset(family, levels, 8, seed=99)
+    held = [search_row(p, args.with_map)[0] for p in held_puzzles]
+    held_maps = [p.truth["rows"] ** 2 if args.with_map else 0 for p in held_puzzles]
+    (out / "log.jsonl").unlink(missing_ok=True)
+    unlocked = levels[:1] if args.curriculum else levels
+    start, step, seen = time.perf_counter(), 0, 0
+    while time.perf_counter() - start < args.minutes * 60:
+        puzzles = []
+        for _ in range(args.batch):
+            level = unlocked[seen % len(unlocked)]
+            puzzles.append(family.generate(puzzle_rng("search-probe", 0, level, seen), level, seen))
+            seen += 1
+        built = [search_row(p, args.with_map) for p in puzzles]
+        batch = collator([row for row, _ in built])
+        output = model(**batch, output_attentions=args.guide > 0)
+        loss = output.loss
+        if args.guide:
+            queries, mask, _ = targets(
+                batch, cells, image_token, [w for _, w in built], [p.truth["rows"] for p in puzzles]
+            )
+            attention = output.attentions[1][:, 0]  # head 0 of layer 1, as the perceive stage guides
+            mass = (attention[queries[:, 0], queries[:, 1]] * mask).sum(-1).clamp_min(1e-6)
+            loss = loss - args.guide * mass.log().mean()
+        if args.aux:
+            logits = captured["merged"] @ symbols[order].T
+            loss = loss + args.aux * torch.nn.functional.cross_entropy(
+                logits, classes(puzzles, batch["image_grid_thw"])
+            )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        step += 1
+        if step % args.eval_every == 0:
+            line: dict[str, Any] = {
+                "step": step,
+                "maps": seen,
+                "minutes": round((time.perf_counter() - start) / 60, 2),
+                "loss": round(float(loss.detach()), 4),
+                "open": unlocked[-1],
+            }
+            by_level = {}
+            for level in levels:
+                pick = [k for k, p in enumerate(held_puzzles) if p.level == level]
+                by_level[level] = score(model, collator, [held[k] for k in pick], [held_maps[k] for k in pick], cells)
+            line["held"] = rates(*by_level.values())
+            line["open_sizes"] = rates(*(by_level[level] for level in unlocked))
+            by_level = {level: rates(counts) for level, counts in by_level.items()}
+            line["exact_by_size"] = {level: s["exact"] for level, s in by_level.items()}
+            append_jsonl(out / "log.jsonl", [line])
+            print(json.dumps(line), flush=True)
+            now = [s["tokens"] for level, s in by_level.items() if level in unlocked]
+            if args.curriculum and min(now) > args.widen and len(unlocked) < len(levels):
+                unlocked = levels[: len(unlocked) + 1]
+    model.save_pretrained(str(out / "final"))
+    processor.save_pretrained(str(out / "final"))
+
+
+if __name__ == "__main__":
+    main()
