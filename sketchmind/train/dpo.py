@@ -24,7 +24,6 @@ TRL, transformers, peft and datasets are imported inside the functions: ``import
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from sketchmind.models.chat import template_messages
 from sketchmind.train.collator import IGNORE_INDEX, AssistantOnlyCollator
+from sketchmind.train.resume import resume_point, resuming
 from sketchmind.train.sft import (
     METRICS_FILE,
     SeenBatches,
-    last_checkpoint,
     lora_config,
     metrics_logger,
     recording_batches,
@@ -261,22 +260,20 @@ def run_dpo(
     ``final`` (the saved model directory) and the Trainer's runtime metrics.
     """
     from transformers import AutoProcessor
+    from trl.trainer.dpo_trainer import DPOTrainer
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Built before any weights load: a wrong field fails in a second, not after a 7B checkpoint is read.
     config = build_config("DPOConfig", out, {"seed": seed} | dict(trl or {}), rich_progress=rich_progress)
-    checkpoint = last_checkpoint(out) if resume else None
-    resumed_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] if checkpoint else 0
+    point = resume_point(out, model_path, resume=resume, lora=lora is not None)
 
     processor: Any = AutoProcessor.from_pretrained(str(model_path))  # type: ignore[no-untyped-call]
-    # A full fine-tune resumes its weights here (see _trainer_class); LoRA resumes its adapter in the Trainer.
-    weights = checkpoint if checkpoint is not None and lora is None else model_path
-    model = load_for_training(weights, dtype)
+    model = load_for_training(point.weights, dtype)
     # Passed in rather than left to TRL, which would load it from the policy's own path: the checkpoint's on a resume.
     reference = load_for_training(model_path, dtype).eval() if lora is None else None
     seen = SeenBatches()
-    trainer = recording_batches(_trainer_class(weights_loaded=weights != model_path), seen)(
+    trainer = recording_batches(resuming(DPOTrainer, point), seen)(
         model=model,
         ref_model=reference,
         args=config,
@@ -284,25 +281,9 @@ def run_dpo(
         train_dataset=_as_dataset(pairs),
         processing_class=processor,
         peft_config=lora_config(lora) if lora is not None else None,
-        callbacks=[metrics_logger(out / METRICS_FILE, resumed_step, seen), *(callbacks or [])],
+        callbacks=[metrics_logger(out / METRICS_FILE, point.step, seen), *(callbacks or [])],
     )
-    return train_and_save(trainer, processor, out, checkpoint, lora=lora is not None, rich_progress=rich_progress)
-
-
-def _trainer_class(weights_loaded: bool) -> type[Any]:
-    """``DPOTrainer`` that skips reloading a full model's weights on resume when they are already loaded.
-
-    ``Trainer`` reloads them with ``load_state_dict(strict=False)``, which with transformers 5 matches no key of
-    Qwen2.5-VL's saved names (huggingface/transformers#43701); ``run_dpo`` loads them with ``from_pretrained``.
-    """
-    from trl.trainer.dpo_trainer import DPOTrainer
-
-    class _Trainer(DPOTrainer):
-        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-            if not weights_loaded:
-                super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-    return _Trainer
+    return train_and_save(trainer, processor, out, point.checkpoint, lora=lora is not None, rich_progress=rich_progress)
 
 
 __all__ = [

@@ -49,12 +49,12 @@ from sketchmind.protocols.base import text_part
 from sketchmind.tasks import Puzzle, get_family, make_dataset
 from sketchmind.tools import specs
 from sketchmind.train.environment import DrawingEnvironment
+from sketchmind.train.resume import resume_point, resuming
 from sketchmind.train.rewards import reward_functions
 from sketchmind.train.sft import (
     FINAL_DIR,
     METRICS_FILE,
     SeenBatches,
-    last_checkpoint,
     lora_config,
     metrics_logger,
     recording_batches,
@@ -173,6 +173,7 @@ def run_grpo(
     ``final`` (the saved model directory), ``world_size`` and the Trainer's runtime metrics.
     """
     from transformers import AutoConfig, AutoProcessor
+    from trl.trainer.grpo_trainer import GRPOTrainer
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,16 +194,13 @@ def run_grpo(
     fields.setdefault("per_device_train_batch_size", fields["num_generations"] * prompts_per_step)
     # Built before any weights load: a wrong field fails in a second, not after a 7B checkpoint is read.
     config = build_config("GRPOConfig", out, fields, rich_progress=rich_progress)
-    checkpoint = last_checkpoint(out) if resume else None
-    resumed_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] if checkpoint else 0
+    point = resume_point(out, model_path, resume=resume, lora=lora is not None)
 
     family = family_of(AutoConfig.from_pretrained(str(model_path)).model_type)
     processor = prepare_processor(AutoProcessor.from_pretrained(str(model_path)), family)  # type: ignore[no-untyped-call]
-    # A full fine-tune resumes its weights here (see _trainer_class); LoRA resumes its adapter in the Trainer.
-    weights = checkpoint if checkpoint is not None and lora is None else model_path
-    model = load_for_training(weights, dtype)
+    model = load_for_training(point.weights, dtype)
     seen = SeenBatches()
-    trainer = recording_batches(_trainer_class(weights_loaded=weights != model_path), seen)(
+    trainer = recording_batches(resuming(GRPOTrainer, point), seen)(
         model=model,
         reward_funcs=reward_functions(gated),
         args=config,
@@ -212,25 +210,9 @@ def run_grpo(
         environment_factory=functools.partial(
             DrawingEnvironment, max_images=max_images, max_pixels=max_pixels, coords=coords
         ),
-        callbacks=[metrics_logger(out / METRICS_FILE, resumed_step, seen), *(callbacks or [])],
+        callbacks=[metrics_logger(out / METRICS_FILE, point.step, seen), *(callbacks or [])],
     )
-    return train_and_save(trainer, processor, out, checkpoint, lora=lora is not None, rich_progress=rich_progress)
-
-
-def _trainer_class(weights_loaded: bool) -> type[Any]:
-    """``GRPOTrainer`` that skips reloading a full model's weights on resume when they are already loaded.
-
-    ``Trainer`` reloads them with ``load_state_dict(strict=False)``, which with transformers 5.23 matches no
-    key of Qwen2.5-VL's saved names; ``from_pretrained(checkpoint)`` (done by ``run_grpo``) maps them.
-    """
-    from trl.trainer.grpo_trainer import GRPOTrainer
-
-    class _Trainer(GRPOTrainer):
-        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-            if not weights_loaded:
-                super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-    return _Trainer
+    return train_and_save(trainer, processor, out, point.checkpoint, lora=lora is not None, rich_progress=rich_progress)
 
 
 __all__ = ["FINAL_DIR", "METRICS_FILE", "grpo_dataset", "puzzle_row", "run_grpo", "system_prompt"]

@@ -39,7 +39,7 @@ from sketchmind.latent.tokens import (
     save_latent,
 )
 from sketchmind.train.collator import AssistantOnlyCollator
-from sketchmind.train.sft import last_checkpoint as sft_last_checkpoint
+from sketchmind.train.resume import last_checkpoint as trainer_last_checkpoint
 from sketchmind.train.sft import read_metrics
 from sketchmind.train.weights import check_training_dtype, load_for_training
 
@@ -53,7 +53,7 @@ STATE_FILE = "train_state.pt"
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
     """The highest-step complete checkpoint (one with ``train_state.pt``) in ``output_dir``, if any."""
-    return sft_last_checkpoint(output_dir, STATE_FILE)
+    return trainer_last_checkpoint(output_dir, STATE_FILE)
 
 
 def save_checkpoint(model: Any, processor: Any, spec: LatentSpec, projection: Any, out_dir: Path) -> Path:

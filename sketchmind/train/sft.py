@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sketchmind.files import append_jsonl, read_jsonl, write_jsonl_atomic
 from sketchmind.train.collator import AssistantOnlyCollator
 from sketchmind.train.ranks import is_main
+from sketchmind.train.resume import resume_point, resuming
 from sketchmind.train.trl_config import build_config
 from sketchmind.train.weights import load_for_training
 
@@ -42,20 +42,6 @@ ADAPTER_DIR = "adapter"
 DEFAULT_LORA_TARGETS = (
     r".*\.(language_model|text_model)\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"
 )
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def last_checkpoint(output_dir: str | Path, marker: str = "trainer_state.json") -> Path | None:
-    """The highest-step complete checkpoint in ``output_dir`` (one holding ``marker``), if any."""
-    out = Path(output_dir)
-    if not out.is_dir():
-        return None
-    done = [
-        (int(m.group(1)), path)
-        for path in out.iterdir()
-        if (m := _CHECKPOINT.match(path.name)) and (path / marker).is_file()
-    ]
-    return max(done)[1] if done else None
 
 
 def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
@@ -205,6 +191,7 @@ def run_sft(
     saved model directory), ``world_size`` (the processes that trained) and the Trainer's runtime metrics.
     """
     from transformers import AutoProcessor
+    from trl.trainer.sft_trainer import SFTTrainer
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -223,15 +210,12 @@ def run_sft(
         fields["activation_checkpointing"] = gradient_checkpointing
     # Built before any weights load: a wrong field fails in a second, not after a 7B checkpoint is read.
     config = build_config("SFTConfig", out, fields | dict(trl or {}), rich_progress=rich_progress)
-    checkpoint = last_checkpoint(out) if resume else None
-    resumed_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] if checkpoint else 0
+    point = resume_point(out, model_path, resume=resume, lora=lora is not None)
 
     processor: Any = AutoProcessor.from_pretrained(str(model_path))  # type: ignore[no-untyped-call]
-    # A full fine-tune resumes its weights through from_pretrained (see _Trainer); LoRA resumes its adapter.
-    weights = checkpoint if checkpoint and lora is None else model_path
-    model = load_for_training(weights, dtype, attn_implementation=attn_implementation)
+    model = load_for_training(point.weights, dtype, attn_implementation=attn_implementation)
     seen = SeenBatches()
-    trainer_class = _trainer_class()
+    trainer_class = resuming(SFTTrainer, point)
     if trainer_extension is not None:
         trainer_class = trainer_extension(trainer_class)
     trainer = recording_batches(trainer_class, seen)(
@@ -241,9 +225,9 @@ def run_sft(
         train_dataset=_as_dataset(dataset),
         processing_class=processor,
         peft_config=lora_config(lora) if lora is not None else None,
-        callbacks=[metrics_logger(out / METRICS_FILE, resumed_step, seen), *(callbacks or [])],
+        callbacks=[metrics_logger(out / METRICS_FILE, point.step, seen), *(callbacks or [])],
     )
-    return train_and_save(trainer, processor, out, checkpoint, lora=lora is not None, rich_progress=rich_progress)
+    return train_and_save(trainer, processor, out, point.checkpoint, lora=lora is not None, rich_progress=rich_progress)
 
 
 def train_and_save(
@@ -277,27 +261,6 @@ def use_rich_progress(trainer: Any) -> None:
 
     trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the bar for raw dict printing
     trainer.add_callback(RichProgressCallback())  # type: ignore[no-untyped-call]
-
-
-def _trainer_class() -> type[Any]:
-    """``SFTTrainer`` that leaves a full model's weights alone when resuming: they are already loaded.
-
-    ``Trainer`` reloads them with ``load_state_dict(strict=False)`` on the checkpoint's safetensors, but
-    ``save_pretrained`` writes some models under other key names than their modules have (Qwen2.5-VL's
-    ``model.layers.*`` / ``visual.*`` for ``model.language_model.layers.*`` / ``model.visual.*``), so with
-    transformers 5.23 nothing matches and training would silently go on from the base weights
-    (huggingface/transformers#43701).
-    ``from_pretrained(checkpoint)`` maps the names back. PEFT adapters load as usual.
-    """
-    from peft import PeftModel
-    from trl.trainer.sft_trainer import SFTTrainer
-
-    class _Trainer(SFTTrainer):
-        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-            if isinstance(model if model is not None else self.model, PeftModel):
-                super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-    return _Trainer
 
 
 def save_final(trainer: Any, processor: Any, out: Path, lora: bool) -> Path:
