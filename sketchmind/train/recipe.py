@@ -122,9 +122,11 @@ class TrlSection(Strict):
 
     TRL_CONFIG: ClassVar[ConfigName] = "SFTConfig"
     TRL_NAMES: ClassVar[dict[str, str]] = {}
+    TRL_MAPPINGS: ClassVar[tuple[str, ...]] = ("trl",)  # the mappings of raw TRL fields, in the order they apply
     trl: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("trl")
+    # One check for every raw mapping (``trl``, and grpo's older ``extra``), each error located at its mapping.
+    @field_validator("trl", "extra", check_fields=False)
     @classmethod
     def known_trl_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         _check_trl_fields(cls.TRL_CONFIG, value)
@@ -132,14 +134,22 @@ class TrlSection(Strict):
 
     @model_validator(mode="after")
     def one_key_per_field(self) -> TrlSection:
-        for key, field in self.TRL_NAMES.items():
-            if key in self.model_fields_set and field in self.trl:
-                raise ValueError(f"{key} and trl.{field} both set {self.TRL_CONFIG}.{field}: keep one")
+        setters = {field: key for key, field in self.TRL_NAMES.items() if key in self.model_fields_set}
+        for mapping in self.TRL_MAPPINGS:
+            for field in getattr(self, mapping):
+                if field in setters:
+                    raise ValueError(
+                        f"{setters[field]} and {mapping}.{field} both set {self.TRL_CONFIG}.{field}: keep one"
+                    )
+                setters[field] = f"{mapping}.{field}"
         return self
 
     def trl_args(self) -> dict[str, Any]:
-        """The section's TRL fields: the friendly keys under their TRL names, then ``trl``."""
-        return {field: getattr(self, key) for key, field in self.TRL_NAMES.items()} | self.trl
+        """The section's TRL fields: the friendly keys under their TRL names, then each of ``TRL_MAPPINGS``."""
+        args = {field: getattr(self, key) for key, field in self.TRL_NAMES.items()}
+        for mapping in self.TRL_MAPPINGS:
+            args |= getattr(self, mapping)
+        return args
 
 
 def _check_trl_fields(config: ConfigName, values: dict[str, Any]) -> None:
@@ -297,25 +307,7 @@ class GRPOSpec(TrlSection):
     lora: dict[str, Any] | None = None
     from_dpo: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)  # the older name of ``trl``: any other GRPOConfig field
-
-    @field_validator("extra")
-    @classmethod
-    def known_extra_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _check_trl_fields(cls.TRL_CONFIG, value)
-        return value
-
-    @model_validator(mode="after")
-    def extra_or_trl(self) -> GRPOSpec:
-        for field in self.extra:
-            if field in self.trl:
-                raise ValueError(f"extra.{field} and trl.{field} both set GRPOConfig.{field}: keep one (in trl)")
-            if key := next((k for k, f in self.TRL_NAMES.items() if f == field and k in self.model_fields_set), None):
-                raise ValueError(f"{key} and extra.{field} both set GRPOConfig.{field}: keep one")
-        return self
-
-    def trl_args(self) -> dict[str, Any]:
-        """The friendly keys under their TRL names, then ``extra``, then ``trl``."""
-        return {field: getattr(self, key) for key, field in self.TRL_NAMES.items()} | self.extra | self.trl
+    TRL_MAPPINGS: ClassVar[tuple[str, ...]] = ("extra", "trl")
 
 
 EvalMode = Literal["draw", "dpo", "text", "direct", "latent", "auto", "latent-mean", "latent-noise"]
