@@ -356,7 +356,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     """Synthesize cold-start SFT data from expert trajectories (optionally as LLaMA-Factory ShareGPT)."""
     from sketchmind.tasks import FAMILY_NAMES
-    from sketchmind.train.synth import save_dataset, synthesize
+    from sketchmind.train.synth import synthesize
+    from sketchmind.train.synth_storage import save_dataset
 
     _check_output_dir(args.out, "--out")
     families = [name.strip() for name in args.tasks.split(",") if name.strip()]

@@ -208,7 +208,7 @@ def test_dpo_recipe_errors_name_the_problem(tmp_path: Path) -> None:
 @needs_train
 def test_no_pairs_stops_the_stage_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from sketchmind.cli import main
-    from sketchmind.train.synth import save_dataset
+    from sketchmind.train.synth_storage import save_dataset
 
     recipe = _recipe_with_dpo(tmp_path, max_steps=2)
     for part in ("kept", "rejected"):  # rejection sampling that kept nothing and got nothing wrong

@@ -20,7 +20,7 @@ from sketchmind.models.base import Conversation, Sampling
 from sketchmind.models.hf import HFPolicy
 from sketchmind.train.pipeline import STAGES, Pipeline
 from sketchmind.train.recipe import RecipeError, load_recipe
-from sketchmind.train.synth import load_dataset
+from sketchmind.train.synth_storage import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "policies" / "micro.yaml"

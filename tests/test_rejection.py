@@ -9,7 +9,7 @@ from sketchmind.models.expert import ExpertPolicy
 from sketchmind.models.hf import HFPolicy
 from sketchmind.models.tiny import build_tiny
 from sketchmind.train.rejection import VERDICTS, rejection_sample
-from sketchmind.train.synth import load_dataset, save_dataset
+from sketchmind.train.synth_storage import load_dataset, save_dataset
 
 
 def test_reflective_expert_samples_are_kept_and_save(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from safetensors.numpy import load_file
 
 from sketchmind.train.pipeline import CLOCK_FILE, DONE_FILE, Pipeline
 from sketchmind.train.recipe import load_recipe
-from sketchmind.train.synth import load_dataset
+from sketchmind.train.synth_storage import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "policies" / "micro.yaml"

@@ -17,21 +17,11 @@ from sketchmind.tasks import FAMILY_NAMES, Puzzle, get_family, make_dataset
 from sketchmind.tasks.maze import Maze
 from sketchmind.trace import Step, Trace
 from sketchmind.train.export import IMAGE_TOKEN, dataset_info, export_llamafactory, sharegpt_messages
-from sketchmind.train.synth import (
-    DROP_REASONS,
-    SynthStats,
-    Trajectory,
-    chat_messages,
-    load_dataset,
-    load_stats,
-    redrawn_labels,
-    reflective_ids,
-    reject_reason,
-    run_trajectories,
-    save_dataset,
-    synthesize,
-    to_row,
-)
+from sketchmind.train.synth import Trajectory, reflective_ids, run_trajectories, synthesize
+from sketchmind.train.synth_filters import DROP_REASONS, redrawn_labels, reject_reason
+from sketchmind.train.synth_rows import chat_messages, to_row
+from sketchmind.train.synth_stats import SynthStats
+from sketchmind.train.synth_storage import load_dataset, load_stats, save_dataset
 
 SEED = 3
 LEVELS = (1, 2)

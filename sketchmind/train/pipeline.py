@@ -39,7 +39,7 @@ from sketchmind.train.recipe import Recipe, SFTSpec
 if TYPE_CHECKING:
     from sketchmind.models.latent import LatentPolicy
     from sketchmind.protocols import Protocol
-    from sketchmind.train.synth import SynthStats
+    from sketchmind.train.synth_stats import SynthStats
 
 STAGES: tuple[str, ...] = (
     "synth", "base", "perceive", "sft", "rejection", "sft2", "dpo", "grpo", "latent1", "latent2", "sft_text",
@@ -194,7 +194,7 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
 
     def _synth(self) -> dict[str, Any]:
-        from sketchmind.train.synth import save_dataset
+        from sketchmind.train.synth_storage import save_dataset
 
         data = self.recipe.data
         rows, stats = [], None
@@ -297,7 +297,7 @@ class Pipeline:
         return summary | table.summary() | _scalars(metrics)
 
     def _sft(self) -> dict[str, Any]:
-        from sketchmind.train.synth import load_dataset
+        from sketchmind.train.synth_storage import load_dataset
 
         return self._fine_tune("sft", load_dataset(self.folder("synth")), self.recipe.stages.sft)
 
@@ -305,7 +305,7 @@ class Pipeline:
         from sketchmind.models.base import Sampling
         from sketchmind.models.hf import HFPolicy
         from sketchmind.train.rejection import rejection_sample
-        from sketchmind.train.synth import save_dataset
+        from sketchmind.train.synth_storage import save_dataset
 
         spec = self.recipe.stages.rejection
         assert spec is not None
@@ -343,7 +343,7 @@ class Pipeline:
     def _sft2(self) -> dict[str, Any]:
         from datasets import concatenate_datasets  # type: ignore[import-untyped]
 
-        from sketchmind.train.synth import load_dataset
+        from sketchmind.train.synth_storage import load_dataset
 
         spec = self.recipe.stages.rejection
         assert spec is not None
@@ -457,7 +457,7 @@ class Pipeline:
     def _baseline(self, kind: Literal["text", "direct"]) -> dict[str, Any]:
         """SFT the cold start's model on the synth puzzles written as ``kind`` rows, with the cold start's settings."""
         from sketchmind.train.baselines import baseline_row
-        from sketchmind.train.synth import load_dataset, save_dataset
+        from sketchmind.train.synth_storage import load_dataset, save_dataset
 
         stage = f"sft_{kind}"
         data = self.folder(stage) / "data"
@@ -487,7 +487,7 @@ class Pipeline:
         if self._latent_cache is not None:
             return self._latent_cache
         from sketchmind.latent.data import latent_row
-        from sketchmind.train.synth import load_dataset
+        from sketchmind.train.synth_storage import load_dataset
 
         spec = self.recipe.stages.latent
         assert spec is not None
@@ -644,7 +644,7 @@ def _quiet_library_bars() -> None:
 
 def _saved_rows(folder: Path) -> list[dict[str, Any]]:
     """The rows of a dataset ``save_dataset`` wrote (none when it saved no rows, or saved nothing)."""
-    from sketchmind.train.synth import load_dataset
+    from sketchmind.train.synth_storage import load_dataset
 
     if not any((folder / "data").glob("*.parquet")):
         return []
@@ -661,7 +661,7 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def corpus(dataset_dir: Path) -> Iterator[str]:
     """Every message text of a saved dataset: what the tiny tokenizer is trained on."""
-    from sketchmind.train.synth import load_dataset
+    from sketchmind.train.synth_storage import load_dataset
 
     for row in load_dataset(dataset_dir):
         for message in row["messages"]:

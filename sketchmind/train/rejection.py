@@ -17,7 +17,9 @@ from sketchmind.agent import Agent, Budgets
 from sketchmind.models.base import Policy, Sampling
 from sketchmind.tasks import Puzzle, get_family, make_dataset
 from sketchmind.trace import Trace
-from sketchmind.train.synth import ConversationRecorder, Trajectory, redrawn_labels, to_row
+from sketchmind.train.synth import ConversationRecorder, Trajectory
+from sketchmind.train.synth_filters import redrawn_labels
+from sketchmind.train.synth_rows import to_row
 
 VERDICTS = ("kept", "not_reflective", "wrong_answer", "invalid_action", "no_answer", "backend_error")
 

@@ -9,60 +9,37 @@ answer turn is the whole conversation. A kept trajectory becomes one row in TRL'
                  "content": [{"type": "text", "text": "..."} | {"type": "image"}, ...]}, ...]
     images   = [PIL RGB images, in the order the {"type": "image"} parts appear]
 
-These are exactly the messages ``HFPolicy`` hands the chat template at inference time (text parts and
-bare image parts), so SFT trains on the text the model later reads and writes. As in ViLaSR, a trajectory
-is kept only if its answer verifies, none of its actions failed, and it drew in at least ``min_rounds``
-turns; ``SynthStats`` counts what each filter removed.
+The whole pipeline is ``synthesize``; its parts have a module each:
 
-Saved datasets are parquet shards with the images embedded (``data/train-NNNNN-of-NNNNN.parquet``) plus
-``stats.json``; ``load_dataset`` reads them back as a ``datasets.Dataset``. Stored image parts carry
-``"text": None`` (Arrow structs share one schema); TRL drops such ``None`` fields before templating.
+- here, running the expert (``run_trajectories``) and choosing the reflective puzzles (``reflective_ids``);
+- ``synth_filters``: which trajectories are kept (``reject_reason``, one of ``DROP_REASONS``);
+- ``synth_rows``: a kept trajectory as a row (``to_row``), with exactly the messages ``HFPolicy`` hands the
+  chat template at inference time, so SFT trains on the text the model later reads and writes;
+- ``synth_stats``: what each filter removed, per family and level (``SynthStats``);
+- ``synth_storage``: the rows as parquet shards with the images embedded, plus ``stats.json``
+  (``save_dataset``, ``load_dataset``).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from sketchmind.agent import Agent, Budgets
 from sketchmind.models.base import Conversation, Generation, Policy, Sampling
-from sketchmind.models.chat import template_messages, view_images
 from sketchmind.models.expert import ExpertPolicy
 from sketchmind.protocols import Protocol, get_protocol
 from sketchmind.protocols.base import Message, text_part
 from sketchmind.tasks import Puzzle, TaskFamily, get_family, make_dataset
 from sketchmind.trace import Trace
-from sketchmind.train.synth_storage import features, load_dataset, load_stats, save_dataset
-
-DROP_REASONS: tuple[str, ...] = ("expert_failed", "no_answer", "wrong_answer", "invalid_action", "few_rounds")
-CHAT_ROLES = frozenset({"system", "user", "assistant"})
-COLUMNS: tuple[str, ...] = (
-    "id",
-    "family",
-    "level",
-    "protocol",
-    "question",
-    "reference",
-    "answer",
-    "correct",
-    "reflective",
-    "turns",
-    "rounds",
-    "n_images",
-    "messages",
-    "images",
-)
-_NOT_SHAPE = frozenset({"label", "view"})  # a mark repeated on a later view with the same label is no redraw
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Running the expert
+from sketchmind.train.synth_filters import reject_reason
+from sketchmind.train.synth_rows import to_row
+from sketchmind.train.synth_stats import SynthStats
 
 
 @dataclass(frozen=True)
@@ -193,226 +170,6 @@ def _run_batch(
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Rows and filters
-
-
-def chat_messages(conversation: Conversation) -> tuple[list[Message], list[np.ndarray]]:
-    """The messages as ``HFPolicy._render`` hands them to the chat template, and the images in that order.
-
-    Only plain chat text and images can be stored (no tool messages or native tool calls): anything
-    else is a ``ValueError``.
-    """
-    for message in conversation.messages:
-        role, content = message.get("role"), message.get("content")
-        if role not in CHAT_ROLES or not isinstance(content, list) or set(message) - {"role", "content"}:
-            raise ValueError(f"a {role!r} message with keys {sorted(message)} is not plain chat text and images")
-    messages, _ = template_messages(conversation.messages)
-    return messages, view_images(conversation.messages, conversation.images)
-
-
-def rounds(trace: Trace) -> int:
-    """Tool-call rounds: the turns that called at least one tool."""
-    return sum(1 for step in trace.steps if step.calls)
-
-
-def redrawn_labels(trace: Trace) -> list[str]:
-    """Labels drawn again as a different mark (another tool or other arguments, the view aside), in order."""
-    first: dict[str, dict[str, Any]] = {}
-    redrawn: list[str] = []
-    for step in trace.steps:
-        for call in step.calls:
-            arguments = call.get("arguments") or {}
-            label = arguments.get("label")
-            if not isinstance(label, str) or not label:
-                continue
-            mark = {"tool": call.get("name"), **{k: v for k, v in arguments.items() if k not in _NOT_SHAPE}}
-            if label not in first:
-                first[label] = mark
-            elif mark != first[label] and label not in redrawn:
-                redrawn.append(label)
-    return redrawn
-
-
-def reject_reason(trace: Trace | None, correct: bool, min_rounds: int = 2) -> str | None:
-    """Why a trajectory is not training data (the first of ``DROP_REASONS`` that applies), or None to keep it."""
-    if trace is None or trace.status == "error":
-        return "expert_failed"
-    if trace.status != "answered":
-        return "no_answer"
-    if not correct:
-        return "wrong_answer"
-    if any(step.errors for step in trace.steps):
-        return "invalid_action"
-    if rounds(trace) < min_rounds:
-        return "few_rounds"
-    return None
-
-
-def to_row(trajectory: Trajectory, *, correct: bool) -> dict[str, Any]:
-    """One dataset row (see ``COLUMNS``) for a trajectory that answered."""
-    trace, conversation, puzzle = trajectory.trace, trajectory.conversation, trajectory.puzzle
-    if trace is None or conversation is None:
-        raise ValueError(f"{puzzle.id}: only a trajectory that answered makes a row")
-    messages, arrays = chat_messages(conversation)
-    return {
-        "id": puzzle.id,
-        "family": puzzle.family,
-        "level": puzzle.level,
-        "protocol": trace.protocol,
-        "question": puzzle.question,
-        "reference": puzzle.answer,
-        "answer": trace.answer or "",
-        "correct": correct,
-        "reflective": trajectory.reflective,
-        "turns": len(trace.steps),
-        "rounds": rounds(trace),
-        "n_images": len(arrays),
-        "messages": messages,
-        "images": [_pil(array) for array in arrays],
-    }
-
-
-def _pil(array: np.ndarray) -> Image.Image:
-    image = Image.fromarray(np.ascontiguousarray(array))
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Statistics
-
-
-@dataclass
-class GroupStats:
-    """Counts for one family and level; ``turns``, ``images`` and ``reflective`` sum over kept rows."""
-
-    family: str
-    level: int
-    total: int = 0
-    kept: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
-    turns: int = 0
-    images: int = 0
-    reflective: int = 0
-
-    def add(self, reason: str | None, row: Mapping[str, Any] | None = None) -> None:
-        """Count one trajectory: dropped for ``reason``, or kept as ``row``."""
-        self.total += 1
-        if reason is not None:
-            self.dropped[reason] = self.dropped.get(reason, 0) + 1
-            return
-        if row is None:
-            raise ValueError("a kept trajectory needs its row")
-        self.kept += 1
-        self.turns += int(row["turns"])
-        self.images += int(row["n_images"])
-        self.reflective += bool(row["reflective"])
-
-
-@dataclass
-class SynthStats:
-    """What a synthesis run made: per family and level, and in total. ``table()`` renders it as Markdown."""
-
-    groups: list[GroupStats] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, family: str, level: int, reason: str | None, row: Mapping[str, Any] | None = None) -> None:
-        """Count one trajectory of ``family`` at ``level``."""
-        group = next((g for g in self.groups if (g.family, g.level) == (family, level)), None)
-        if group is None:
-            group = GroupStats(family, level)
-            self.groups.append(group)
-        group.add(reason, row)
-
-    @property
-    def total(self) -> int:
-        return sum(g.total for g in self.groups)
-
-    @property
-    def kept(self) -> int:
-        return sum(g.kept for g in self.groups)
-
-    @property
-    def dropped(self) -> dict[str, int]:
-        """Trajectories removed by each filter (every reason listed, zeros included)."""
-        counts = dict.fromkeys(DROP_REASONS, 0)
-        for group in self.groups:
-            for reason, count in group.dropped.items():
-                counts[reason] = counts.get(reason, 0) + count
-        return counts
-
-    @property
-    def mean_turns(self) -> float:
-        """Assistant turns per kept row."""
-        return _mean(self._sum("turns"), self.kept)
-
-    @property
-    def mean_images(self) -> float:
-        """Images per kept row (the input included)."""
-        return _mean(self._sum("images"), self.kept)
-
-    @property
-    def reflective_share(self) -> float:
-        """The share of kept rows with a reflective trajectory."""
-        return _mean(self._sum("reflective"), self.kept)
-
-    def _sum(self, key: str) -> int:
-        return sum(int(getattr(group, key)) for group in self.groups)
-
-    def table(self) -> str:
-        """One Markdown row per family and level, then the totals."""
-        reasons = list(self.dropped)
-        head = ["family", "level", "puzzles", "kept", *(r.replace("_", " ") for r in reasons)]
-        head += ["turns", "images", "reflective"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for g in self.groups:
-            cells = [g.family, str(g.level), str(g.total), str(g.kept), *(str(g.dropped.get(r, 0)) for r in reasons)]
-            cells += _means(g.turns, g.images, g.reflective, g.kept)
-            lines.append("| " + " | ".join(cells) + " |")
-        totals = ["**all**", "", str(self.total), str(self.kept), *(str(self.dropped[r]) for r in reasons)]
-        totals += _means(self._sum("turns"), self._sum("images"), self._sum("reflective"), self.kept)
-        lines.append("| " + " | ".join(totals) + " |")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the groups and config, plus the totals for people reading ``stats.json``."""
-        return {
-            "total": self.total,
-            "kept": self.kept,
-            "dropped": self.dropped,
-            "mean_turns": round(self.mean_turns, 4),
-            "mean_images": round(self.mean_images, 4),
-            "reflective_share": round(self.reflective_share, 4),
-            "groups": [asdict(g) for g in self.groups],
-            "config": self.config,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SynthStats:
-        """Read ``to_dict`` output back (the totals are recomputed from the groups)."""
-        return cls(groups=[GroupStats(**g) for g in data.get("groups", [])], config=dict(data.get("config", {})))
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> SynthStats:
-        """Stats of rows alone (all kept; nothing known about what was dropped)."""
-        stats = cls()
-        for row in rows:
-            stats.add(str(row["family"]), int(row["level"]), None, row)
-        return stats
-
-
-def _mean(total: float, count: int) -> float:
-    return total / count if count else 0.0
-
-
-def _means(turns: int, images: int, reflective: int, kept: int) -> list[str]:
-    return [f"{_mean(turns, kept):.1f}", f"{_mean(images, kept):.1f}", f"{100 * _mean(reflective, kept):.0f}%"]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Synthesis
-
-
 def synthesize(
     families: Sequence[str],
     n: int,
@@ -472,21 +229,10 @@ def synthesize(
 
 
 __all__ = [
-    "COLUMNS",
-    "DROP_REASONS",
-    "GroupStats",
-    "SynthStats",
+    "ConversationRecorder",
     "Trajectory",
-    "chat_messages",
-    "features",
-    "load_dataset",
-    "load_stats",
-    "redrawn_labels",
+    "expert_seed",
     "reflective_ids",
-    "reject_reason",
-    "rounds",
     "run_trajectories",
-    "save_dataset",
     "synthesize",
-    "to_row",
 ]

@@ -1,7 +1,7 @@
 """Storage of a synthesized dataset: parquet shards with embedded PNG images under ``data/``, and ``stats.json``.
 
-``sketchmind.train.synth`` re-exports these names. The row schema (``COLUMNS``) and ``SynthStats`` live
-there and are imported inside the functions, so importing either module first is fine.
+The row schema is ``COLUMNS`` (the keys of ``synth_rows.to_row``) typed by ``features()``. Stored image parts
+carry ``"text": None`` (Arrow structs share one schema); TRL drops such ``None`` fields before templating.
 """
 
 from __future__ import annotations
@@ -14,15 +14,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sketchmind.files import write_json_atomic
+from sketchmind.train.synth_stats import SynthStats
 
 if TYPE_CHECKING:
     from datasets import Dataset, Features  # type: ignore[import-untyped]
 
-    from sketchmind.train.synth import SynthStats
-
 DATA_DIR = "data"
 STATS_FILE = "stats.json"
 ROWS_PER_SHARD = 500
+COLUMNS: tuple[str, ...] = (  # a row's keys (synth_rows.to_row), in the order they are stored
+    "id",
+    "family",
+    "level",
+    "protocol",
+    "question",
+    "reference",
+    "answer",
+    "correct",
+    "reflective",
+    "turns",
+    "rounds",
+    "n_images",
+    "messages",
+    "images",
+)
 
 
 def features() -> Features:
@@ -75,8 +90,6 @@ def save_dataset(
     data.mkdir(parents=True, exist_ok=True)
     for old in data.glob("train-*.parquet"):
         old.unlink()  # a smaller re-save must not leave stale shards for load_dataset to pick up
-    from sketchmind.train.synth import COLUMNS
-
     columns = {k: [row[k] for row in rows] for k in COLUMNS}  # by column, so zero rows still has a schema
     dataset = Dataset.from_dict(columns, features=features())
     shards = max(1, math.ceil(len(rows) / rows_per_shard))
@@ -96,8 +109,6 @@ def save_dataset(
     finally:
         if not quiet:
             enable_progress_bars()
-    from sketchmind.train.synth import SynthStats
-
     summary = stats if stats is not None else SynthStats.from_rows(rows)
     write_json_atomic(root / STATS_FILE, summary.to_dict())
     return root
@@ -119,6 +130,4 @@ def load_dataset(out_dir: str | Path) -> Dataset:
 
 def load_stats(out_dir: str | Path) -> SynthStats:
     """The ``stats.json`` that ``save_dataset`` wrote."""
-    from sketchmind.train.synth import SynthStats
-
     return SynthStats.from_dict(json.loads((Path(out_dir) / STATS_FILE).read_text(encoding="utf-8")))
