@@ -11,10 +11,12 @@ A request whose messages extend a recent request's reuses that request's convers
 (``server_sessions.py``), so a multi-turn client gets the HF backend's KV-cache reuse over HTTP too:
 turn k prefills only what is new. Any request also starts from the cached KV of a system prompt the HF
 backend has seen before (its shared-prefix reuse), so distinct requests from agents prefill only what follows
-it; ``usage.prompt_tokens`` counts the tokens actually prefilled. Requests that wait for the model share one
-``policy.generate_batch`` call (``server_batching.py``: same sampling settings, up to ``max_batch`` rows;
-greedy outputs are the same as unbatched ones; ``GET /stats`` counts the batches). ``concurrency`` bounds how
-many batches run at once (default 1, as a local GPU model is not thread-safe).
+it; ``usage.prompt_tokens`` counts the tokens actually prefilled. Concurrent requests share the model: with
+the HF backend they join one running batch between decode steps and leave it as soon as they finish
+(``server_continuous.py``, continuous batching as vLLM's); with other batching backends the requests that
+wait share one ``policy.generate_batch`` call (``server_batching.py``). Both keep greedy outputs the same as
+unbatched ones, and ``GET /stats`` counts what they did. ``concurrency`` bounds how many ``generate_batch``
+calls run at once (default 1, as a local GPU model is not thread-safe); a running batch has one driver.
 
 Every request is bounded (``Limits``): body bytes (refused with 413 from Content-Length, or as soon as a
 chunked body passes the limit, before it is all read), messages, images, pixels per image and in all,
@@ -51,6 +53,7 @@ from sketchmind.images import ImageInputError, image_size, load_image
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
 from sketchmind.protocols.base import Message
 from sketchmind.server_batching import Batcher
+from sketchmind.server_continuous import ContinuousBatcher
 from sketchmind.server_params import ParameterError, Settings, check_parameters
 from sketchmind.server_replies import completion_response
 from sketchmind.server_sessions import Sessions, with_id
@@ -330,8 +333,9 @@ def create_app(
     ``concurrency`` is how many batches may run at once (each in a worker thread).
     ``sessions`` is how many finished conversations keep their backend cache for a next turn (0: none).
     ``limits`` bounds each request (default ``Limits()``).
-    ``max_batch`` is the most completions one ``generate_batch`` call serves (1: one request at a time);
-    ``batch_window`` the longest a batch waits for more requests (seconds; see ``server_batching``).
+    ``max_batch`` is the most completions decoded together (1: one request at a time);
+    ``batch_window`` the longest a ``generate_batch`` call waits for more requests (seconds; see
+    ``server_batching``; a running batch admits requests at every decode step and never waits).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -341,7 +345,14 @@ def create_app(
     app.state.policy = policy
     app.state.model_name = model_name
     app.state.limits = bounds
-    batcher = Batcher(policy, slots=concurrency, max_batch=max_batch, window=batch_window)
+    # Continuous batching where the backend keeps a running batch (HF checkpoints), else batched calls.
+    make_running = getattr(policy, "running_batch", None)
+    running = make_running() if callable(make_running) and max_batch > 1 else None
+    batcher: Batcher | ContinuousBatcher = (
+        ContinuousBatcher(running, max_batch=max_batch)
+        if running is not None
+        else Batcher(policy, slots=concurrency, max_batch=max_batch, window=batch_window)
+    )
     app.state.batcher = batcher
     batching_backend = type(policy).generate_batch is not Policy.generate_batch
     created = int(time.time())
@@ -370,10 +381,13 @@ def create_app(
             return [policy.generate(copy, _seeded(sampling, i)) for i, copy in enumerate(copies)]
 
         # A seeded sample must not depend on its row in someone else's batch (row i samples with seed + i);
-        # greedy decoding reads no seed. A token-by-token stream reports one row's text: it runs alone.
-        batchable = batching_backend and on_text is None and (sampling.seed is None or sampling.temperature <= 0)
+        # greedy decoding reads no seed.
+        unseeded = sampling.seed is None or sampling.temperature <= 0
         try:
-            generations = batcher.run(copies, sampling, alone, batchable)
+            if isinstance(batcher, ContinuousBatcher):  # a token stream is a row like any other
+                generations = batcher.run(copies, sampling, alone, unseeded, None if extra else on_text)
+            else:  # generate_stream reports one row's text: a token stream runs alone
+                generations = batcher.run(copies, sampling, alone, batching_backend and on_text is None and unseeded)
         except BaseException:
             recent.discard(session)
             raise

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from sketchmind.models.hf_cache import KV
+    from sketchmind.models.hf_running import RunningBatch
 
 # End-of-turn markers of common chat templates; generation also stops on the config's eos ids.
 END_OF_TURN = ("<|im_end|>", "<end_of_utterance>", "<|endoftext|>", "<|end_of_text|>", "<|eot_id|>", "<end_of_turn>")
@@ -271,16 +272,24 @@ class HFPolicy(Policy):
             with torch.inference_mode():
                 plans = [self._plan(conversation, shared=True) for conversation in conversations]
                 return self._run(plans, sampling)
-        except BackendError:
-            self._drop(conversations)
-            raise
         except Exception as error:  # the model or processor failed mid-turn: one line, and no stale cache
-            self._drop(conversations)
-            if _is_oom(error):
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                raise BackendError(f"out of memory on {self.device.type}: {_one_line(error)}") from error
-            raise BackendError(f"model error: {_one_line(error)}") from error
+            failure = self._failure(error, conversations)
+            if failure is error:
+                raise
+            raise failure from error
+
+    def _failure(self, error: Exception, conversations: Sequence[Conversation]) -> BackendError:
+        """``error`` (raised mid-turn) as the one-line ``BackendError`` to raise; drops the conversations' caches."""
+        import torch
+
+        self._drop(conversations)
+        if isinstance(error, BackendError):
+            return error
+        if _is_oom(error):
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return BackendError(f"out of memory on {self.device.type}: {_one_line(error)}")
+        return BackendError(f"model error: {_one_line(error)}")
 
     def generate_stream(
         self, conversation: Conversation, sampling: Sampling, on_text: Callable[[str], None]
@@ -294,6 +303,20 @@ class HFPolicy(Policy):
             return self.generate(conversation, sampling)
         finally:
             self._on_text = None
+
+    def running_batch(self) -> RunningBatch | None:
+        """A new continuous batch over this policy (``hf_running``: requests join and leave between decode
+        steps), or None where rows cannot be stitched into a running cache: sliding-window or linear-attention
+        layers, or a subclass that decodes rows its own way (``LatentPolicy``)."""
+        base = HFPolicy
+        custom = any(
+            getattr(type(self), name) is not getattr(base, name) for name in ("_new_row", "_choose", "_next_embeds")
+        )
+        if not self._reuse or custom:
+            return None
+        from sketchmind.models.hf_running import RunningBatch
+
+        return RunningBatch(self)
 
     def release(self, conversation_id: str) -> None:
         """Drop the conversation's cached ids and KV."""
@@ -648,7 +671,10 @@ class HFPolicy(Policy):
                 if row.eos or len(row.ids) >= sampling.max_new_tokens or self._stopped(row, sampling.stop):
                     finished.append(b)
             for b in finished:
-                results[active[b]] = self._finish(rows[active[b]], cache, b, cached, new, steps, started, sampling.stop)
+                plan = rows[active[b]].plan
+                # Where the row's KV sits in the batch cache: [pad|cached] [pad|new] [decoded...]
+                spans = [(cached - plan.kv_len, cached), (cached + new - len(plan.new_ids), cached + new + steps)]
+                results[active[b]] = self._finish(rows[active[b]], cache, b, spans, started, sampling.stop)
             if len(finished) == len(active):
                 break
             if sampling.timeout is not None and time.perf_counter() - started > sampling.timeout:
@@ -732,9 +758,13 @@ class HFPolicy(Policy):
         return any(s and s in tail for s in stops)
 
     def _finish(
-        self, row: Row, cache: Any, b: int, cached: int, new: int, steps: int, started: float, stops: Sequence[str]
+        self, row: Row, cache: Any, b: int, spans: Sequence[tuple[int, int]], started: float, stops: Sequence[str]
     ) -> Generation:
-        """The row's ``Generation``; its cache (batch row ``b``) and marks become the conversation's state."""
+        """The row's ``Generation``; its cache (batch row ``b``) and marks become the conversation's state.
+
+        ``spans`` are the (start, end) slot ranges of row ``b`` that hold its KV, in token order: the prompt's,
+        then the decoded tokens'.
+        """
         plan = row.plan
         text_ids = row.ids[:-1] if row.eos else row.ids
         text = self._decode(text_ids, skip_special=True)
@@ -742,7 +772,7 @@ class HFPolicy(Policy):
         if cut >= 0:
             text = text[:cut]
         if self._reuse:
-            self._save(row, cache, b, cached, new, steps, text_ids, text)
+            self._save(row, cache, b, spans, text_ids, text)
         return Generation(
             text=text,
             tokens_in=len(plan.new_ids) + plan.warmed,
@@ -753,18 +783,15 @@ class HFPolicy(Policy):
         )
 
     def _save(
-        self, row: Row, cache: Any, b: int, cached: int, new: int, steps: int, text_ids: list[int], text: str
+        self, row: Row, cache: Any, b: int, spans: Sequence[tuple[int, int]], text_ids: list[int], text: str
     ) -> None:
         """Keep the prompt, the sampled ids that spell a prefix of ``text``, their KV and the marks."""
         from sketchmind.models import hf_cache
 
         plan = row.plan
         kept = self._committed(text_ids, text)
-        forwarded = min(kept, steps)  # the last sampled token was never forwarded
-        # Where this row's valid KV sits in the batch cache: [pad|cached] [pad|new] [decoded...]
-        start, end = cached + new - len(plan.new_ids), cached + new
-        spans = [(cached - plan.kv_len, cached), (start, end), (end, end + forwarded)]
-        kv = hf_cache.row_kv(cache, b, spans)
+        forwarded = min(kept, len(row.ids) - 1)  # the last sampled token was never forwarded
+        kv = hf_cache.row_kv(cache, b, hf_cache.first_slots(spans, plan.kv_len + len(plan.new_ids) + forwarded))
         prompt = _Mark(len(plan.prompt_ids), len(plan.text), len(plan.arrays), plan.next_position)
         marks = [*plan.marks, prompt]
         sampled = self._decode(text_ids[:kept], skip_special=False)

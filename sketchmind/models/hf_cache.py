@@ -140,3 +140,64 @@ def row_kv(cache: DynamicCache, row: int, spans: Sequence[tuple[int, int]]) -> K
             index = torch.cat([torch.arange(lo, hi) for lo, hi in spans]).to(keys.device)
             out.append((keys.index_select(2, index), values.index_select(2, index)))
     return out
+
+
+def first_slots(spans: Sequence[tuple[int, int]], count: int) -> list[tuple[int, int]]:
+    """The first ``count`` slots of ``spans`` (slot ranges in token order), as ranges."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in spans:
+        take = min(hi - lo, count)
+        if take > 0:
+            out.append((lo, lo + take))
+            count -= take
+    return out
+
+
+def mask_spans(mask: torch.Tensor) -> list[tuple[int, int]]:
+    """The runs of ones in a row's attention mask ``(length,)``: the slots that hold the row's KV, in order."""
+    slots = mask.nonzero().view(-1).tolist()
+    spans: list[tuple[int, int]] = []
+    for slot in slots:
+        if spans and spans[-1][1] == slot:
+            spans[-1] = (spans[-1][0], slot + 1)
+        else:
+            spans.append((slot, slot + 1))
+    return spans
+
+
+def stack(
+    config: Any, parts: Sequence[tuple[DynamicCache, torch.Tensor]], room: int
+) -> tuple[DynamicCache, torch.Tensor]:
+    """One batch cache and attention mask holding the rows of ``parts`` (batch caches with their masks), in order.
+
+    Every row keeps its slots in order and right-aligned, as ``padded_cache`` lays out a batch: the newest
+    token of every row sits in the last slot, so a decode step appends one slot for all rows. Leading slots
+    that no row of a part uses (rows that left) are dropped, so a long row that finished stops costing
+    attention. The buffers leave ``room`` free slots for decoding (they grow if a row needs more).
+    """
+    trimmed: list[tuple[DynamicCache, torch.Tensor, int]] = []
+    for cache, mask in parts:
+        used = mask.any(dim=0).nonzero().view(-1)
+        first = int(used[0]) if len(used) else mask.shape[1]
+        trimmed.append((cache, mask[:, first:], first))
+    length = max(mask.shape[1] for _, mask, _ in trimmed)
+    rows = sum(mask.shape[0] for _, mask, _ in trimmed)
+    out = DynamicCache(config=config)
+    layers = [BufferedLayer(length + room) for _ in out.layers]
+    out.layers = list(layers)
+    for index, layer in enumerate(layers):
+        reference = trimmed[0][0].layers[index]
+        assert isinstance(reference, DynamicLayer) and reference.keys is not None and reference.values is not None
+        layer.allocate(reference.keys, reference.values, rows)
+        assert layer.key_buffer is not None and layer.value_buffer is not None
+        row = 0
+        for cache, mask, first in trimmed:
+            source = cache.layers[index]
+            assert isinstance(source, DynamicLayer) and source.keys is not None and source.values is not None
+            count, width = mask.shape
+            layer.key_buffer[row : row + count, :, length - width : length] = source.keys[:, :, first:]
+            layer.value_buffer[row : row + count, :, length - width : length] = source.values[:, :, first:]
+            row += count
+        layer.fill(length)
+    masks = [torch.nn.functional.pad(mask, (length - mask.shape[1], 0)) for _, mask, _ in trimmed]
+    return out, torch.cat(masks)
