@@ -26,8 +26,9 @@ import yaml
 pytest.importorskip("trl")
 from safetensors.numpy import load_file
 
-from sketchmind.train.pipeline import CLOCK_FILE, DONE_FILE, Pipeline
+from sketchmind.train.pipeline import DONE_FILE, Pipeline
 from sketchmind.train.recipe import load_recipe
+from sketchmind.train.stage_clock import CLOCK_FILE
 from sketchmind.train.synth_storage import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sketchmind.models.tiny import FAMILIES, PROTOCOL_TOKENS, SPECIAL_TOKENS, build_tiny, chat_template
+from sketchmind.models.tiny import FAMILIES, PROTOCOL_TOKENS, SPECIAL_TOKENS, build_tiny, chat_template, message_corpus
 
 needs_transformers = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None, reason="transformers is not installed (the train extra)"
@@ -172,3 +172,10 @@ def test_fixed_side_gives_every_square_image_one_token_grid(tmp_path: Path) -> N
     assert grid(AutoProcessor.from_pretrained(str(free)), 168) == [1, 12, 12]  # by default small images stay small
     with pytest.raises(ValueError, match="multiple of 28"):
         build_tiny("qwen2.5-vl", tmp_path / "bad", vocab_size=300, fixed_side=300)
+
+
+def test_the_tokenizer_corpus_of_chat_rows_is_their_message_texts() -> None:
+    text = [{"type": "text", "text": TAGS}]
+    image = [{"type": "image", "text": None}, {"type": "text", "text": "Which way?"}]
+    rows = [{"messages": [{"role": "user", "content": image}, {"role": "assistant", "content": text}]}]
+    assert list(message_corpus(rows)) == ["Which way?", TAGS]  # image parts (text None, as stored) add nothing

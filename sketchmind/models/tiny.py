@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +142,19 @@ def _builtin_corpus(seed: int = 0) -> Iterator[str]:
         yield " ".join(words).capitalize()
     for _ in range(20):
         yield f'{{"error": "box bbox: x={num()} is outside view {rng.randint(1, 9)} ({num()}x{num()})"}}'
+
+
+def message_corpus(rows: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """Every message text of chat rows (``messages`` as ``synth`` writes them): a corpus for ``build_tiny``.
+
+    The pipeline's ``base`` stage trains the tiny tokenizer on its synth rows this way, so every tool call,
+    tag and word of the training data has tokens of its own.
+    """
+    for row in rows:
+        for message in row["messages"]:
+            for part in message["content"]:
+                if part.get("text"):
+                    yield part["text"]
 
 
 # ------------------------------------------------------------------------------------------ tokenizer

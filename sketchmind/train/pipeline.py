@@ -2,8 +2,9 @@
 
 Each stage writes into its own folder under the recipe's ``output`` and ends by writing ``done.json``
 there. A re-run skips finished stages, and the trainer stages resume from their last checkpoint, so a
-run killed at any point (even SIGKILL) continues where it stopped. Every stage's metrics are gathered
-into ``output/metrics.jsonl`` and plotted in ``output/metrics.png``.
+run killed at any point (even SIGKILL) continues where it stopped; its time over all runs is kept by a
+``stage_clock.StageClock``. Every stage's metrics are gathered into ``output/metrics.jsonl`` and plotted in
+``output/metrics.png`` (``plots``).
 
 Two models come out of a run. The *draw policy* is the chain sft -> sft2 -> grpo (``model_after``). The optional
 ``dpo`` stage trains on rejection sampling's pairs from the policy GRPO starts from (sft2), so the two can be
@@ -13,31 +14,28 @@ latent stages (``stages.latent`` in the recipe) branch off it: ``latent1`` start
 policy (``latent.source``: sft2 if there is one, else sft) and ``latent2`` from ``latent1``'s final; the
 *latent policy* is ``latent2``'s final (``latent_model``), a latent checkpoint (``latent.json`` + P).
 The optional baselines (``stages.baselines``: ``sft_text``, ``sft_direct``) start from the base model.
-``eval`` benches each arm with its own policy (``eval_policy``): the latent policy in the ``latent`` and
-``auto`` modes and in the latent ablations (``latent-mean``, ``latent-noise``), the baselines in
-``text`` and ``direct``, the draw policy in ``draw``.
+``eval`` benches each arm with its own policy (``eval_stage.run_eval``, the policy from
+``eval_policies.eval_policy``): the latent policy in the ``latent`` and ``auto`` modes and in the latent
+ablations (``latent-mean``, ``latent-noise``), the baselines in ``text`` and ``direct``, the draw policy in
+``draw``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from sketchmind.files import write_atomic, write_json_atomic, write_jsonl_atomic
-from sketchmind.train.eval_policies import MEANS_FILE, eval_latent_policy, eval_policy
+from sketchmind.files import write_json_atomic
 from sketchmind.train.params import parameter_count
 from sketchmind.train.plots import gather_metrics
 from sketchmind.train.ranks import is_main, wait_for_everyone, world_size
 from sketchmind.train.recipe import Recipe, SFTSpec
+from sketchmind.train.stage_clock import StageClock
 
 if TYPE_CHECKING:
-    from sketchmind.models.latent import LatentPolicy
     from sketchmind.protocols import Protocol
     from sketchmind.train.synth_stats import SynthStats
 
@@ -50,8 +48,6 @@ DRAW_TRAINERS: tuple[str, ...] = ("perceive", "sft", "sft2", "dpo", "grpo")  # t
 # while the rest wait (docs/multi-gpu.md).
 PARALLEL_STAGES: tuple[str, ...] = ("perceive", "sft", "sft2", "dpo", "grpo", "sft_text", "sft_direct")
 DONE_FILE = "done.json"
-CLOCK_FILE = "clock.json"  # a running stage's seconds so far, over all its runs (a killed one's included)
-CLOCK_BEAT = 1.0  # seconds between two clock.json writes: a killed run's time is counted to within a beat
 Report = Callable[[str], None]
 
 
@@ -225,11 +221,12 @@ class Pipeline:
         )
 
     def _base(self) -> dict[str, Any]:
-        from sketchmind.models.tiny import build_tiny
+        from sketchmind.models.tiny import build_tiny, message_corpus
+        from sketchmind.train.synth_storage import load_dataset
 
         tiny = self.recipe.model.tiny
         assert tiny is not None
-        texts: Iterable[str] = corpus(self.folder("synth"))
+        texts: Iterable[str] = message_corpus(load_dataset(self.folder("synth")))
         if self.recipe.stages.perceive is not None:  # the reading rows' symbols must be tokens of their own
             from sketchmind.train.perception import perception_corpus
 
@@ -510,54 +507,9 @@ class Pipeline:
         return self._latent_cache
 
     def _eval(self) -> dict[str, Any]:
-        from sketchmind.bench import BenchConfig, run_bench
-        from sketchmind.bench.report import summarise
+        from sketchmind.train.eval_stage import run_eval
 
-        spec = self.recipe.eval
-        assert spec is not None
-        targets = [(family, spec.levels.get(family)) for family in spec.families]
-        if spec.vsp is not None:
-            targets.append(("vsp", None))
-        results: dict[str, Any] = {}
-        lines: list[dict[str, Any]] = []
-        for target, levels in targets:
-            for mode in spec.modes:
-                model, agent_mode = self.eval_policy(mode)
-                config = BenchConfig(
-                    target=target,
-                    model=model,
-                    mode=agent_mode,
-                    levels=tuple(levels) if levels else None,
-                    n=None if target == "vsp" else spec.n,
-                    seed=spec.seed,
-                    data=spec.vsp if target == "vsp" else None,
-                    max_turns=spec.max_turns,
-                    max_new_tokens=spec.max_new_tokens,
-                    batch_size=spec.batch_size,
-                )
-                folder = self.folder("eval") / f"{target}-{mode}"
-                policy = self._eval_latent_policy(mode, model, target)
-                run = run_bench(config, folder, policy=policy)
-                if mode == "latent" and policy is not None and (means := policy.latent_means()) is not None:
-                    from safetensors.torch import save
-
-                    write_atomic(folder / MEANS_FILE, save({"means": means.contiguous()}))
-                overall = summarise(run.records)[-1]
-                row = {"family": target, "mode": mode, "model": model, "n": overall.n, "accuracy": overall.accuracy}
-                lines.append({**row, "low": overall.low, "high": overall.high, "context": overall.context})
-                results[f"{target}/{mode}"] = row
-        metrics = self.folder("eval") / "metrics.jsonl"
-        write_jsonl_atomic(metrics, lines)
-        self.report(" · ".join(f"{k}: {v['accuracy']:.0%} of {v['n']}" for k, v in results.items()))
-        return results
-
-    def _eval_latent_policy(self, mode: str, model: str, target: str) -> LatentPolicy | None:
-        """The latent policies an eval builds itself (see ``eval_policies.eval_latent_policy``)."""
-        return eval_latent_policy(self, mode, model, target)
-
-    def eval_policy(self, mode: str) -> tuple[str, str]:
-        """The checkpoint an eval ``mode`` benchmarks and the agent mode it runs in."""
-        return eval_policy(self, mode)
+        return run_eval(self)
 
     def _fine_tune(self, stage: str, dataset: Any, spec: SFTSpec, *, start: str | None = None) -> dict[str, Any]:
         """SFT ``dataset`` on the model before ``stage`` (or ``start``) with an SFT section's settings."""
@@ -580,56 +532,6 @@ class Pipeline:
 
 class StageError(RuntimeError):
     """A stage cannot run on what the stages before it left (e.g. no preference pairs); the message is one line."""
-
-
-class StageClock:
-    """The seconds a stage has run over all its runs, killed ones included (to within ``CLOCK_BEAT``).
-
-    While a stage runs, a background thread rewrites ``clock.json`` in its folder every beat with the
-    seconds so far; a resumed stage starts counting from what its killed run last wrote.
-    """
-
-    def __init__(self, folder: Path, beat: float = CLOCK_BEAT) -> None:
-        self.path = folder / CLOCK_FILE
-        self.beat = beat
-        self.before = 0.0
-        self.segments = 1
-        self._started = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._tick, name="sketchmind-stage-clock", daemon=True)
-
-    def seconds(self) -> float:
-        """Seconds over every run of this stage, this one so far included."""
-        return self.before + time.perf_counter() - self._started
-
-    def __enter__(self) -> StageClock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            earlier = json.loads(self.path.read_text(encoding="utf-8"))
-            self.before, self.segments = float(earlier["seconds"]), int(earlier["segments"]) + 1
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # the first run of this stage (or a clock it cannot read: start at zero)
-        self._started = time.perf_counter()
-        self._write()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        if exc[0] is None:
-            self.path.unlink(missing_ok=True)  # done.json holds the total now
-        else:
-            self._write()  # a failed run's time counts when the stage is run again
-
-    def _write(self) -> None:
-        write_json_atomic(self.path, {"seconds": round(self.seconds(), 3), "segments": self.segments})
-
-    def _tick(self) -> None:
-        while not self._stop.wait(self.beat):
-            # A full disk fails the stage's own writes, with a clear error; the clock stays quiet.
-            with contextlib.suppress(OSError):
-                self._write()
 
 
 def _quiet_library_bars() -> None:
@@ -657,14 +559,3 @@ def _silent(line: str) -> None:
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
-
-
-def corpus(dataset_dir: Path) -> Iterator[str]:
-    """Every message text of a saved dataset: what the tiny tokenizer is trained on."""
-    from sketchmind.train.synth_storage import load_dataset
-
-    for row in load_dataset(dataset_dir):
-        for message in row["messages"]:
-            for part in message["content"]:
-                if part.get("text"):
-                    yield part["text"]
