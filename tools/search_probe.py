@@ -32,19 +32,29 @@ import planning_probe
 QUESTION = "Plan a path from P to G that steps on no H."
 
 
-def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[tuple[int, int]]]:
-    """One SFT row (image, question, [map rows,] search, plan) and the cell of every symbol it writes."""
+def answer(lake: Any, with_map: bool) -> tuple[str, list[tuple[int, int]]]:
+    """What the model writes ([map rows,] where P and G are, the search, the plan) and the cells it reads."""
+    from sketchmind.tasks.frozenlake import format_plan
+
+    lines, reads, path = planning_probe.search(lake)
+    # Where the search starts and heads: found in the image, never given in the text.
+    ends = f"Find P {planning_probe.where(lake.player)}, G {planning_probe.where(lake.goal)}."
+    text = "\n".join([ends, *lines, format_plan(path)])
+    return (planning_probe.map_text(lake) + "\n" + text if with_map else text), reads
+
+
+def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[tuple[int, int]], int]:
+    """One SFT row (image, question, [map rows,] ends, search, plan), the cell of every symbol it writes, and
+    how many of those the search reads (the last ones)."""
     import numpy as np
     from PIL import Image
 
-    from sketchmind.tasks.frozenlake import Lake, format_plan
+    from sketchmind.tasks.frozenlake import Lake
 
     lake = Lake.from_truth(puzzle.truth)
-    lines, reads, path = planning_probe.search(lake)
-    text = "\n".join([*lines, format_plan(path)])
-    cells = list(reads)
+    text, reads = answer(lake, with_map)
+    cells = [lake.player, lake.goal, *reads]
     if with_map:
-        text = planning_probe.map_text(lake) + "\n" + text
         cells = [(r, c) for r in range(lake.rows) for c in range(lake.cols)] + cells
     row = {
         "messages": [
@@ -53,26 +63,31 @@ def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[tuple[
         ],
         "images": [Image.fromarray(np.ascontiguousarray(puzzle.image))],
     }
-    return row, cells
+    return row, cells, len(reads)
 
 
 def corpus() -> Any:
     """The tokenizer's texts: the reading rows' and the search answers'."""
     import numpy as np
 
-    from sketchmind.tasks.frozenlake import format_plan, random_lake
+    from sketchmind.tasks.frozenlake import random_lake
     from sketchmind.train.perception import perception_corpus
 
     yield from perception_corpus()
     rng = np.random.default_rng(0)
     for k in range(400):
-        lake = random_lake(rng, 3 + k % 6)
-        lines, _, path = planning_probe.search(lake)
-        yield planning_probe.map_text(lake) + "\n" + "\n".join([*lines, format_plan(path)])
+        yield answer(random_lake(rng, 3 + k % 6), with_map=True)[0]
         yield QUESTION
 
 
-def targets(batch: Any, cells: list[int], image_token: int, where: list[list[tuple[int, int]]], sizes: list[int]):
+def targets(
+    batch: Any,
+    cells: list[int],
+    image_token: int,
+    where: list[list[tuple[int, int]]],
+    sizes: list[int],
+    reads: list[int],
+) -> Any:
     """Guidance targets: (row, position) of the token before each written symbol, and its cell's image tokens."""
     import torch
 
@@ -88,19 +103,40 @@ def targets(batch: Any, cells: list[int], image_token: int, where: list[list[tup
         first = int((ids[b] == image_token).nonzero()[0])
         cell_row = ((torch.arange(gh) + 0.5) * n / gh).long()
         cell_col = ((torch.arange(gw) + 0.5) * n / gw).long()
-        for position, (r, c) in zip(positions, where[b], strict=True):
+        player = len(where[b]) - reads[b] - 2  # the map's cells (with --with-map), then P and G, then the reads
+        for k, (position, (r, c)) in enumerate(zip(positions, where[b], strict=True)):
             mask = torch.zeros(ids.shape[1])
             mask[first : first + gh * gw] = ((cell_row == r)[:, None] & (cell_col == c)[None, :]).flatten().float()
-            queries.append((b, position - 1))
-            masks.append(mask)
+            # "P 2,1": the tokens that write P's coordinates look at P's cell too (the symbol comes first there).
+            after = 4 if k in (player, player + 1) else 0
+            for query in range(position - 1, position + after):
+                queries.append((b, query))
+                masks.append(mask)
     return torch.tensor(queries), torch.stack(masks), kept
 
 
-def score(model: Any, collator: Any, rows: list[dict[str, Any]], maps: list[int], cells: list[int]) -> dict:
-    """Teacher-forced counts (right, of) of the search's symbols, the map's symbols, every token, whole answers."""
+def token_kinds(tokenizer: Any, text: str, ids: list[int]) -> list[str]:
+    """The kind of each answer token: ``ends`` (the first line), then the planning probe's ``move``, ``cell``,
+    ``symbol`` and ``plan`` (by the first character the token writes); ``other`` past the text."""
+    first_line = text.index("\n")
+    chars = ["ends"] * first_line + planning_probe.char_kinds(text)[first_line:]
+    chars = [{"plan": "plan"}.get(kind, kind) for kind in chars]
+    kinds, at = [], 0
+    for token in ids:
+        piece = tokenizer.decode([token])
+        inside = [chars[i] for i in range(at, min(at + len(piece), len(chars))) if not text[i].isspace()]
+        kinds.append(next((k for k in inside if k != "other"), "other") if inside else "other")
+        at += len(piece)
+    return kinds
+
+
+def score(model: Any, collator: Any, rows: list[dict[str, Any]], cells: list[int]) -> dict:
+    """Teacher-forced counts (right, of) per kind of answer token (``token_kinds``), every token, whole answers."""
     import torch
 
-    totals = {"reads": [0, 0], "map": [0, 0], "tokens": [0, 0], "exact": [0, 0]}
+    tokenizer = collator.processor.tokenizer
+    totals: dict[str, list[int]] = {kind: [0, 0] for kind in ("ends", "move", "cell", "symbol", "plan", "tokens")}
+    totals["exact"] = [0, 0]
     model.eval()
     with torch.no_grad():
         for k in range(0, len(rows), 16):
@@ -108,17 +144,18 @@ def score(model: Any, collator: Any, rows: list[dict[str, Any]], maps: list[int]
             predicted = model(**batch).logits[:, :-1].argmax(-1)
             target = batch["labels"][:, 1:]
             for r in range(target.shape[0]):
-                real = target[r] != -100
-                right = (predicted[r] == target[r]) & real
-                symbol = torch.isin(target[r], torch.tensor(cells)).nonzero().flatten()
-                on_map = symbol[: maps[k + r]]
-                read = symbol[maps[k + r] :]
-                for name, where in (("map", on_map), ("reads", read)):
-                    totals[name][0] += int(right[where].sum())
-                    totals[name][1] += len(where)
+                real = (target[r] != -100).nonzero().flatten()
+                right = predicted[r][real] == target[r][real]
+                text = rows[k + r]["messages"][1]["content"][0]["text"]
+                for kind, ok in zip(
+                    token_kinds(tokenizer, text, target[r][real].tolist()), right.tolist(), strict=True
+                ):
+                    if kind in totals:
+                        totals[kind][0] += int(ok)
+                        totals[kind][1] += 1
                 totals["tokens"][0] += int(right.sum())
-                totals["tokens"][1] += int(real.sum())
-                totals["exact"][0] += int(bool(right.sum() == real.sum()))
+                totals["tokens"][1] += len(real)
+                totals["exact"][0] += int(bool(right.all()))
                 totals["exact"][1] += 1
     model.train()
     return totals
@@ -207,7 +244,6 @@ def main() -> None:
 
     held_puzzles = make_dataset(family, levels, 8, seed=99)
     held = [search_row(p, args.with_map)[0] for p in held_puzzles]
-    held_maps = [p.truth["rows"] ** 2 if args.with_map else 0 for p in held_puzzles]
     (out / "log.jsonl").unlink(missing_ok=True)
     unlocked = levels[:1] if args.curriculum else levels
     start, step, seen = time.perf_counter(), 0, 0
@@ -218,12 +254,17 @@ def main() -> None:
             puzzles.append(family.generate(puzzle_rng("search-probe", 0, level, seen), level, seen))
             seen += 1
         built = [search_row(p, args.with_map) for p in puzzles]
-        batch = collator([row for row, _ in built])
+        batch = collator([row for row, _, _ in built])
         output = model(**batch, output_attentions=args.guide > 0)
         loss = output.loss
         if args.guide:
             queries, mask, _ = targets(
-                batch, cells, image_token, [w for _, w in built], [p.truth["rows"] for p in puzzles]
+                batch,
+                cells,
+                image_token,
+                [w for _, w, _ in built],
+                [p.truth["rows"] for p in puzzles],
+                [n for _, _, n in built],
             )
             attention = output.attentions[1][:, 0]  # head 0 of layer 1, as the perceive stage guides
             mass = (attention[queries[:, 0], queries[:, 1]] * mask).sum(-1).clamp_min(1e-6)
@@ -249,7 +290,7 @@ def main() -> None:
             by_level = {}
             for level in levels:
                 pick = [k for k, p in enumerate(held_puzzles) if p.level == level]
-                by_level[level] = score(model, collator, [held[k] for k in pick], [held_maps[k] for k in pick], cells)
+                by_level[level] = score(model, collator, [held[k] for k in pick], cells)
             line["held"] = rates(*by_level.values())
             line["open_sizes"] = rates(*(by_level[level] for level in unlocked))
             by_level = {level: rates(counts) for level, counts in by_level.items()}
