@@ -31,15 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from sketchmind.models.chat import template_messages
 from sketchmind.train.collator import IGNORE_INDEX, AssistantOnlyCollator
-from sketchmind.train.resume import resume_point, resuming
-from sketchmind.train.sft import (
-    METRICS_FILE,
-    SeenBatches,
-    lora_config,
-    metrics_logger,
-    recording_batches,
-    train_and_save,
-)
+from sketchmind.train.resume import resume_point
+from sketchmind.train.sft import train_stage
 from sketchmind.train.trl_config import build_config
 from sketchmind.train.weights import load_for_training
 
@@ -272,18 +265,20 @@ def run_dpo(
     model = load_for_training(point.weights, dtype)
     # Passed in rather than left to TRL, which would load it from the policy's own path: the checkpoint's on a resume.
     reference = load_for_training(model_path, dtype).eval() if lora is None else None
-    seen = SeenBatches()
-    trainer = recording_batches(resuming(DPOTrainer, point), seen)(
+    return train_stage(
+        DPOTrainer,
+        point,
+        out,
+        processor,
+        lora=lora,
+        callbacks=callbacks,
+        rich_progress=rich_progress,
         model=model,
         ref_model=reference,
         args=config,
         data_collator=PreferenceCollator(processor, max_length=max_length),
         train_dataset=_as_dataset(pairs),
-        processing_class=processor,
-        peft_config=lora_config(lora) if lora is not None else None,
-        callbacks=[metrics_logger(out / METRICS_FILE, point.step, seen), *(callbacks or [])],
     )
-    return train_and_save(trainer, processor, out, point.checkpoint, lora=lora is not None, rich_progress=rich_progress)
 
 
 __all__ = [

@@ -49,16 +49,12 @@ from sketchmind.protocols.base import text_part
 from sketchmind.tasks import Puzzle, get_family, make_dataset
 from sketchmind.tools import specs
 from sketchmind.train.environment import DrawingEnvironment
-from sketchmind.train.resume import resume_point, resuming
+from sketchmind.train.resume import resume_point
 from sketchmind.train.rewards import reward_functions
 from sketchmind.train.sft import (
     FINAL_DIR,
     METRICS_FILE,
-    SeenBatches,
-    lora_config,
-    metrics_logger,
-    recording_batches,
-    train_and_save,
+    train_stage,
 )
 from sketchmind.train.templates import family_of, prepare_processor
 from sketchmind.train.trl_config import build_config
@@ -199,20 +195,22 @@ def run_grpo(
     family = family_of(AutoConfig.from_pretrained(str(model_path)).model_type)
     processor = prepare_processor(AutoProcessor.from_pretrained(str(model_path)), family)  # type: ignore[no-untyped-call]
     model = load_for_training(point.weights, dtype)
-    seen = SeenBatches()
-    trainer = recording_batches(resuming(GRPOTrainer, point), seen)(
+    return train_stage(
+        GRPOTrainer,
+        point,
+        out,
+        processor,
+        lora=lora,
+        callbacks=callbacks,
+        rich_progress=rich_progress,
         model=model,
         reward_funcs=reward_functions(gated),
         args=config,
         train_dataset=grpo_dataset(families, n, levels, seed, max_pixels=max_pixels, coords=coords),
-        processing_class=processor,
-        peft_config=lora_config(lora) if lora is not None else None,
         environment_factory=functools.partial(
             DrawingEnvironment, max_images=max_images, max_pixels=max_pixels, coords=coords
         ),
-        callbacks=[metrics_logger(out / METRICS_FILE, point.step, seen), *(callbacks or [])],
     )
-    return train_and_save(trainer, processor, out, point.checkpoint, lora=lora is not None, rich_progress=rich_progress)
 
 
 __all__ = ["FINAL_DIR", "METRICS_FILE", "grpo_dataset", "puzzle_row", "run_grpo", "system_prompt"]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sketchmind.files import append_jsonl, read_jsonl, write_jsonl_atomic
 from sketchmind.train.collator import AssistantOnlyCollator
 from sketchmind.train.ranks import is_main
-from sketchmind.train.resume import resume_point, resuming
+from sketchmind.train.resume import ResumePoint, resume_point, resuming
 from sketchmind.train.trl_config import build_config
 from sketchmind.train.weights import load_for_training
 
@@ -214,18 +214,50 @@ def run_sft(
 
     processor: Any = AutoProcessor.from_pretrained(str(model_path))  # type: ignore[no-untyped-call]
     model = load_for_training(point.weights, dtype, attn_implementation=attn_implementation)
-    seen = SeenBatches()
-    trainer_class = resuming(SFTTrainer, point)
-    if trainer_extension is not None:
-        trainer_class = trainer_extension(trainer_class)
-    trainer = recording_batches(trainer_class, seen)(
+    return train_stage(
+        SFTTrainer,
+        point,
+        out,
+        processor,
+        lora=lora,
+        callbacks=callbacks,
+        rich_progress=rich_progress,
+        extension=trainer_extension,
         model=model,
         args=config,
         data_collator=AssistantOnlyCollator(processor, max_length=max_length),
         train_dataset=_as_dataset(dataset),
+    )
+
+
+def train_stage(
+    trainer_class: type[Any],
+    point: ResumePoint,
+    out: Path,
+    processor: Any,
+    *,
+    lora: Mapping[str, Any] | None,
+    callbacks: Sequence[TrainerCallback] | None,
+    rich_progress: bool,
+    extension: Callable[[type[Any]], type[Any]] | None = None,
+    **trainer_args: Any,
+) -> dict[str, Any]:
+    """Make and run a TRL trainer stage the one way SFT, DPO and GRPO all run; return ``train_and_save``'s metrics.
+
+    ``trainer_class`` resumes from ``point`` (``resume.resuming``), is wrapped by ``extension`` if given, and
+    records each micro-batch's fingerprint (``recording_batches``) into ``out/metrics.jsonl``, whose lines up to
+    ``point.step`` it keeps (``metrics_logger``); ``lora`` becomes its ``peft_config``. ``trainer_args`` (the
+    model, its config, the data ...) go to the class as they are.
+    """
+    seen = SeenBatches()
+    resumed = resuming(trainer_class, point)
+    if extension is not None:
+        resumed = extension(resumed)
+    trainer = recording_batches(resumed, seen)(
         processing_class=processor,
         peft_config=lora_config(lora) if lora is not None else None,
         callbacks=[metrics_logger(out / METRICS_FILE, point.step, seen), *(callbacks or [])],
+        **trainer_args,
     )
     return train_and_save(trainer, processor, out, point.checkpoint, lora=lora is not None, rich_progress=rich_progress)
 
