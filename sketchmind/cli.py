@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch",
         type=positive_int,
         default=16,
-        help="most completions one batched model call serves for requests that wait together (1: one at a time)",
+        help="most completions decoded together (local checkpoints: rows of the running batch; 1: one at a time)",
     )
     for flag, meaning in (  # per-request limits (sketchmind.server.Limits); over one: a one-line 4xx error
         ("--max-body-bytes", "bytes in one request body (default 33554432)"),

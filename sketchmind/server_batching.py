@@ -5,9 +5,10 @@ backend's ``generate_batch``), so 16 clients answered one at a time waste most o
 ``Batcher`` queues every request; whichever caller finds a free model slot becomes the batch's leader:
 it takes the oldest queued request and every later one with the same sampling settings (up to
 ``max_batch`` rows), runs them as one ``generate_batch`` call and hands each caller its own rows. Requests
-that arrive while a batch runs simply wait for the next one, as vLLM's scheduler admits the waiting
-requests at its next step (vLLM also admits them into a batch that is still decoding; here a batch runs
-to its end before the next starts, so the unit of batching is the request, not the decode step).
+that arrive while a batch runs wait for the next one: the unit of batching is the call, not the decode
+step. Backends that keep a running batch (the HF backend) are served by ``server_continuous`` instead,
+where waiting requests join the batch between decode steps; this batcher serves the others (and
+``max_batch=1``, one request at a time).
 
 Which requests may share a batch (``run``'s ``batchable``, decided by the server):
 

@@ -55,7 +55,7 @@ class ContinuousStats:
     largest: int = 0  # most requests in the batch at once
     batched_calls: int = 0  # admissions of several requests, or into a batch that was already decoding
     joined: int = 0  # requests that joined rows already decoding
-    retried: int = 0  # kept for the lockstep batcher's readers: a failed joint prefill is retried per request
+    retried: int = 0  # joint prefills that failed and were retried request by request
     steps: int = 0  # decode steps
     row_steps: int = 0  # rows decoded, summed over the steps
 
@@ -135,6 +135,8 @@ class ContinuousBatcher:
                 else:
                     finished = self.running.admit([job.request for job in joining]) if joining else []
                     rows = len(self.running)
+                    with self._cond:
+                        self._stats.retried = self.running.retried
                     if rows:
                         finished += self.running.step()
                         with self._cond:

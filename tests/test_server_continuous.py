@@ -192,19 +192,20 @@ def test_streams_stop_strings_and_n_share_the_batch(
     assert app.state.batcher.stats()["joined"] == 3
 
 
-def test_a_request_that_cannot_be_planned_fails_alone(
+def test_a_request_that_fails_its_prefill_fails_alone(
     reference: openai.OpenAI, served: tuple[Any, StepGate, openai.OpenAI], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The newcomers' joint prefill fails; each is prefilled again alone, and only the culprit fails."""
     app, gate, client = served
     policy = app.state.policy
-    plan = policy._plan
+    inputs = policy._inputs
 
-    def poisoned(conversation: Conversation, shared: bool = False) -> Any:
-        if "poison" in str(conversation.messages):
+    def poisoned(plans: Any, max_new_tokens: int) -> Any:
+        if any("poison" in str(plan.conversation.messages) for plan in plans):
             raise RuntimeError("this request poisons the model")
-        return plan(conversation, shared)
+        return inputs(plans, max_new_tokens)
 
-    monkeypatch.setattr(policy, "_plan", poisoned)
+    monkeypatch.setattr(policy, "_inputs", poisoned)
     bad = {"messages": [{"role": "user", "content": "poison"}], "max_tokens": 4}
     calls = [lambda: _answer(client, NEWCOMERS[0]), lambda: _answer(client, bad), lambda: _answer(client, NEWCOMERS[2])]
     first, waiting, pool = _join_while_decoding(served, calls)
@@ -213,7 +214,8 @@ def test_a_request_that_cannot_be_planned_fails_alone(
     with pytest.raises(openai.InternalServerError, match="poisons the model"):
         waiting[1].result()
     assert [waiting[0].result(), waiting[2].result()] == [_answer(reference, NEWCOMERS[i]) for i in (0, 2)]
-    assert first.result() == _answer(reference, LONG)
+    assert first.result() == _answer(reference, LONG)  # the running row went on
+    assert app.state.batcher.stats()["retried"] == 1
 
 
 def test_a_running_batch_saves_each_rows_cache_for_its_next_turn(checkpoint: str) -> None:

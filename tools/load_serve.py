@@ -305,10 +305,13 @@ def batch_stats(url: str) -> dict[str, float]:
 
 
 def _stats_since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Batches, requests and rows counted between two ``batch_stats`` reads, and requests per batch."""
-    keys = ("batches", "requests", "rows", "batched_calls", "retried")
-    delta = {key: after[key] - before[key] for key in keys}
+    """Batches, requests and rows counted between two ``batch_stats`` reads, requests per batch and, from a
+    continuously batching server (which also counts decode steps), rows per decode step."""
+    keys = ("batches", "requests", "rows", "batched_calls", "retried", "steps", "row_steps", "joined")
+    delta = {key: after[key] - before[key] for key in keys if key in after and key in before}
     delta["mean_requests"] = delta["requests"] / delta["batches"] if delta["batches"] else 0.0
+    if delta.get("steps"):
+        delta["mean_rows"] = delta["row_steps"] / delta["steps"]
     delta["largest"] = after["largest"]  # since the server started: the warm-up request ran alone
     return delta
 
@@ -487,6 +490,7 @@ def comparison(batched: LoadReport, alone: LoadReport) -> dict[str, Any]:
         "p99_batched": batched.latency_p99,
         "p99_one_at_a_time": alone.latency_p99,
         "mean_batch": batched.batching.get("mean_requests", 0.0),
+        "mean_rows": batched.batching.get("mean_rows"),  # rows per decode step (continuous batching only)
         "distinct_requests": batched.distinct_requests,
         "prompt_tokens_batched": batched.prompt_tokens_mean,
         "prompt_tokens_one_at_a_time": alone.prompt_tokens_mean,
@@ -506,7 +510,9 @@ def comparison_line(c: dict[str, Any]) -> str:
         f"{c['throughput_one_at_a_time']:.2f} req/s one at a time = {c['ratio']:.2f}x "
         f"(target >= {c['target']:g}x: {verdict}); p99 latency "
         f"{c['p99_batched'] * 1000:.0f} ms batched vs {c['p99_one_at_a_time'] * 1000:.0f} ms one at a time; "
-        f"{c['mean_batch']:.1f} requests per batch; {c.get('distinct_requests', 0)} distinct requests, "
+        f"{c['mean_batch']:.1f} requests per batch"
+        + (f" ({c['mean_rows']:.1f} rows per decode step)" if c.get("mean_rows") else "")
+        + f"; {c.get('distinct_requests', 0)} distinct requests, "
         f"{c.get('prompt_tokens_batched', 0.0):.0f} vs {c.get('prompt_tokens_one_at_a_time', 0.0):.0f} "
         "prompt tokens prefilled per request; per server CPU second "
         f"{c.get('per_cpu_second_batched', 0.0):.2f} vs {c.get('per_cpu_second_one_at_a_time', 0.0):.2f} requests "

@@ -86,6 +86,7 @@ class RunningBatch:
 
     def __init__(self, policy: HFPolicy) -> None:
         self.policy = policy
+        self.retried = 0  # joint prefills that failed and were retried request by request
         self._batch: _Batch | None = None
 
     def __len__(self) -> int:
@@ -117,6 +118,7 @@ class RunningBatch:
             try:
                 self._prefill(planned)
             except Exception as error:  # whose rows caused it is unknown: each request is prefilled again alone
+                self.retried += len(planned) > 1
                 for one in planned if len(planned) > 1 else []:
                     try:
                         self._prefill([one])
