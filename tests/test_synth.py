@@ -21,7 +21,7 @@ from sketchmind.train.synth import Trajectory, reflective_ids, run_trajectories,
 from sketchmind.train.synth_filters import DROP_REASONS, redrawn_labels, reject_reason
 from sketchmind.train.synth_rows import chat_messages, to_row
 from sketchmind.train.synth_stats import SynthStats
-from sketchmind.train.synth_storage import load_dataset, load_stats, save_dataset
+from sketchmind.train.synth_storage import is_saved, load_dataset, load_stats, save_dataset
 
 SEED = 3
 LEVELS = (1, 2)
@@ -190,6 +190,8 @@ def test_save_and_load_keep_messages_and_pixels(synth: tuple[list[dict[str, Any]
     assert json.loads((tmp_path / "stats.json").read_text())["kept"] == 4
     save_dataset(rows[:1], tmp_path)  # a smaller re-save replaces the old shards
     assert len(load_dataset(tmp_path)) == 1
+    assert not is_saved(tmp_path / "never") and is_saved(save_dataset([], tmp_path / "empty"))  # no rows: still saved
+    assert len(load_dataset(tmp_path / "empty")) == 0
 
 
 def test_llamafactory_export_has_one_file_per_placeholder(

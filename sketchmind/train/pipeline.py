@@ -340,13 +340,13 @@ class Pipeline:
     def _sft2(self) -> dict[str, Any]:
         from datasets import concatenate_datasets  # type: ignore[import-untyped]
 
-        from sketchmind.train.synth_storage import load_dataset
+        from sketchmind.train.synth_storage import is_saved, load_dataset
 
         spec = self.recipe.stages.rejection
         assert spec is not None
         parts = []
         kept = self.folder("rejection") / "kept"
-        if (kept / "data").is_dir() and any((kept / "data").glob("*.parquet")):
+        if is_saved(kept):
             parts.append(load_dataset(kept))
         if spec.mix_cold_start or not parts:
             parts.append(load_dataset(self.folder("synth")))
@@ -546,11 +546,9 @@ def _quiet_library_bars() -> None:
 
 def _saved_rows(folder: Path) -> list[dict[str, Any]]:
     """The rows of a dataset ``save_dataset`` wrote (none when it saved no rows, or saved nothing)."""
-    from sketchmind.train.synth_storage import load_dataset
+    from sketchmind.train.synth_storage import is_saved, load_dataset
 
-    if not any((folder / "data").glob("*.parquet")):
-        return []
-    return list(load_dataset(folder))
+    return list(load_dataset(folder)) if is_saved(folder) else []
 
 
 def _silent(line: str) -> None:

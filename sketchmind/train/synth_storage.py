@@ -114,6 +114,11 @@ def save_dataset(
     return root
 
 
+def is_saved(out_dir: str | Path) -> bool:
+    """Whether ``save_dataset`` wrote into ``out_dir`` (with rows or without): ``load_dataset`` can read it."""
+    return any((Path(out_dir) / DATA_DIR).glob("train-*.parquet"))
+
+
 def load_dataset(out_dir: str | Path) -> Dataset:
     """The rows ``save_dataset`` wrote, as an in-memory ``datasets.Dataset`` (images decode to PIL)."""
     import pyarrow as pa  # type: ignore[import-untyped]
