@@ -38,6 +38,10 @@ they finish (their cache is saved for their next turn); decoding goes on until a
 preallocated for the turn, so a decoded token is written in place instead of re-concatenating the layer
 (``DynamicCache``'s way, which costs most of a batched CPU decode step).
 
+**Continuous batching.** ``running_batch()`` returns a ``hf_running.RunningBatch`` built from the same pieces
+(``_plan``, ``_inputs``, ``_choose``, ``_finish``): rows join it between decode steps and leave it as they end,
+so the server never waits for a batch's longest row before starting the next request.
+
 Not thread-safe: one call at a time per ``HFPolicy``. torch/transformers are imported on construction,
 so ``import sketchmind`` stays light.
 """
