@@ -32,11 +32,25 @@ import planning_probe
 QUESTION = "Plan a path from P to G that steps on no H."
 
 
+STYLE = {"from_cell": False}
+
+
 def answer(lake: Any, with_map: bool) -> tuple[str, list[tuple[int, int]]]:
-    """What the model writes ([map rows,] where P and G are, the search, the plan) and the cells it reads."""
-    from sketchmind.tasks.frozenlake import format_plan
+    """What the model writes ([map rows,] where P and G are, the search, the plan) and the cells it reads.
+
+    With ``STYLE["from_cell"]`` each tried move starts from the cell it leaves ("3,2 D: 4,2 F"), so the next
+    cell is arithmetic on the same line instead of on a cell some lines above.
+    """
+    from sketchmind.tasks.frozenlake import MOVES, format_plan
 
     lines, reads, path = planning_probe.search(lake)
+    if STYLE["from_cell"]:
+        tried = iter(reads)
+        for k, line in enumerate(lines):
+            if not line.startswith("Back"):
+                reached, move = next(tried), line[0]
+                left = (reached[0] - MOVES[move][0], reached[1] - MOVES[move][1])
+                lines[k] = f"{planning_probe.where(left)} {line}"
     # Where the search starts and heads: found in the image, never given in the text.
     ends = f"Find P {planning_probe.where(lake.player)}, G {planning_probe.where(lake.goal)}."
     text = "\n".join([ends, *lines, format_plan(path)])
@@ -125,7 +139,8 @@ def token_kinds(tokenizer: Any, text: str, ids: list[int]) -> list[str]:
     for token in ids:
         piece = tokenizer.decode([token])
         inside = [chars[i] for i in range(at, min(at + len(piece), len(chars))) if not text[i].isspace()]
-        kinds.append(next((k for k in inside if k != "other"), "other") if inside else "other")
+        kind = next((k for k in inside if k != "other"), "other") if inside else "other"
+        kinds.append("move" if kind == "other" and piece.strip() in ("U", "D", "L", "R") else kind)
         at += len(piece)
     return kinds
 
@@ -182,6 +197,7 @@ def main() -> None:
     parser.add_argument("--widen", type=float, default=0.9, help="teacher-forced token accuracy to open a size")
     parser.add_argument("--side", type=int, default=336, help="every image resized to side x side")
     parser.add_argument("--with-map", action="store_true", help="the answer writes the map rows before searching")
+    parser.add_argument("--from-cell", action="store_true", help="each tried move starts with the cell it leaves")
     parser.add_argument("--guide", type=float, default=1.0)
     parser.add_argument("--aux", type=float, default=1.0)
     parser.add_argument("--eval-every", type=int, default=50)
@@ -189,6 +205,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     planning_probe.CELLS["style"] = "coords"
+    STYLE["from_cell"] = args.from_cell
 
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
