@@ -81,3 +81,25 @@ def test_each_page_gets_the_blocks_it_holds_and_a_page_with_none_fails_before_an
     assert main([str(recipe), "--write", str(results), str(reading)]) == 0
     assert "| maze | draw | 1 | 100%" in results.read_text()
     assert reading.read_text() == "<!-- perception:x -->\n(not yet measured)\n<!-- /perception:x -->\n"
+
+
+def test_the_reading_block_says_whether_the_perceive_stage_finished(tmp_path: Path) -> None:
+    from sketchmind.train.perception import READING_FILE, ReadingTable
+    from sketchmind.train.results import perception_block
+
+    recipe = Recipe.model_validate(
+        {"name": "x", "output": str(tmp_path), "model": {"base": "m"}, "stages": {"perceive": {"max_steps": 900}}}
+    )
+    assert perception_block(recipe) is None  # the stage never ran
+    stage = tmp_path / "perceive"
+    (stage / "checkpoint-300").mkdir(parents=True)
+    (stage / "checkpoint-200").mkdir()
+    row = {"set": "generated", "level": "all", "n": 4, "cell": 0.9, "exact": 0.5, "player": 1.0, "goal": 0.75}
+    ReadingTable([row]).save(stage / READING_FILE)
+    block = perception_block(recipe)
+    assert block is not None and "not reached: the stage has not finished (last checkpoint: step 300 of 900)" in block
+    assert "| generated | all | 4 | 0.900 | 0.50" in block
+    (stage / "done.json").write_text(json.dumps({"gate_passed_at": 250}))
+    assert "passed at step 250" in (perception_block(recipe) or "")
+    (stage / "done.json").write_text(json.dumps({}))
+    assert "not passed within max_steps" in (perception_block(recipe) or "")

@@ -132,6 +132,10 @@ def perception_block(recipe: Recipe) -> str | None:
     passed = json.loads(done.read_text(encoding="utf-8")).get("gate_passed_at") if done.is_file() else None
     gate = recipe.stages.perceive.gate
     verdict = f"passed at step {passed}" if passed else "not passed within max_steps"
+    if not done.is_file():  # measured on a checkpoint of a stage that was stopped (or is still running)
+        steps = [int(c.name.split("-")[-1]) for c in path.parent.glob("checkpoint-*") if c.name[11:].isdigit()]
+        last = f" (last checkpoint: step {max(steps)} of {recipe.stages.perceive.max_steps})" if steps else ""
+        verdict = f"not reached: the stage has not finished{last}"
     seed = recipe.eval.seed if recipe.eval is not None else 99
     return (
         f"Reading after the perceive stage of `{recipe.name}`: the model transcribes each map, teacher-forced "
