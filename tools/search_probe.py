@@ -106,12 +106,11 @@ def targets(
     import torch
 
     labels, ids, grids = batch["labels"], batch["input_ids"], batch["image_grid_thw"]
-    queries, masks, kept = [], [], []
+    queries, masks = [], []
     for b in range(len(ids)):
         positions = torch.isin(labels[b], torch.tensor(cells)).nonzero().flatten().tolist()
         if len(positions) != len(where[b]):  # a symbol token the tokenizer merged: no guidance for this row
             continue
-        kept.append(b)
         n = sizes[b]
         _, gh, gw = (int(v) // f for v, f in zip(grids[b], (1, 2, 2), strict=True))
         first = int((ids[b] == image_token).nonzero()[0])
@@ -126,7 +125,7 @@ def targets(
             for query in range(position - 1, position + after):
                 queries.append((b, query))
                 masks.append(mask)
-    return torch.tensor(queries), torch.stack(masks), kept
+    return torch.tensor(queries), torch.stack(masks)
 
 
 def token_kinds(tokenizer: Any, text: str, ids: list[int]) -> list[str]:
@@ -275,7 +274,7 @@ def main() -> None:
         output = model(**batch, output_attentions=args.guide > 0)
         loss = output.loss
         if args.guide:
-            queries, mask, _ = targets(
+            queries, mask = targets(
                 batch,
                 cells,
                 image_token,
