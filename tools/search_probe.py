@@ -13,7 +13,12 @@ map rows' symbols (``map``), every answer token (``tokens``), and ``exact``, the
 the top prediction at every token: greedy decoding then writes the expert's search and plan word for word,
 so ``exact`` is a floor on the solve rate.
 
+``--draw`` writes the same lines as draw turns, one tried move a turn, each answered by a view with the
+search so far drawn (``draw_search.py``); ``--guide-cells`` also guides the coordinates a line writes to
+the cell it reaches, in the latest image.
+
     python tools/search_probe.py --minutes 30 --curriculum --out runs/probe/search-pixels
+    python tools/search_probe.py --minutes 30 --curriculum --draw --guide-cells --out runs/probe/search-draw
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))  # the planning probe's search, beside this file
 
+import draw_search
 import planning_probe
 
 QUESTION = "Plan a path from P to G that steps on no H."
 
 
-STYLE = {"from_cell": False}
+STYLE = {"from_cell": False, "draw": False, "guide_cells": False}
 
 
 def answer(lake: Any, with_map: bool) -> tuple[str, list[tuple[int, int]]]:
@@ -57,14 +63,16 @@ def answer(lake: Any, with_map: bool) -> tuple[str, list[tuple[int, int]]]:
     return (planning_probe.map_text(lake) + "\n" + text if with_map else text), reads
 
 
-def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[tuple[int, int]], int]:
-    """One SFT row (image, question, [map rows,] ends, search, plan), the cell of every symbol it writes, and
-    how many of those the search reads (the last ones)."""
+def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[str], list[tuple[int, int]], int]:
+    """One SFT row (image, question, [map rows,] ends, search, plan), its assistant texts, the cell of every
+    symbol it writes, and how many of those the search reads (the last ones)."""
     import numpy as np
     from PIL import Image
 
     from sketchmind.tasks.frozenlake import Lake
 
+    if STYLE["draw"]:
+        return draw_search.draw_row(puzzle, QUESTION)
     lake = Lake.from_truth(puzzle.truth)
     text, reads = answer(lake, with_map)
     cells = [lake.player, lake.goal, *reads]
@@ -77,7 +85,7 @@ def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[tuple[
         ],
         "images": [Image.fromarray(np.ascontiguousarray(puzzle.image))],
     }
-    return row, cells, len(reads)
+    return row, [text], cells, len(reads)
 
 
 def corpus() -> Any:
@@ -94,6 +102,15 @@ def corpus() -> Any:
         yield QUESTION
 
 
+def image_spans(ids: Any, image_token: int) -> list[tuple[int, int]]:
+    """(start, end) of each image's tokens in one row, in order."""
+    import torch
+
+    is_image = (ids == image_token).long()
+    edges = torch.diff(torch.cat([torch.zeros(1, dtype=torch.long), is_image, torch.zeros(1, dtype=torch.long)]))
+    return list(zip((edges == 1).nonzero().flatten().tolist(), (edges == -1).nonzero().flatten().tolist(), strict=True))
+
+
 def targets(
     batch: Any,
     cells: list[int],
@@ -101,37 +118,54 @@ def targets(
     where: list[list[tuple[int, int]]],
     sizes: list[int],
     reads: list[int],
+    tokenizer: Any,
 ) -> Any:
-    """Guidance targets: (row, position) of the token before each written symbol, and its cell's image tokens."""
+    """Guidance targets: (row, position) of the token before each written symbol, and its cell's image tokens
+    in the latest image before it (with ``--draw``, the view with the search so far drawn).
+
+    The tokens that write P's and G's coordinates look at their cells too; with ``STYLE["guide_cells"]`` so do
+    the tokens that write the coordinates of the cell a search line reaches (from its colon on)."""
     import torch
 
     labels, ids, grids = batch["labels"], batch["input_ids"], batch["image_grid_thw"]
-    queries, masks = [], []
+    queries, masks, first_image = [], [], 0
     for b in range(len(ids)):
+        spans = image_spans(ids[b], image_token)
+        row_grids = grids[first_image : first_image + len(spans)]
+        first_image += len(spans)
         positions = torch.isin(labels[b], torch.tensor(cells)).nonzero().flatten().tolist()
         if len(positions) != len(where[b]):  # a symbol token the tokenizer merged: no guidance for this row
             continue
         n = sizes[b]
-        _, gh, gw = (int(v) // f for v, f in zip(grids[b], (1, 2, 2), strict=True))
-        first = int((ids[b] == image_token).nonzero()[0])
-        cell_row = ((torch.arange(gh) + 0.5) * n / gh).long()
-        cell_col = ((torch.arange(gw) + 0.5) * n / gw).long()
         player = len(where[b]) - reads[b] - 2  # the map's cells (with --with-map), then P and G, then the reads
         for k, (position, (r, c)) in enumerate(zip(positions, where[b], strict=True)):
+            latest = max(i for i, (start, _) in enumerate(spans) if start < position)
+            start, end = spans[latest]
+            _, gh, gw = (int(v) // f for v, f in zip(row_grids[latest], (1, 2, 2), strict=True))
+            cell_row = ((torch.arange(gh) + 0.5) * n / gh).long()
+            cell_col = ((torch.arange(gw) + 0.5) * n / gw).long()
             mask = torch.zeros(ids.shape[1])
-            mask[first : first + gh * gw] = ((cell_row == r)[:, None] & (cell_col == c)[None, :]).flatten().float()
-            # "P 2,1": the tokens that write P's coordinates look at P's cell too (the symbol comes first there).
-            after = 4 if k in (player, player + 1) else 0
-            for query in range(position - 1, position + after):
+            mask[start:end] = ((cell_row == r)[:, None] & (cell_col == c)[None, :]).flatten().float()
+            if k in (player, player + 1):  # "P 2,1": its coordinates come after the symbol
+                guided = range(position - 1, position + 4)
+            elif k > player + 1 and STYLE["guide_cells"]:  # "L: 4,3 F": the coordinates come before it
+                first = position - 1
+                while tokenizer.decode([int(ids[b, first])]).strip(" ,0123456789") == "" and first > 0:
+                    first -= 1
+                guided = range(first, position)
+            else:
+                guided = range(position - 1, position)
+            for query in guided:
                 queries.append((b, query))
                 masks.append(mask)
     return torch.tensor(queries), torch.stack(masks)
 
 
-def token_kinds(tokenizer: Any, text: str, ids: list[int]) -> list[str]:
-    """The kind of each answer token: ``ends`` (the first line), then the planning probe's ``move``, ``cell``,
-    ``symbol`` and ``plan`` (by the first character the token writes); ``other`` past the text."""
-    first_line = text.index("\n")
+def token_kinds(tokenizer: Any, text: str, ids: list[int], ends: bool = True) -> list[str]:
+    """The kind of each answer token: ``ends`` (the first line, where ``ends``), then the planning probe's
+    ``move``, ``cell``, ``symbol`` and ``plan`` (by the first character the token writes); ``other`` past the
+    text."""
+    first_line = text.index("\n") if ends else 0
     chars = ["ends"] * first_line + planning_probe.char_kinds(text)[first_line:]
     chars = [{"plan": "plan"}.get(kind, kind) for kind in chars]
     kinds, at = [], 0
@@ -160,10 +194,15 @@ def score(model: Any, collator: Any, rows: list[dict[str, Any]], cells: list[int
             for r in range(target.shape[0]):
                 real = (target[r] != -100).nonzero().flatten()
                 right = predicted[r][real] == target[r][real]
-                text = rows[k + r]["messages"][1]["content"][0]["text"]
-                for kind, ok in zip(
-                    token_kinds(tokenizer, text, target[r][real].tolist()), right.tolist(), strict=True
-                ):
+                texts = [m["content"][0]["text"] for m in rows[k + r]["messages"] if m["role"] == "assistant"]
+                # Each assistant turn is one run of labelled tokens; its kinds come from its own text.
+                turns = torch.tensor_split(real, (torch.diff(real) > 1).nonzero().flatten() + 1)
+                kinds = [
+                    kind
+                    for t, (text, turn) in enumerate(zip(texts, turns, strict=True))
+                    for kind in token_kinds(tokenizer, text, target[r][turn].tolist(), ends=t == 0)
+                ]
+                for kind, ok in zip(kinds, right.tolist(), strict=True):
                     if kind in totals:
                         totals[kind][0] += int(ok)
                         totals[kind][1] += 1
@@ -197,6 +236,10 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=336, help="every image resized to side x side")
     parser.add_argument("--with-map", action="store_true", help="the answer writes the map rows before searching")
     parser.add_argument("--from-cell", action="store_true", help="each tried move starts with the cell it leaves")
+    parser.add_argument("--draw", action="store_true", help="one tried move a turn, the search drawn in a view")
+    parser.add_argument(
+        "--guide-cells", action="store_true", help="guide the coordinates of the cell a line reaches to that cell"
+    )
     parser.add_argument("--guide", type=float, default=1.0)
     parser.add_argument("--aux", type=float, default=1.0)
     parser.add_argument("--eval-every", type=int, default=50)
@@ -205,6 +248,8 @@ def main() -> None:
     args = parser.parse_args()
     planning_probe.CELLS["style"] = "coords"
     STYLE["from_cell"] = args.from_cell
+    STYLE["draw"] = args.draw
+    STYLE["guide_cells"] = args.guide_cells
 
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -248,6 +293,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
 
     def classes(puzzles: list[Any], grids: Any) -> Any:
+        """The symbol under every merged image token; a view shows the same map as the first image."""
         out = []
         for puzzle, (_, gh, gw) in zip(puzzles, grids.tolist(), strict=True):
             gh, gw, n = gh // 2, gw // 2, puzzle.truth["rows"]
@@ -270,7 +316,7 @@ def main() -> None:
             puzzles.append(family.generate(puzzle_rng("search-probe", 0, level, seen), level, seen))
             seen += 1
         built = [search_row(p, args.with_map) for p in puzzles]
-        batch = collator([row for row, _, _ in built])
+        batch = collator([row for row, _, _, _ in built])
         output = model(**batch, output_attentions=args.guide > 0)
         loss = output.loss
         if args.guide:
@@ -278,17 +324,19 @@ def main() -> None:
                 batch,
                 cells,
                 image_token,
-                [w for _, w, _ in built],
+                [w for _, _, w, _ in built],
                 [p.truth["rows"] for p in puzzles],
-                [n for _, _, n in built],
+                [n for _, _, _, n in built],
+                processor.tokenizer,
             )
             attention = output.attentions[1][:, 0]  # head 0 of layer 1, as the perceive stage guides
             mass = (attention[queries[:, 0], queries[:, 1]] * mask).sum(-1).clamp_min(1e-6)
             loss = loss - args.guide * mass.log().mean()
         if args.aux:
             logits = captured["merged"] @ symbols[order].T
+            per_image = [p for (row, *_), p in zip(built, puzzles, strict=True) for _ in row["images"]]
             loss = loss + args.aux * torch.nn.functional.cross_entropy(
-                logits, classes(puzzles, batch["image_grid_thw"])
+                logits, classes(per_image, batch["image_grid_thw"])
             )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
