@@ -43,6 +43,22 @@ def _reading_row(wording: str, size_first: bool, cells: str) -> Any:
     return row
 
 
+def truth_classes(truth: dict[str, Any], grid_thw: Any) -> Any:
+    """The symbol under each merged image token of a frozen-lake map (0 F, 1 H, 2 P, 3 G), from its truth."""
+    import torch
+
+    from sketchmind.train.perception import token_cells
+
+    n = truth["rows"]
+    kinds = torch.zeros(n, n, dtype=torch.long)
+    for r, c in truth["holes"]:
+        kinds[r, c] = 1
+    kinds[tuple(truth["player"])] = 2
+    kinds[tuple(truth["goal"])] = 3
+    rows, cols = token_cells(grid_thw, n)
+    return kinds[rows][:, cols].flatten()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="qwen2.5-vl")
@@ -135,15 +151,7 @@ def main() -> None:
     opt = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=args.lr, weight_decay=0.0)
 
     def token_classes(puzzles: list[Any], grids: Any) -> Any:
-        classes = []
-        for puzzle, (_, gh, gw) in zip(puzzles, grids.tolist(), strict=True):
-            gh, gw, n = gh // 2, gw // 2, puzzle.truth["rows"]
-            kinds = {tuple(puzzle.truth["player"]): 2, tuple(puzzle.truth["goal"]): 3}
-            kinds |= {tuple(h): 1 for h in puzzle.truth["holes"]}
-            for y in range(gh):
-                for x in range(gw):
-                    classes.append(kinds.get((int((y + 0.5) * n / gh), int((x + 0.5) * n / gw)), 0))
-        return torch.tensor(classes)
+        return torch.cat([truth_classes(p.truth, grid) for p, grid in zip(puzzles, grids, strict=True)])
 
     params = sum(p.numel() for p in model.parameters())
     (out / "log.jsonl").unlink(missing_ok=True)

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the planning probe's search, b
 
 import draw_search
 import planning_probe
+from perception_probe import truth_classes
 
 QUESTION = "Plan a path from P to G that steps on no H."
 
@@ -127,6 +128,8 @@ def targets(
     the tokens that write the coordinates of the cell a search line reaches (from its colon on)."""
     import torch
 
+    from sketchmind.train.perception import token_cells
+
     labels, ids, grids = batch["labels"], batch["input_ids"], batch["image_grid_thw"]
     queries, masks, first_image = [], [], 0
     for b in range(len(ids)):
@@ -141,9 +144,7 @@ def targets(
         for k, (position, (r, c)) in enumerate(zip(positions, where[b], strict=True)):
             latest = max(i for i, (start, _) in enumerate(spans) if start < position)
             start, end = spans[latest]
-            _, gh, gw = (int(v) // f for v, f in zip(row_grids[latest], (1, 2, 2), strict=True))
-            cell_row = ((torch.arange(gh) + 0.5) * n / gh).long()
-            cell_col = ((torch.arange(gw) + 0.5) * n / gw).long()
+            cell_row, cell_col = token_cells(row_grids[latest], n)
             mask = torch.zeros(ids.shape[1])
             mask[start:end] = ((cell_row == r)[:, None] & (cell_col == c)[None, :]).flatten().float()
             if k in (player, player + 1):  # "P 2,1": its coordinates come after the symbol
@@ -292,18 +293,6 @@ def main() -> None:
     model.model.visual.register_forward_hook(lambda m, i, o: captured.__setitem__("merged", o.pooler_output))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
 
-    def classes(puzzles: list[Any], grids: Any) -> Any:
-        """The symbol under every merged image token; a view shows the same map as the first image."""
-        out = []
-        for puzzle, (_, gh, gw) in zip(puzzles, grids.tolist(), strict=True):
-            gh, gw, n = gh // 2, gw // 2, puzzle.truth["rows"]
-            kinds = {tuple(puzzle.truth["player"]): 2, tuple(puzzle.truth["goal"]): 3}
-            kinds |= {tuple(h): 1 for h in puzzle.truth["holes"]}
-            out += [
-                kinds.get((int((y + 0.5) * n / gh), int((x + 0.5) * n / gw)), 0) for y in range(gh) for x in range(gw)
-            ]
-        return torch.tensor(out)
-
     held_puzzles = make_dataset(family, levels, 8, seed=99)
     held = [search_row(p, args.with_map)[0] for p in held_puzzles]
     (out / "log.jsonl").unlink(missing_ok=True)
@@ -336,7 +325,8 @@ def main() -> None:
             logits = captured["merged"] @ symbols[order].T
             per_image = [p for (row, *_), p in zip(built, puzzles, strict=True) for _ in row["images"]]
             loss = loss + args.aux * torch.nn.functional.cross_entropy(
-                logits, classes(per_image, batch["image_grid_thw"])
+                logits,
+                torch.cat([truth_classes(p.truth, g) for p, g in zip(per_image, batch["image_grid_thw"], strict=True)]),
             )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

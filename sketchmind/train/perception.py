@@ -177,13 +177,25 @@ class ReadingTargets:
     classes: torch.Tensor  # (image tokens,): each merged image token's cell symbol, as an index into ``cells``
 
 
+def token_cells(grid_thw: Sequence[int] | torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The map row and column that each merged image token's centre falls in, for an n x n map filling the image.
+
+    ``grid_thw`` is one row of the processor's ``image_grid_thw`` (patches); Qwen merges 2x2 patches into one
+    token, so the tokens form an (h/2, w/2) grid. A token's cell is then ``(rows[y], cols[x])``.
+    """
+    import torch
+
+    merge = 2
+    _, gh, gw = (int(v) // f for v, f in zip(grid_thw, (1, merge, merge), strict=True))
+    return ((torch.arange(gh) + 0.5) * n / gh).long(), ((torch.arange(gw) + 0.5) * n / gw).long()
+
+
 def reading_targets(batch: dict[str, torch.Tensor], cells: Sequence[int], image_token_id: int) -> ReadingTargets:
     """The guidance targets of a batch: the map side comes from the number of cell symbols in its labels."""
     import math
 
     import torch
 
-    merge = 2  # Qwen's 2x2 patch merge: one image token per 2x2 patches
     labels, ids, grids = batch["labels"], batch["input_ids"], batch["image_grid_thw"]
     if len(grids) != len(ids):
         raise ValueError(f"reading rows hold one image each; this batch has {len(grids)} for {len(ids)} rows")
@@ -197,15 +209,13 @@ def reading_targets(batch: dict[str, torch.Tensor], cells: Sequence[int], image_
         if n * n != len(positions) or n == 0:
             raise ValueError(f"row {b}: {len(positions)} cell symbols is not a square map")
         symbols = torch.tensor([list(cells).index(int(labels[b, p])) for p in positions]).view(n, n)
-        _, gh, gw = (int(v) // f for v, f in zip(grids[b], (1, merge, merge), strict=True))
         first = int((ids[b] == image_token_id).nonzero()[0])
-        cell_row = ((torch.arange(gh) + 0.5) * n / gh).long()  # the cell each token's centre falls in
-        cell_col = ((torch.arange(gw) + 0.5) * n / gw).long()
+        cell_row, cell_col = token_cells(grids[b], n)
         classes.append(symbols[cell_row][:, cell_col].flatten())
         for k, position in enumerate(positions.tolist()):
             inside = (cell_row == k // n)[:, None] & (cell_col == k % n)[None, :]
             mask = torch.zeros(ids.shape[1])
-            mask[first : first + gh * gw] = inside.flatten().float()
+            mask[first : first + inside.numel()] = inside.flatten().float()
             queries.append((b, position - 1))
             masks.append(mask)
     return ReadingTargets(torch.tensor(queries), torch.stack(masks), torch.cat(classes))
