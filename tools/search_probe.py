@@ -39,7 +39,7 @@ from perception_probe import truth_classes
 QUESTION = "Plan a path from P to G that steps on no H."
 
 
-STYLE = {"from_cell": False, "draw": False, "guide_cells": False}
+STYLE: dict[str, Any] = {"from_cell": False, "draw": False, "guide_cells": False, "side": 336, "view_side": 336}
 
 
 def answer(lake: Any, with_map: bool) -> tuple[str, list[tuple[int, int]]]:
@@ -73,7 +73,14 @@ def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[str], 
     from sketchmind.tasks.frozenlake import Lake
 
     if STYLE["draw"]:
-        return draw_search.draw_row(puzzle, QUESTION)
+        row, *rest = draw_search.draw_row(puzzle, QUESTION)
+        # The map at the probe's side like the one-image search; the views after it at --view-side, smaller
+        # and cheaper (the processor then keeps each image's size, between the two).
+        sides = [STYLE["side"]] + [STYLE["view_side"]] * (len(row["images"]) - 1)
+        row["images"] = [
+            image.resize((side, side), Image.BICUBIC) for image, side in zip(row["images"], sides, strict=True)
+        ]
+        return (row, *rest)
     lake = Lake.from_truth(puzzle.truth)
     text, reads = answer(lake, with_map)
     cells = [lake.player, lake.goal, *reads]
@@ -235,6 +242,7 @@ def main() -> None:
     parser.add_argument("--curriculum", action="store_true", help="sizes open as the open ones pass --widen")
     parser.add_argument("--widen", type=float, default=0.9, help="teacher-forced token accuracy to open a size")
     parser.add_argument("--side", type=int, default=336, help="every image resized to side x side")
+    parser.add_argument("--view-side", type=int, help="with --draw: the views after the map resized to this")
     parser.add_argument("--with-map", action="store_true", help="the answer writes the map rows before searching")
     parser.add_argument("--from-cell", action="store_true", help="each tried move starts with the cell it leaves")
     parser.add_argument("--draw", action="store_true", help="one tried move a turn, the search drawn in a view")
@@ -251,6 +259,7 @@ def main() -> None:
     STYLE["from_cell"] = args.from_cell
     STYLE["draw"] = args.draw
     STYLE["guide_cells"] = args.guide_cells
+    STYLE["side"], STYLE["view_side"] = args.side, args.view_side or args.side
 
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -280,7 +289,8 @@ def main() -> None:
         max_pixels=args.side * args.side,
     )
     processor = AutoProcessor.from_pretrained(str(model_dir))
-    processor.image_processor.size = {"shortest_edge": args.side**2, "longest_edge": args.side**2}
+    smallest = min(args.side, args.view_side or args.side)
+    processor.image_processor.size = {"shortest_edge": smallest**2, "longest_edge": args.side**2}
     model = AutoModelForImageTextToText.from_pretrained(
         str(model_dir), use_safetensors=True, attn_implementation="eager"
     )
