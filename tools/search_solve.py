@@ -1,0 +1,146 @@
+"""Closed-loop solves for the search probe's models: greedy decoding, the answer checked by the verifier.
+
+``search_probe.py`` scores its models teacher-forced. This runs them as a user would: the one-image model
+writes its whole search and plan in one go; the draw model writes one line a turn, and each line is drawn
+(from the model's own lines, not the expert's) into the next view, as the environment would. A line that
+does not parse, or a ``Back to`` a cell the search does not stand next to, ends that map unsolved.
+
+    python tools/search_solve.py runs/probe/search-draw --draw --view-side 168 --per-size 24
+    python tools/search_solve.py runs/probe/search-text-cells --per-size 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import draw_search
+import planning_probe
+import search_probe
+
+FIND = re.compile(r"Find P (\d+),(\d+), G (\d+),(\d+)\.")
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson interval of k successes in n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+class Solver:
+    """Greedy turns of one probe model."""
+
+    def __init__(self, model_dir: Path, side: int, view_side: int) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(str(model_dir))
+        self.processor.image_processor.size = {"shortest_edge": min(side, view_side) ** 2, "longest_edge": side**2}
+        self.model = AutoModelForImageTextToText.from_pretrained(str(model_dir), use_safetensors=True).eval()
+        self.end = self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.side, self.view_side = side, view_side
+        torch.set_grad_enabled(False)
+
+    def turn(self, messages: list[dict[str, Any]], images: list[Any], max_new_tokens: int) -> str:
+        """The model's next assistant turn, greedy."""
+        from sketchmind.models.chat import template_messages
+
+        text = self.processor.apply_chat_template(
+            template_messages(messages)[0], add_generation_prompt=True, tokenize=False
+        )
+        inputs = self.processor(text=[text], images=images, return_tensors="pt")
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.end)
+        return str(self.processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+
+    def image(self, array: Any, side: int) -> Any:
+        import numpy as np
+        from PIL import Image
+
+        return Image.fromarray(np.ascontiguousarray(array)).resize((side, side), Image.BICUBIC)
+
+    def solve_text(self, puzzle: Any) -> str:
+        """The one-image search: everything in one turn."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": search_probe.QUESTION}]}]
+        return self.turn(messages, [self.image(puzzle.image, self.side)], 600)
+
+    def solve_draw(self, puzzle: Any, max_turns: int = 60) -> str:
+        """One line a turn; the model's own lines drawn into each next view. Returns the last turn's text."""
+        from sketchmind.tasks.frozenlake import Lake
+
+        truth = Lake.from_truth(puzzle.truth)
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": search_probe.QUESTION}]}]
+        images = [self.image(puzzle.image, self.side)]
+        lines: list[str] = []
+        start = None
+        for _ in range(max_turns):
+            said = self.turn(messages, images, 40).strip()
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": said}]})
+            if said.startswith("Action plan:"):
+                return said
+            if start is None:  # the first turn says where the ends are, then its first line
+                found = FIND.match(said)
+                if not found:
+                    return said
+                start = (int(found[1]) - 1, int(found[2]) - 1)
+            lines.append(said.split("\n")[-1])
+            try:  # the environment draws what the model wrote, from the player it found
+                branch, ruled_out = draw_search.search_states(replace(truth, player=start), lines)[-1]
+            except (ValueError, AssertionError, IndexError):
+                return said
+            view = draw_search.view(puzzle, truth, branch, ruled_out)
+            images.append(self.image(view, self.view_side))
+            messages.append({"role": "user", "content": [{"type": "image"}]})
+        return ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a search_probe --out folder (its final/ model is solved with)")
+    parser.add_argument("--draw", action="store_true")
+    parser.add_argument("--side", type=int, default=336)
+    parser.add_argument("--view-side", type=int, default=168)
+    parser.add_argument("--levels", default="3-5")
+    parser.add_argument("--per-size", type=int, default=24)
+    parser.add_argument("--vsp", default="data/vsp-maze-examples", help="VSP's maps of those sizes too")
+    args = parser.parse_args()
+    planning_probe.CELLS["style"] = "coords"
+
+    from sketchmind.tasks import get_family
+    from sketchmind.tasks.base import make_dataset
+    from sketchmind.train.perception import PERCEPTION_FAMILY, vsp_puzzles
+
+    family = get_family(PERCEPTION_FAMILY)
+    lo, hi = (int(x) for x in args.levels.split("-"))
+    sets = {
+        "generated": make_dataset(family, list(range(lo, hi + 1)), args.per_size, seed=99),
+        "vsp": [p for p in vsp_puzzles(Path(args.vsp)) if lo <= p.level <= hi],
+    }
+    solver = Solver(Path(args.run) / "final", args.side, args.view_side)
+    report: dict[str, Any] = {"run": args.run, "draw": args.draw}
+    for name, puzzles in sets.items():
+        solved: dict[int, list[int]] = {}
+        for puzzle in puzzles:
+            said = solver.solve_draw(puzzle) if args.draw else solver.solve_text(puzzle)
+            solved.setdefault(puzzle.level, []).append(int(family.verify(puzzle, said)))
+        rows = {str(level): [sum(v), len(v)] for level, v in sorted(solved.items())}
+        k, n = sum(v[0] for v in rows.values()), sum(v[1] for v in rows.values())
+        report[name] = {"by_size": rows, "all": [k, n], "wilson": [round(x, 3) for x in wilson(k, n)]}
+        print(name, json.dumps(report[name]), flush=True)
+    out = Path(args.run) / ("solve-draw.json" if args.draw else "solve.json")
+    out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
