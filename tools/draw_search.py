@@ -19,7 +19,7 @@ from typing import Any
 
 import planning_probe
 
-LINE = re.compile(r"^([UDLR]): (\d+),(\d+) ([FHG])$")
+LINE = re.compile(r"^(?:\d+,\d+ )?([UDLR]): (\d+),(\d+) ([FHG])$")  # "4,4 L: 4,3 F" with --from-cell
 BACK = re.compile(r"^Back to (\d+),(\d+)$")
 
 
@@ -62,19 +62,20 @@ def view(puzzle: Any, lake: Any, branch: list[tuple[int, int]], ruled_out: list[
     return image
 
 
-def draw_row(puzzle: Any, question: str) -> tuple[dict[str, Any], list[str], list[tuple[int, int]], int]:
+def draw_row(
+    puzzle: Any, question: str, lines: list[str], reads: list[tuple[int, int]], path: list[str]
+) -> tuple[dict[str, Any], list[str], list[tuple[int, int]], int]:
     """One multi-turn SFT row: the map and question, then one assistant turn a search line, each answered by a
     view with the search so far drawn; the last turn reads the plan off the drawn path.
 
     Returns the row, its assistant texts, the cell of every symbol they write (P, G, then the reads) and how
-    many of those the search reads."""
+    many of those the search reads. ``lines``, ``reads`` and ``path`` are the search's (``search_lines``)."""
     import numpy as np
     from PIL import Image
 
     from sketchmind.tasks.frozenlake import Lake, format_plan
 
     lake = Lake.from_truth(puzzle.truth)
-    lines, reads, path = planning_probe.search(lake)
     ends = f"Find P {planning_probe.where(lake.player)}, G {planning_probe.where(lake.goal)}."
     turns = [f"{ends}\n{lines[0]}", *lines[1:], format_plan(path)]
     images = [puzzle.image] + [view(puzzle, lake, *state) for state in search_states(lake, lines)]

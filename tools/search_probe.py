@@ -42,13 +42,13 @@ QUESTION = "Plan a path from P to G that steps on no H."
 STYLE: dict[str, Any] = {"from_cell": False, "draw": False, "guide_cells": False, "side": 336, "view_side": 336}
 
 
-def answer(lake: Any, with_map: bool) -> tuple[str, list[tuple[int, int]]]:
-    """What the model writes ([map rows,] where P and G are, the search, the plan) and the cells it reads.
+def search_lines(lake: Any) -> tuple[list[str], list[tuple[int, int]], list[str]]:
+    """The planning probe's search (lines, the cell each line reads, the plan), in this probe's style.
 
     With ``STYLE["from_cell"]`` each tried move starts from the cell it leaves ("3,2 D: 4,2 F"), so the next
     cell is arithmetic on the same line instead of on a cell some lines above.
     """
-    from sketchmind.tasks.frozenlake import MOVES, format_plan
+    from sketchmind.tasks.frozenlake import MOVES
 
     lines, reads, path = planning_probe.search(lake)
     if STYLE["from_cell"]:
@@ -58,6 +58,14 @@ def answer(lake: Any, with_map: bool) -> tuple[str, list[tuple[int, int]]]:
                 reached, move = next(tried), line[0]
                 left = (reached[0] - MOVES[move][0], reached[1] - MOVES[move][1])
                 lines[k] = f"{planning_probe.where(left)} {line}"
+    return lines, reads, path
+
+
+def answer(lake: Any, with_map: bool) -> tuple[str, list[tuple[int, int]]]:
+    """What the model writes ([map rows,] where P and G are, the search, the plan) and the cells it reads."""
+    from sketchmind.tasks.frozenlake import format_plan
+
+    lines, reads, path = search_lines(lake)
     # Where the search starts and heads: found in the image, never given in the text.
     ends = f"Find P {planning_probe.where(lake.player)}, G {planning_probe.where(lake.goal)}."
     text = "\n".join([ends, *lines, format_plan(path)])
@@ -73,7 +81,7 @@ def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[str], 
     from sketchmind.tasks.frozenlake import Lake
 
     if STYLE["draw"]:
-        row, *rest = draw_search.draw_row(puzzle, QUESTION)
+        row, *rest = draw_search.draw_row(puzzle, QUESTION, *search_lines(Lake.from_truth(puzzle.truth)))
         # The map at the probe's side like the one-image search; the views after it at --view-side, smaller
         # and cheaper (the processor then keeps each image's size, between the two).
         sides = [STYLE["side"]] + [STYLE["view_side"]] * (len(row["images"]) - 1)
@@ -119,6 +127,26 @@ def image_spans(ids: Any, image_token: int) -> list[tuple[int, int]]:
     return list(zip((edges == 1).nonzero().flatten().tolist(), (edges == -1).nonzero().flatten().tolist(), strict=True))
 
 
+def cell_mask(span: tuple[int, int], grid_thw: Any, n: int, cell: tuple[int, int], length: int) -> Any:
+    """1 on the image tokens of ``span`` (one image, of ``grid_thw``) inside ``cell`` of an n x n map."""
+    import torch
+
+    from sketchmind.train.perception import token_cells
+
+    rows, cols = token_cells(grid_thw, n)
+    mask = torch.zeros(length)
+    mask[span[0] : span[1]] = ((rows == cell[0])[:, None] & (cols == cell[1])[None, :]).flatten().float()
+    return mask
+
+
+def coordinates_before(ids: Any, position: int, tokenizer: Any) -> int:
+    """The position of the token just before the "r,c" that ends right before ``position``."""
+    first = position - 1
+    while tokenizer.decode([int(ids[first])]).strip(" ,0123456789") == "" and first > 0:
+        first -= 1
+    return first
+
+
 def targets(
     batch: Any,
     cells: list[int],
@@ -135,7 +163,7 @@ def targets(
     the tokens that write the coordinates of the cell a search line reaches (from its colon on)."""
     import torch
 
-    from sketchmind.train.perception import token_cells
+    from sketchmind.tasks.frozenlake import MOVES
 
     labels, ids, grids = batch["labels"], batch["input_ids"], batch["image_grid_thw"]
     queries, masks, first_image = [], [], 0
@@ -150,17 +178,19 @@ def targets(
         player = len(where[b]) - reads[b] - 2  # the map's cells (with --with-map), then P and G, then the reads
         for k, (position, (r, c)) in enumerate(zip(positions, where[b], strict=True)):
             latest = max(i for i, (start, _) in enumerate(spans) if start < position)
-            start, end = spans[latest]
-            cell_row, cell_col = token_cells(row_grids[latest], n)
-            mask = torch.zeros(ids.shape[1])
-            mask[start:end] = ((cell_row == r)[:, None] & (cell_col == c)[None, :]).flatten().float()
+            mask = cell_mask(spans[latest], row_grids[latest], n, (r, c), ids.shape[1])
             if k in (player, player + 1):  # "P 2,1": its coordinates come after the symbol
                 guided = range(position - 1, position + 4)
             elif k > player + 1 and STYLE["guide_cells"]:  # "L: 4,3 F": the coordinates come before it
-                first = position - 1
-                while tokenizer.decode([int(ids[b, first])]).strip(" ,0123456789") == "" and first > 0:
-                    first -= 1
+                first = coordinates_before(ids[b], position, tokenizer)
                 guided = range(first, position)
+                if STYLE["from_cell"]:  # "4,4 L: 4,3 F": the cell it leaves, and the move, look at that cell
+                    move = tokenizer.decode([int(ids[b, first - 1])]).strip()
+                    left = (r - MOVES[move][0], c - MOVES[move][1])
+                    before = coordinates_before(ids[b], first - 1, tokenizer)
+                    for query in range(before, first - 1):
+                        queries.append((b, query))
+                        masks.append(cell_mask(spans[latest], row_grids[latest], n, left, ids.shape[1]))
             else:
                 guided = range(position - 1, position)
             for query in guided:
