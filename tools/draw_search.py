@@ -88,3 +88,27 @@ def draw_row(
         messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
     row = {"messages": messages, "images": [Image.fromarray(np.ascontiguousarray(i)) for i in images]}
     return row, turns, [lake.player, lake.goal, *reads], len(reads)
+
+
+def figure(out: str, level: int = 5, index: int = 3) -> None:
+    """The views of one map's draw-turn search side by side (the figure in docs/perception.md)."""
+    import numpy as np
+    from PIL import Image
+
+    from sketchmind.tasks import get_family
+    from sketchmind.tasks.base import puzzle_rng
+    from sketchmind.tasks.frozenlake import Lake
+
+    planning_probe.CELLS["style"] = "coords"
+    puzzle = get_family("frozenlake-classic").generate(puzzle_rng("x", 0, level, index), level, index)
+    lake = Lake.from_truth(puzzle.truth)
+    lines = planning_probe.search(lake)[0]
+    views = [puzzle.image] + [view(puzzle, lake, *state) for state in search_states(lake, lines)]
+    strip = Image.fromarray(np.concatenate(views, axis=1))
+    strip.resize((strip.width * 5 // 8, strip.height * 5 // 8), Image.LANCZOS).save(out, optimize=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    figure(sys.argv[1])
