@@ -138,7 +138,7 @@ def main() -> None:
         k, n = sum(v[0] for v in rows.values()), sum(v[1] for v in rows.values())
         report[name] = {"by_size": rows, "all": [k, n], "wilson": [round(x, 3) for x in wilson(k, n)]}
         print(name, json.dumps(report[name]), flush=True)
-    out = Path(args.run) / ("solve-draw.json" if args.draw else "solve.json")
+    out = Path(args.run) / f"solve{'-draw' if args.draw else ''}-{args.levels}.json"
     out.write_text(json.dumps(report, indent=1))
 
 
