@@ -32,7 +32,8 @@ def search_states(lake: Any, lines: list[str]) -> list[tuple[list[tuple[int, int
             (ruled_out if tried[4] == "H" else branch).append(cell)
         elif back := BACK.match(line):
             ruled_out.append(branch.pop())
-            assert branch[-1] == (int(back[1]) - 1, int(back[2]) - 1), line
+            if not branch or branch[-1] != (int(back[1]) - 1, int(back[2]) - 1):
+                raise ValueError(f"the search does not stand next to that cell: {line!r}")
         else:
             raise ValueError(f"not a search line: {line!r}")
         states.append((list(branch), list(ruled_out)))
@@ -62,6 +63,11 @@ def view(puzzle: Any, lake: Any, branch: list[tuple[int, int]], ruled_out: list[
     return image
 
 
+def views(puzzle: Any, lake: Any, lines: list[str]) -> list[Any]:
+    """The map, then the view after each line of the search."""
+    return [puzzle.image] + [view(puzzle, lake, *state) for state in search_states(lake, lines)]
+
+
 def draw_row(
     puzzle: Any, question: str, lines: list[str], reads: list[tuple[int, int]], path: list[str]
 ) -> tuple[dict[str, Any], list[str], list[tuple[int, int]], int]:
@@ -78,7 +84,7 @@ def draw_row(
     lake = Lake.from_truth(puzzle.truth)
     ends = f"Find P {planning_probe.where(lake.player)}, G {planning_probe.where(lake.goal)}."
     turns = [f"{ends}\n{lines[0]}", *lines[1:], format_plan(path)]
-    images = [puzzle.image] + [view(puzzle, lake, *state) for state in search_states(lake, lines)]
+    images = views(puzzle, lake, lines)
     messages: list[dict[str, Any]] = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
     ]
@@ -102,9 +108,7 @@ def figure(out: str, level: int = 5, index: int = 3) -> None:
     planning_probe.CELLS["style"] = "coords"
     puzzle = get_family("frozenlake-classic").generate(puzzle_rng("x", 0, level, index), level, index)
     lake = Lake.from_truth(puzzle.truth)
-    lines = planning_probe.search(lake)[0]
-    views = [puzzle.image] + [view(puzzle, lake, *state) for state in search_states(lake, lines)]
-    strip = Image.fromarray(np.concatenate(views, axis=1))
+    strip = Image.fromarray(np.concatenate(views(puzzle, lake, planning_probe.search(lake)[0]), axis=1))
     strip.resize((strip.width * 5 // 8, strip.height * 5 // 8), Image.LANCZOS).save(out, optimize=True)
 
 
