@@ -23,49 +23,33 @@ LINE = re.compile(r"^(?:\d+,\d+ )?([UDLR]): (\d+),(\d+) ([FHG])$")  # "4,4 L: 4,
 BACK = re.compile(r"^Back to (\d+),(\d+)$")
 
 
-def search_states(lake: Any, lines: list[str]) -> list[tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
-    """After each line of the search: (the branch from P to the current cell, the cells ruled out)."""
-    branch, ruled_out, states = [lake.player], [], []
+def search_states(start: tuple[int, int], lines: list[str]) -> list[Any]:
+    """The search's state (``SearchState``) after each line, from the player at ``start``.
+
+    The probe's lines may leave out the cell a move leaves (without ``--from-cell``); it is where the
+    search stands. Raises ValueError for a line that is not a step of the search from there.
+    """
+    from sketchmind.tasks.frozenlake_search import SearchState, SearchStep
+
+    state, out = SearchState((start,)), []
     for line in lines:
         if tried := LINE.match(line):
-            cell = (int(tried[2]) - 1, int(tried[3]) - 1)
-            (ruled_out if tried[4] == "H" else branch).append(cell)
+            reached = (int(tried[2]) - 1, int(tried[3]) - 1)
+            step = SearchStep(state.current, reached, tried[1], tried[4])
         elif back := BACK.match(line):
-            ruled_out.append(branch.pop())
-            if not branch or branch[-1] != (int(back[1]) - 1, int(back[2]) - 1):
-                raise ValueError(f"the search does not stand next to that cell: {line!r}")
+            step = SearchStep(state.current, (int(back[1]) - 1, int(back[2]) - 1))
         else:
             raise ValueError(f"not a search line: {line!r}")
-        states.append((list(branch), list(ruled_out)))
-    return states
-
-
-def view(puzzle: Any, lake: Any, branch: list[tuple[int, int]], ruled_out: list[tuple[int, int]]) -> Any:
-    """The map with the search drawn on it, through the product's own marks and renderer."""
-    import numpy as np
-
-    from sketchmind.actions import Dot, Line, Path
-    from sketchmind.render import draw_mark, get_style
-    from sketchmind.tasks.frozenlake import Geometry
-
-    geometry = Geometry.of(puzzle, lake)
-    marks: list[Any] = []
-    if len(branch) > 1:
-        marks.append(Path(points=[geometry.centre(c) for c in branch], label="path"))
-    marks.append(Dot(point=geometry.centre(branch[-1]), label="here"))
-    for cell in ruled_out:
-        x1, y1, x2, y2 = geometry.box(cell)
-        marks += [Line(start=[x1, y1], end=[x2, y2], label="no"), Line(start=[x1, y2], end=[x2, y1], label="no")]
-    image = np.array(puzzle.image, copy=True)
-    style = get_style("sketchmind")
-    for ordinal, mark in enumerate(marks):
-        draw_mark(image, mark, style, ordinal, tag=False)
-    return image
+        state = state.after(step)
+        out.append(state)
+    return out
 
 
 def views(puzzle: Any, lake: Any, lines: list[str]) -> list[Any]:
-    """The map, then the view after each line of the search."""
-    return [puzzle.image] + [view(puzzle, lake, *state) for state in search_states(lake, lines)]
+    """The map, then the view after each line of the search (the product's marks and renderer)."""
+    from sketchmind.tasks.frozenlake_search import search_view
+
+    return [puzzle.image] + [search_view(puzzle, state) for state in search_states(lake.player, lines)]
 
 
 def draw_row(
@@ -94,6 +78,35 @@ def draw_row(
         messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
     row = {"messages": messages, "images": [Image.fromarray(np.ascontiguousarray(i)) for i in images]}
     return row, turns, [lake.player, lake.goal, *reads], len(reads)
+
+
+def markov_turns(
+    puzzle: Any, lines: list[str], reads: list[tuple[int, int]], path: list[str]
+) -> list[tuple[Any, str, list[tuple[int, int]], int]]:
+    """The draw-turn search as turns that each stand alone: (the view, the turn's text, the cells of the
+    symbols it writes, how many of those the search reads), one per line, then the plan.
+
+    The view is the whole state of a greedy depth-first search: the branch is the drawn path, the dot its
+    end, and every cell the search has tried off the branch is crossed, so the next move is the first one
+    (toward the goal, the longer way first) whose cell is neither. A turn therefore needs no history: it
+    sees the latest view and the question, and writes where the goal is (so the move order is local), the
+    cell the dot stands on, the move, the cell it reaches and what is there. The first turn, on the bare
+    map, also says where P is; the last reads the plan off the drawn path. The context stays one image and a
+    line, whatever the map's size.
+    """
+    from sketchmind.tasks.frozenlake import Lake, format_plan
+
+    lake = Lake.from_truth(puzzle.truth)
+    goal = f"G {planning_probe.where(lake.goal)}."  # after a word: the symbols' tokens carry a space
+    images = views(puzzle, lake, lines)
+    tried = iter(reads)
+    turns: list[tuple[Any, str, list[tuple[int, int]], int]] = []
+    for k, line in enumerate([*lines, format_plan(path)]):
+        head = f"Find P {planning_probe.where(lake.player)}, {goal}" if k == 0 else f"Find {goal}"
+        ends = [lake.player, lake.goal] if k == 0 else [lake.goal]
+        read = [next(tried)] if LINE.match(line) else []
+        turns.append((images[k], f"{head}\n{line}", ends + read, len(read)))
+    return turns
 
 
 def figure(out: str, level: int = 5, index: int = 3) -> None:

@@ -39,7 +39,14 @@ from perception_probe import truth_classes
 QUESTION = "Plan a path from P to G that steps on no H."
 
 
-STYLE: dict[str, Any] = {"from_cell": False, "draw": False, "guide_cells": False, "side": 336, "view_side": 336}
+STYLE: dict[str, Any] = {
+    "from_cell": False,
+    "draw": False,
+    "markov": False,
+    "guide_cells": False,
+    "side": 336,
+    "view_side": 336,
+}
 
 
 def search_lines(lake: Any) -> tuple[list[str], list[tuple[int, int]], list[str]]:
@@ -72,14 +79,26 @@ def answer(lake: Any, with_map: bool) -> tuple[str, list[tuple[int, int]]]:
     return (planning_probe.map_text(lake) + "\n" + text if with_map else text), reads
 
 
-def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[str], list[tuple[int, int]], int]:
+def search_row(
+    puzzle: Any, with_map: bool, turn: int | None = None
+) -> tuple[dict[str, Any], list[str], list[tuple[int, int]], int]:
     """One SFT row (image, question, [map rows,] ends, search, plan), its assistant texts, the cell of every
-    symbol it writes, and how many of those the search reads (the last ones)."""
+    symbol it writes, and how many of those the search reads (the last ones).
+
+    With ``STYLE["markov"]`` the row is one turn that stands alone (``draw_search.markov_turns``): ``turn``,
+    or one picked by the puzzle's index (the k-th of n turns, -1 the plan)."""
     import numpy as np
     from PIL import Image
 
     from sketchmind.tasks.frozenlake import Lake
 
+    if STYLE["markov"]:
+        turns = draw_search.markov_turns(puzzle, *search_lines(Lake.from_truth(puzzle.truth)))
+        if turn is None:
+            turn = int(np.random.default_rng([puzzle.level, puzzle.index]).integers(len(turns)))
+        view, text, cells, reads = turns[turn]
+        image = Image.fromarray(np.ascontiguousarray(view)).resize((STYLE["side"],) * 2, Image.BICUBIC)
+        return markov_row(image, text), [text], cells, reads
     if STYLE["draw"]:
         row, *rest = draw_search.draw_row(puzzle, QUESTION, *search_lines(Lake.from_truth(puzzle.truth)))
         # The map at the probe's side like the one-image search; the views after it at --view-side, smaller
@@ -104,6 +123,30 @@ def search_row(puzzle: Any, with_map: bool) -> tuple[dict[str, Any], list[str], 
     return row, [text], cells, len(reads)
 
 
+def markov_row(image: Any, text: str | None) -> dict[str, Any]:
+    """One stand-alone turn: the latest view and the question, [then what the model writes]."""
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}
+    ]
+    if text is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
+    return {"messages": messages, "images": [image]}
+
+
+def held_rows(puzzles: list[Any], with_map: bool) -> list[tuple[int, dict[str, Any]]]:
+    """The held-out rows and their map sizes: one a map, or with ``STYLE["markov"]`` its first, middle and
+    last (plan) turns."""
+    from sketchmind.tasks.frozenlake import Lake
+
+    if not STYLE["markov"]:
+        return [(p.level, search_row(p, with_map)[0]) for p in puzzles]
+    rows = []
+    for puzzle in puzzles:
+        n = len(planning_probe.search(Lake.from_truth(puzzle.truth))[0]) + 1  # the lines, then the plan
+        rows += [(puzzle.level, search_row(puzzle, with_map, k)[0]) for k in sorted({0, n // 2, n - 1})]
+    return rows
+
+
 def corpus() -> Any:
     """The tokenizer's texts: the reading rows' and the search answers'."""
     import numpy as np
@@ -114,7 +157,8 @@ def corpus() -> Any:
     yield from perception_corpus()
     rng = np.random.default_rng(0)
     for k in range(400):
-        yield answer(random_lake(rng, 3 + k % 6), with_map=True)[0]
+        lake = random_lake(rng, 3 + k % 6)
+        yield answer(lake, with_map=True)[0]
         yield QUESTION
 
 
@@ -277,6 +321,9 @@ def main() -> None:
     parser.add_argument("--from-cell", action="store_true", help="each tried move starts with the cell it leaves")
     parser.add_argument("--draw", action="store_true", help="one tried move a turn, the search drawn in a view")
     parser.add_argument(
+        "--markov", action="store_true", help="with --draw: each turn stands alone (the latest view, no history)"
+    )
+    parser.add_argument(
         "--guide-cells", action="store_true", help="guide the coordinates of the cell a line reaches to that cell"
     )
     parser.add_argument("--guide", type=float, default=1.0)
@@ -288,6 +335,7 @@ def main() -> None:
     planning_probe.CELLS["style"] = "coords"
     STYLE["from_cell"] = args.from_cell
     STYLE["draw"] = args.draw
+    STYLE["markov"] = args.markov
     STYLE["guide_cells"] = args.guide_cells
     STYLE["side"], STYLE["view_side"] = args.side, args.view_side or args.side
 
@@ -334,7 +382,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
 
     held_puzzles = make_dataset(family, levels, 8, seed=99)
-    held = [search_row(p, args.with_map)[0] for p in held_puzzles]
+    held = held_rows(held_puzzles, args.with_map)
     (out / "log.jsonl").unlink(missing_ok=True)
     unlocked = levels[:1] if args.curriculum else levels
     start, step, seen = time.perf_counter(), 0, 0
@@ -383,8 +431,7 @@ def main() -> None:
             }
             by_level = {}
             for level in levels:
-                pick = [k for k, p in enumerate(held_puzzles) if p.level == level]
-                by_level[level] = score(model, collator, [held[k] for k in pick], cells)
+                by_level[level] = score(model, collator, [row for size, row in held if size == level], cells)
             line["held"] = rates(*by_level.values())
             line["open_sizes"] = rates(*(by_level[level] for level in unlocked))
             by_level = {level: rates(counts) for level, counts in by_level.items()}
@@ -394,8 +441,14 @@ def main() -> None:
             now = [s["tokens"] for level, s in by_level.items() if level in unlocked]
             if args.curriculum and min(now) > args.widen and len(unlocked) < len(levels):
                 unlocked = levels[: len(unlocked) + 1]
-    model.save_pretrained(str(out / "final"))
-    processor.save_pretrained(str(out / "final"))
+            save(model, processor, out / "final")  # the latest weights, kept at every evaluation
+    save(model, processor, out / "final")
+
+
+def save(model: Any, processor: Any, folder: Path) -> None:
+    """The model and processor, as search_solve.py loads them."""
+    model.save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
 
 
 if __name__ == "__main__":

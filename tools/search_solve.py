@@ -7,6 +7,7 @@ does not parse, or a ``Back to`` a cell the search does not stand next to, ends 
 
     python tools/search_solve.py runs/probe/search-draw --draw --view-side 168 --per-size 24
     python tools/search_solve.py runs/probe/search-text-cells --per-size 24
+    python tools/search_solve.py runs/probe/markov-3-8 --markov --levels 3-8 --per-size 16
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import search_probe
 from sketchmind.bench.report import wilson
 
 FIND = re.compile(r"Find P (\d+),(\d+), G (\d+),(\d+)\.")
+FIND_P = re.compile(r"Find P (\d+),(\d+),")
 
 
 class Solver:
@@ -68,9 +69,8 @@ class Solver:
 
     def solve_draw(self, puzzle: Any, max_turns: int = 60) -> str:
         """One line a turn; the model's own lines drawn into each next view. Returns the last turn's text."""
-        from sketchmind.tasks.frozenlake import Lake
+        from sketchmind.tasks.frozenlake_search import search_view
 
-        truth = Lake.from_truth(puzzle.truth)
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": search_probe.QUESTION}]}]
         images = [self.image(puzzle.image, self.side)]
         lines: list[str] = []
@@ -87,12 +87,36 @@ class Solver:
                 start = (int(found[1]) - 1, int(found[2]) - 1)
             lines.append(said.split("\n")[-1])
             try:  # the environment draws what the model wrote, from the player it found
-                branch, ruled_out = draw_search.search_states(replace(truth, player=start), lines)[-1]
-            except (ValueError, IndexError):
+                state = draw_search.search_states(start, lines)[-1]
+            except ValueError:
                 return said
-            view = draw_search.view(puzzle, truth, branch, ruled_out)
+            view = search_view(puzzle, state)
             images.append(self.image(view, self.view_side))
             messages.append({"role": "user", "content": [{"type": "image"}]})
+        return ""
+
+    def solve_markov(self, puzzle: Any, max_turns: int = 80) -> str:
+        """One line a turn from the latest view alone: no history, the model's own lines drawn into each view."""
+        from sketchmind.tasks.frozenlake_search import search_view
+
+        view, lines, start = puzzle.image, [], None
+        for _ in range(max_turns):
+            row = search_probe.markov_row(self.image(view, self.side), None)
+            said = self.turn(row["messages"], row["images"], 40).strip()
+            line = said.split("\n")[-1]
+            if line.startswith("Action plan:"):
+                return line
+            if start is None:  # the first turn says where P is
+                found = FIND_P.match(said)
+                if not found:
+                    return said
+                start = (int(found[1]) - 1, int(found[2]) - 1)
+            lines.append(line)
+            try:
+                state = draw_search.search_states(start, lines)[-1]
+            except ValueError:
+                return said
+            view = search_view(puzzle, state)
         return ""
 
 
@@ -100,6 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a search_probe --out folder (its final/ model is solved with)")
     parser.add_argument("--draw", action="store_true")
+    parser.add_argument("--markov", action="store_true", help="draw turns that each see the latest view alone")
     parser.add_argument("--side", type=int, default=336)
     parser.add_argument("--view-side", type=int, default=168)
     parser.add_argument("--levels", default="3-5")
@@ -119,17 +144,21 @@ def main() -> None:
         "vsp": [p for p in vsp_puzzles(Path(args.vsp)) if lo <= p.level <= hi],
     }
     solver = Solver(Path(args.run) / "final", args.side, args.view_side)
-    report: dict[str, Any] = {"run": args.run, "draw": args.draw}
+    report: dict[str, Any] = {"run": args.run, "draw": args.draw, "markov": args.markov}
     for name, puzzles in sets.items():
         solved: dict[int, list[int]] = {}
         for puzzle in puzzles:
-            said = solver.solve_draw(puzzle) if args.draw else solver.solve_text(puzzle)
+            if args.markov:
+                said = solver.solve_markov(puzzle)
+            else:
+                said = solver.solve_draw(puzzle) if args.draw else solver.solve_text(puzzle)
             solved.setdefault(puzzle.level, []).append(int(family.verify(puzzle, said)))
         rows = {str(level): [sum(v), len(v)] for level, v in sorted(solved.items())}
         k, n = sum(v[0] for v in rows.values()), sum(v[1] for v in rows.values())
         report[name] = {"by_size": rows, "all": [k, n], "wilson": [round(x, 3) for x in wilson(k, n)]}
         print(name, json.dumps(report[name]), flush=True)
-    out = Path(args.run) / f"solve{'-draw' if args.draw else ''}-{args.levels}.json"
+    arm = "-markov" if args.markov else "-draw" if args.draw else ""
+    out = Path(args.run) / f"solve{arm}-{args.levels}.json"
     out.write_text(json.dumps(report, indent=1))
 
 

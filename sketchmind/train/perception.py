@@ -227,15 +227,42 @@ def _pooled(out: Any) -> torch.Tensor:
     return pooled if pooled is not None else out[1]  # type: ignore[no-any-return]
 
 
-def guided_trainer(base: type[Any], guidance: Guidance) -> type[Any]:
-    """``base`` (an ``SFTTrainer``) whose loss adds ``guidance``'s two terms; the model must use eager attention."""
+def batch_reading_targets(inputs: dict[str, Any], processor: Any) -> ReadingTargets:
+    """``reading_targets`` for a collated batch of reading rows."""
+    tokenizer = processor.tokenizer
+    return reading_targets(inputs, cell_token_ids(tokenizer), tokenizer.convert_tokens_to_ids(processor.image_token))
+
+
+def guided_trainer(
+    base: type[Any],
+    guidance: Guidance,
+    targets: Callable[..., ReadingTargets] = batch_reading_targets,
+    row_keys: Sequence[str] = (),
+) -> type[Any]:
+    """``base`` (an ``SFTTrainer``) whose loss adds ``guidance``'s two terms; the model must use eager attention.
+
+    ``targets(inputs, processor, **extra)`` says where each guided token looks; ``row_keys`` are row fields it
+    reads besides the collated batch (the planning rows' ``map``): they ride along in the batch as lists and
+    are taken out before the model's forward pass.
+    """
     import torch
     import torch.nn.functional as F
 
     class GuidedReading(base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if row_keys:
+                collate = self.data_collator  # type: ignore[has-type]
+
+                def with_row_keys(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+                    return {**collate(rows), **{key: [row[key] for row in rows] for key in row_keys}}
+
+                self.data_collator = with_row_keys
+
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
+            extra = {key: inputs.pop(key) for key in row_keys}
             # Hooks, not return_outputs: TRL's fused loss would run a second forward pass to build the logits.
             seen: dict[str, torch.Tensor] = {}
             visual = model.model.visual  # Qwen2.5-VL / Qwen3-VL: the merged tokens are the tower's pooler output
@@ -256,16 +283,15 @@ def guided_trainer(base: type[Any], guidance: Guidance) -> type[Any]:
                 for hook in hooks:
                     hook.remove()
             loss = result[0] if return_outputs else result
-            tokenizer = self.processing_class.tokenizer
-            cells = cell_token_ids(tokenizer)
-            targets = reading_targets(inputs, cells, tokenizer.convert_tokens_to_ids(self.processing_class.image_token))
+            cells = cell_token_ids(self.processing_class.tokenizer)
+            wanted = targets(inputs, self.processing_class, **extra)
             symbols = model.get_input_embeddings().weight[torch.tensor(cells)]
-            tokens = F.cross_entropy(seen["merged"] @ symbols.T, targets.classes)
+            tokens = F.cross_entropy(seen["merged"] @ symbols.T, wanted.classes)
             loss = loss + guidance.tokens * tokens
             self._guidance_logs = {"token_ce": tokens.item()}
-            if "weights" in seen:
+            if "weights" in seen and len(wanted.queries):
                 weights = seen["weights"][:, guidance.head]
-                mass = (weights[targets.queries[:, 0], targets.queries[:, 1]] * targets.mask).sum(-1)
+                mass = (weights[wanted.queries[:, 0], wanted.queries[:, 1]] * wanted.mask).sum(-1)
                 look = -mass.clamp_min(1e-6).log().mean()
                 loss = loss + guidance.attention * look
                 self._guidance_logs["look"] = look.item()
