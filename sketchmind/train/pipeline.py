@@ -37,16 +37,24 @@ from sketchmind.train.stage_clock import StageClock
 
 if TYPE_CHECKING:
     from sketchmind.protocols import Protocol
+    from sketchmind.train.search_stage import SolveTable
     from sketchmind.train.synth_stats import SynthStats
 
 STAGES: tuple[str, ...] = (
-    "synth", "base", "perceive", "sft", "rejection", "sft2", "dpo", "grpo", "latent1", "latent2", "sft_text",
+    "synth", "base", "perceive", "search", "sft", "rejection", "sft2", "dpo", "grpo", "latent1", "latent2", "sft_text",
     "sft_direct", "eval",
 )  # fmt: skip
-DRAW_TRAINERS: tuple[str, ...] = ("perceive", "sft", "sft2", "dpo", "grpo")  # the stages that train the draw policy
+DRAW_TRAINERS: tuple[str, ...] = (
+    "perceive",
+    "search",
+    "sft",
+    "sft2",
+    "dpo",
+    "grpo",
+)  # the stages that train the draw policy
 # The stages every process of a launch runs (the Trainer's data parallelism); the others run on the main process
 # while the rest wait (docs/multi-gpu.md).
-PARALLEL_STAGES: tuple[str, ...] = ("perceive", "sft", "sft2", "dpo", "grpo", "sft_text", "sft_direct")
+PARALLEL_STAGES: tuple[str, ...] = ("perceive", "search", "sft", "sft2", "dpo", "grpo", "sft_text", "sft_direct")
 DONE_FILE = "done.json"
 Report = Callable[[str], None]
 
@@ -77,6 +85,7 @@ class Pipeline:
         skip = {
             "base": self.recipe.model.tiny is None,
             "perceive": stages.perceive is None,
+            "search": stages.search is None,
             "rejection": stages.rejection is None,
             "sft2": stages.rejection is None,
             "dpo": stages.dpo is None,
@@ -231,6 +240,10 @@ class Pipeline:
             from sketchmind.train.perception import perception_corpus
 
             texts = itertools.chain(texts, perception_corpus())
+        if self.recipe.stages.search is not None:  # the search's cell names and moves
+            from sketchmind.train.search_rows import search_corpus
+
+            texts = itertools.chain(texts, search_corpus())
         path = build_tiny(
             tiny.family,
             self.folder("base") / "model",
@@ -292,6 +305,62 @@ class Pipeline:
         table = reading_table(final, self.recipe, self.folder("perceive"))
         self.report(table.markdown())
         return summary | table.summary() | _scalars(metrics)
+
+    def _search(self) -> dict[str, Any]:
+        """Teach the frozen-lake search on fresh maps, small ones first; then solve held-out maps in closed loop."""
+        from sketchmind.tasks import get_family
+        from sketchmind.tasks.base import make_dataset
+        from sketchmind.train.perception import Curriculum, Guidance, guided_trainer
+        from sketchmind.train.search_stage import batch_search_targets, search_dataset, widen_callback
+        from sketchmind.train.sft import run_sft
+
+        spec = self.recipe.stages.search
+        assert spec is not None
+        curriculum = Curriculum(sorted(spec.levels), 1 if spec.curriculum else len(spec.levels))
+        validation = make_dataset(get_family(spec.family), spec.levels, spec.eval_n, seed=spec.seed + 1)
+        widen = widen_callback(validation, spec.arm, spec.widen, curriculum, every=spec.eval_every, report=self.report)
+        guidance = Guidance(attention=spec.guide_attention, tokens=spec.guide_tokens)
+        args = spec.trl_args()
+        rows = args["max_steps"] * args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
+        metrics = run_sft(
+            self.model_after(self.previous("search")),
+            search_dataset(spec.family, spec.arm, curriculum, rows * world_size(), spec.seed),
+            self.folder("search"),
+            seed=self.recipe.seed,
+            trl=args,
+            dtype=self.recipe.model.dtype,
+            callbacks=[widen],
+            rich_progress=self.rich_progress,
+            trainer_extension=lambda base: guided_trainer(base, guidance, batch_search_targets, row_keys=("map",)),
+            attn_implementation="eager" if guidance.attention > 0 else None,
+        )
+        final = str(self.folder("search") / "final")
+        summary = {"final": final, "arm": spec.arm, "levels_open": curriculum.current()[-1]}
+        if not is_main():
+            return summary
+        table = self._solve_table(final)
+        self.report(table.markdown())
+        return summary | table.summary() | _scalars(metrics)
+
+    def _solve_table(self, model: str) -> SolveTable:
+        """The search model's closed-loop solves on held-out maps (the eval seed) and VSP's, saved beside it."""
+        from sketchmind.models.hf import HFPolicy
+        from sketchmind.tasks import get_family
+        from sketchmind.tasks.base import make_dataset
+        from sketchmind.train.perception import vsp_puzzles
+        from sketchmind.train.search_stage import SOLVE_FILE, measure_solving
+
+        spec = self.recipe.stages.search
+        assert spec is not None
+        family = get_family(spec.family)
+        seed = self.recipe.eval.seed if self.recipe.eval is not None else spec.seed + 2
+        sets = {"generated": make_dataset(family, spec.levels, spec.solve_n, seed=seed)}
+        vsp = self.recipe.eval.vsp if self.recipe.eval is not None else None
+        if vsp:
+            sets["vsp"] = [p for p in vsp_puzzles(Path(vsp)) if p.level in spec.levels]
+        table = measure_solving(HFPolicy(model), sets, spec.arm, family)
+        table.save(self.folder("search") / SOLVE_FILE)
+        return table
 
     def _sft(self) -> dict[str, Any]:
         from sketchmind.train.synth_storage import load_dataset
@@ -468,9 +537,9 @@ class Pipeline:
         return self._fine_tune(stage, load_dataset(data), self.recipe.stages.sft, start=start)
 
     def _cold_start(self) -> str:
-        """The model the cold-start SFT starts from: the last of base and perceive that the recipe runs."""
+        """The model the cold-start SFT starts from: the last of base, perceive and search that the recipe runs."""
         enabled = self.enabled()
-        for stage in ("perceive", "base"):
+        for stage in ("search", "perceive", "base"):
             if stage in enabled:
                 return self.model_after(stage)
         return self.model_after("synth")

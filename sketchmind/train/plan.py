@@ -502,7 +502,7 @@ def _checkpointing(trl: Mapping[str, Any]) -> bool:
 
 
 def stage_plans(recipe: Recipe) -> list[StagePlan]:
-    """The recipe's trainer stages (perceive, sft, sft2, dpo, grpo) with the settings that size their memory.
+    """The recipe's trainer stages (perceive, search, sft, sft2, dpo, grpo) with the settings that size their memory.
 
     The baselines train with sft's settings (the same column applies); the latent stages are a
     single-process loop of one row per step, not planned here.
@@ -515,6 +515,13 @@ def stage_plans(recipe: Recipe) -> list[StagePlan]:
         note = f"perceive: {DEFAULT_SFT_LENGTH} tokens assumed (a map transcription is shorter)"
         plans.append(
             StagePlan("perceive", batch, DEFAULT_SFT_LENGTH, DEFAULT_SFT_LENGTH, _checkpointing(p.trl), notes=(note,))
+        )
+    if stages.search is not None:
+        q = stages.search
+        batch = int(q.trl.get("per_device_train_batch_size", q.batch_size))
+        note = f"search: {DEFAULT_SFT_LENGTH} tokens assumed (an 8x8 search in words is about 600)"
+        plans.append(
+            StagePlan("search", batch, DEFAULT_SFT_LENGTH, DEFAULT_SFT_LENGTH, _checkpointing(q.trl), notes=(note,))
         )
     sfts = [("sft", stages.sft)] + ([("sft2", stages.rejection.sft)] if stages.rejection is not None else [])
     for name, sft in sfts:

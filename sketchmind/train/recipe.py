@@ -231,6 +231,43 @@ class PerceiveSpec(TrlSection):
         return self
 
 
+class SearchSpec(TrlSection):
+    """Planning by search (``train/search_stage.py``): the frozen-lake search on fresh maps, then a closed loop.
+
+    ``arm`` is how the search is written: ``draw``, one line a turn, each turn seeing only the view with the
+    search so far drawn; or ``text``, the whole search in words after one image (``train/search_rows.py``).
+    Sizes open from the smallest once the open ones' validation answer tokens are ``widen`` right (every
+    ``eval_every`` steps, ``eval_n`` maps per level, seed ``seed + 1``). The stage ends after ``max_steps``
+    and solves ``solve_n`` held-out maps per level (the recipe's eval seed) and VSP's own maps in closed
+    loop. Trained by ``run_sft``: ``trl`` takes any other ``SFTConfig`` field.
+    """
+
+    TRL_NAMES: ClassVar[dict[str, str]] = PerceiveSpec.TRL_NAMES
+    family: str = "frozenlake-classic"
+    arm: Literal["draw", "text"] = "draw"
+    levels: list[PosInt] = Field(default_factory=lambda: [3, 4, 5, 6, 7, 8])
+    max_steps: PosInt = 1000
+    batch_size: PosInt = 16
+    learning_rate: PosFloat = 1e-3
+    warmup_steps: NonNegInt = 20
+    save_steps: PosInt = 100
+    seed: NonNegInt = 5000
+    eval_every: PosInt = 50
+    eval_n: PosInt = 8
+    widen: Fraction = 0.9
+    solve_n: PosInt = 16
+    guide_attention: NonNegFloat = 1.0
+    guide_tokens: NonNegFloat = 1.0
+    curriculum: bool = True
+
+    @model_validator(mode="after")
+    def known_family(self) -> SearchSpec:
+        if self.family not in ("frozenlake-classic", "frozenlake"):
+            raise ValueError(f"stages.search plans on frozen-lake maps, not {self.family!r}")
+        _check_families([self.family], {self.family: self.levels})
+        return self
+
+
 class RejectionSpec(Strict):
     n: PosInt = 4  # puzzles per level and family
     k: PosInt = 4  # samples per puzzle
@@ -382,6 +419,7 @@ class LatentTrainSpec(Strict):
 
 class Stages(Strict):
     perceive: PerceiveSpec | None = None  # reading first: the draw policy's SFT starts from its model
+    search: SearchSpec | None = None  # planning by search on frozen-lake maps, from the reading model
     sft: SFTSpec = SFTSpec()
     rejection: RejectionSpec | None = None
     dpo: DPOSpec | None = None  # preferences on rejection sampling's pairs, from the policy GRPO starts from

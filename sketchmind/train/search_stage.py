@@ -1,0 +1,241 @@
+"""The search stage: teach the frozen-lake search (``search_rows``) on fresh maps, then solve held-out maps.
+
+Training mirrors the perceive stage: every row is a new map made when the trainer asks for it, sizes open
+from the smallest as the open ones are learnt (``Curriculum``), and the guidance losses point each cell the
+model names at that cell's image tokens (``cell_guidance``). The gate is teacher-forced: the share of answer
+tokens that are the model's top prediction on validation maps of the open sizes.
+
+The measure that counts is the closed loop (``solve``): the model runs greedily as a user would run it, the
+draw arm one turn at a time with **its own** lines drawn into each next view, and the family's verifier
+checks the plan. A line that does not follow from the drawn state ends that map unsolved.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sketchmind.tasks.base import Puzzle
+from sketchmind.tasks.frozenlake_search import SearchState, parse_step
+from sketchmind.train.cell_guidance import cell_targets
+from sketchmind.train.perception import Curriculum, ReadingTargets
+from sketchmind.train.search_rows import Arm, draw_row, draw_turns, search_question, search_row, text_row
+
+if TYPE_CHECKING:
+    from sketchmind.models.base import Policy
+
+FIND_PLAYER = re.compile(r"Find P (\d+),(\d+),")
+TEXT_TOKENS = 900  # the longest 8x8 search is about 50 lines of 11 tokens
+TURN_TOKENS = 40
+MAX_TURNS = 80  # an 8x8 search takes at most about 50 lines
+
+
+def search_dataset(family: str, arm: Arm, curriculum: Curriculum, n: int, seed: int) -> Any:
+    """``n`` planning rows of fresh maps, each made when the trainer asks for it (see ``reading_dataset``)."""
+    from datasets import Dataset  # type: ignore[import-untyped]
+
+    from sketchmind.tasks import get_family
+    from sketchmind.tasks.base import puzzle_rng
+
+    task = get_family(family)
+    specs = Dataset.from_dict({"index": list(range(n))})
+
+    def materialise(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        rows = []
+        for index in batch["index"]:
+            level = curriculum.level_for(index)
+            puzzle = task.generate(puzzle_rng(f"search-{family}", seed, level, index), level, index)
+            rows.append(search_row(puzzle, arm))
+        return {key: [row[key] for row in rows] for key in ("id", "messages", "images", "map")}
+
+    specs.set_transform(materialise)
+    return specs
+
+
+def batch_search_targets(inputs: dict[str, Any], processor: Any, map: Sequence[Sequence[str]]) -> ReadingTargets:
+    """``cell_targets`` for a collated batch; ``map`` is the rows' maps (``guided_trainer``'s ``row_keys``)."""
+    tokenizer = processor.tokenizer
+    return cell_targets(inputs, map, tokenizer, tokenizer.convert_tokens_to_ids(processor.image_token))
+
+
+def validation_rows(puzzles: Sequence[Puzzle], arm: Arm) -> list[tuple[int, dict[str, Any]]]:
+    """(level, row) to score teacher-forced: a text row a map, or a draw map's first, middle and last turns."""
+    if arm == "text":
+        return [(p.level, text_row(p)) for p in puzzles]
+    rows = []
+    for puzzle in puzzles:
+        n = len(draw_turns(puzzle))
+        rows += [(puzzle.level, draw_row(puzzle, k)) for k in sorted({0, n // 2, n - 1})]
+    return rows
+
+
+def answer_accuracy(model: Any, collator: Any, rows: Sequence[dict[str, Any]], batch_size: int = 16) -> float:
+    """Teacher-forced: the share of the rows' answer tokens that are the model's top prediction."""
+    import torch
+
+    right = total = 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for k in range(0, len(rows), batch_size):
+            batch = collator(list(rows[k : k + batch_size]))
+            predicted = model(**batch).logits[:, :-1].argmax(-1)
+            target = batch["labels"][:, 1:]
+            real = target != -100
+            right += int(((predicted == target) & real).sum())
+            total += int(real.sum())
+    model.train(was_training)
+    return right / max(total, 1)
+
+
+def widen_callback(
+    puzzles: Sequence[Puzzle], arm: Arm, widen: float, curriculum: Curriculum, *, every: int, report: Any = print
+) -> Any:
+    """A ``TrainerCallback`` that opens the next size once the open ones' answer tokens pass ``widen``.
+
+    Its curriculum is saved in each checkpoint (an ``ExportableState``, as the perceive stage's gate), so a
+    resumed run goes on with the sizes it had.
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    from sketchmind.train.collator import AssistantOnlyCollator
+
+    rows = validation_rows(puzzles, arm)
+
+    class SearchCurriculumCallback(TrainerCallback, ExportableState):
+        def __init__(self) -> None:
+            self.history: list[dict[str, Any]] = []
+            self._collator: AssistantOnlyCollator | None = None
+
+        def state(self) -> dict[str, Any]:
+            return {"args": {}, "attributes": {"unlocked": curriculum.unlocked}}
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            saved = state.stateful_callbacks.get(type(self).__name__)
+            if state.global_step and saved:
+                curriculum.unlocked = int(saved["attributes"]["unlocked"])
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step % every:
+                return
+            if self._collator is None:
+                self._collator = AssistantOnlyCollator(kwargs["processing_class"])
+            levels = curriculum.current()
+            scores = {
+                level: answer_accuracy(kwargs["model"], self._collator, [r for size, r in rows if size == level])
+                for level in levels
+            }
+            self.history.append({"step": state.global_step, "levels": levels, "tokens": scores})
+            shown = ", ".join(f"{level}x{level} {score:.3f}" for level, score in scores.items())
+            report(f"search step {state.global_step}, answer tokens right: {shown}")
+            if min(scores.values()) >= widen and curriculum.widen():
+                report(f"search: level {curriculum.current()[-1]} joins")
+
+    return SearchCurriculumCallback()
+
+
+# ------------------------------------------------------------------------------------------ the closed loop
+
+
+def _conversation(key: str, image: Any, question: str) -> Any:
+    """One user message: the image (or view) and the request, as the product's policies take it."""
+    from sketchmind.models.base import Conversation
+    from sketchmind.protocols.base import image_part, text_part
+
+    return Conversation(key, [{"role": "user", "content": [image_part(0), text_part(question)]}], {0: image})
+
+
+def solve(policy: Policy, puzzles: Sequence[Puzzle], arm: Arm) -> list[str]:
+    """Each puzzle's final answer, the policy run greedily in closed loop (all puzzles as one batch).
+
+    The text arm answers in one turn. The draw arm takes a turn at a time: each sees only the view of the
+    search so far, drawn from the model's own lines (from the player it found), and the run of a puzzle ends
+    with its plan, with a line that does not follow from the drawn state, or after ``MAX_TURNS``.
+    """
+    from sketchmind.models.base import Sampling
+    from sketchmind.tasks.frozenlake_search import search_view
+
+    questions = [search_question(p) for p in puzzles]
+    if arm == "text":
+        batch = [_conversation(f"text-{p.id}", p.image, q) for p, q in zip(puzzles, questions, strict=True)]
+        return [g.text for g in policy.generate_batch(batch, Sampling(max_new_tokens=TEXT_TOKENS))]
+    answers: dict[int, str] = {}
+    drawn: dict[int, SearchState | None] = dict.fromkeys(range(len(puzzles)))
+    for turn in range(MAX_TURNS):
+        live = [k for k in range(len(puzzles)) if k not in answers]
+        if not live:
+            break
+        batch = [
+            _conversation(f"draw-{puzzles[k].id}-{turn}", search_view(puzzles[k], drawn[k]), questions[k]) for k in live
+        ]
+        said = policy.generate_batch(batch, Sampling(max_new_tokens=TURN_TOKENS))
+        for conversation in batch:
+            policy.release(conversation.id)
+        for k, generation in zip(live, said, strict=True):
+            line = generation.text.strip().splitlines()[-1] if generation.text.strip() else ""
+            state = drawn[k]
+            if line.startswith("Action plan:"):
+                answers[k] = line
+                continue
+            if state is None:  # the first turn finds the player: the search is drawn from there
+                found = FIND_PLAYER.match(generation.text.strip())
+                if found is None:
+                    answers[k] = generation.text
+                    continue
+                state = SearchState(((int(found[1]) - 1, int(found[2]) - 1),))
+            step = parse_step(line, state.current)
+            try:
+                drawn[k] = state.after(step) if step is not None else None
+            except ValueError:
+                drawn[k] = None
+            if drawn[k] is None:
+                answers[k] = generation.text
+    return [answers.get(k, "") for k in range(len(puzzles))]
+
+
+SOLVE_FILE = "solve.json"
+
+
+@dataclass(frozen=True)
+class SolveTable:
+    """Closed-loop solve rates per map set and level: rows of ``set``, ``level``, ``solved``, ``n``."""
+
+    arm: str
+    rows: list[dict[str, Any]]
+
+    def markdown(self) -> str:
+        from sketchmind.bench.report import wilson
+
+        lines = ["| maps | level | solved | n | rate (95% CI) |", "|---|---|---|---|---|"]
+        for row in self.rows:
+            low, high = wilson(row["solved"], row["n"])
+            rate = row["solved"] / max(row["n"], 1)
+            lines.append(
+                f"| {row['set']} | {row['level']} | {row['solved']} | {row['n']} | {rate:.2f} ({low:.2f}-{high:.2f}) |"
+            )
+        return "\n".join(lines)
+
+    def summary(self) -> dict[str, float]:
+        return {f"{r['set']}_solved": round(r["solved"] / max(r["n"], 1), 4) for r in self.rows if r["level"] == "all"}
+
+    def save(self, path: Path) -> None:
+        from sketchmind.files import write_json_atomic
+
+        write_json_atomic(path, {"arm": self.arm, "rows": self.rows})
+
+
+def measure_solving(policy: Policy, sets: Mapping[str, Sequence[Puzzle]], arm: Arm, family: Any) -> SolveTable:
+    """``solve`` every map set (name -> puzzles) and count the verified plans per level and overall."""
+    rows = []
+    for name, puzzles in sets.items():
+        answers = solve(policy, puzzles, arm)
+        ok = [bool(family.verify(p, a)) for p, a in zip(puzzles, answers, strict=True)]
+        for level in sorted({p.level for p in puzzles}):
+            picked = [o for p, o in zip(puzzles, ok, strict=True) if p.level == level]
+            rows.append({"set": name, "level": level, "solved": sum(picked), "n": len(picked)})
+        rows.append({"set": name, "level": "all", "solved": sum(ok), "n": len(ok)})
+    return SolveTable(arm, rows)
