@@ -65,7 +65,10 @@ def test_the_search_stage_opens_sizes_trains_with_guidance_and_solves_in_closed_
         levels=[3, 4], max_steps=4, batch_size=2, eval_every=2, eval_n=2, save_steps=2, solve_n=2, widen=0.0
     )
     recipe = micro.model_copy(
-        update={"output": str(tmp_path / "run"), "stages": micro.stages.model_copy(update={"perceive": None, "search": search})}
+        update={
+            "output": str(tmp_path / "run"),
+            "stages": micro.stages.model_copy(update={"perceive": None, "search": search}),
+        }
     )
     lines: list[str] = []
     pipeline = Pipeline(recipe, report=lines.append)
