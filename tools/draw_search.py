@@ -80,32 +80,21 @@ def draw_row(
     return row, turns, [lake.player, lake.goal, *reads], len(reads)
 
 
-def markov_turns(
-    puzzle: Any, lines: list[str], reads: list[tuple[int, int]], path: list[str]
-) -> list[tuple[Any, str, list[tuple[int, int]], int]]:
-    """The draw-turn search as turns that each stand alone: (the view, the turn's text, the cells of the
-    symbols it writes, how many of those the search reads), one per line, then the plan.
-
-    The view is the whole state of a greedy depth-first search: the branch is the drawn path, the dot its
-    end, and every cell the search has tried off the branch is crossed, so the next move is the first one
-    (toward the goal, the longer way first) whose cell is neither. A turn therefore needs no history: it
-    sees the latest view and the question, and writes where the goal is (so the move order is local), the
-    cell the dot stands on, the move, the cell it reaches and what is there. The first turn, on the bare
-    map, also says where P is; the last reads the plan off the drawn path. The context stays one image and a
-    line, whatever the map's size.
-    """
-    from sketchmind.tasks.frozenlake import Lake, format_plan
+def markov_turns(puzzle: Any) -> list[tuple[Any, str, list[tuple[int, int]], int]]:
+    """The package's draw turns that each stand alone (``search_rows.draw_turns``: the view, the turn's text),
+    with the cells of the symbols each writes and how many of those the search reads, for this probe's
+    guidance (the package writes the cell a move leaves, as ``--from-cell`` does)."""
+    from sketchmind.tasks.frozenlake import Lake
+    from sketchmind.tasks.frozenlake_search import search, search_view
+    from sketchmind.train.search_rows import draw_turns
 
     lake = Lake.from_truth(puzzle.truth)
-    goal = f"G {planning_probe.where(lake.goal)}."  # after a word: the symbols' tokens carry a space
-    images = views(puzzle, lake, lines)
-    tried = iter(reads)
+    tried = iter(step.cell for step in search(lake) if not step.is_back)
     turns: list[tuple[Any, str, list[tuple[int, int]], int]] = []
-    for k, line in enumerate([*lines, format_plan(path)]):
-        head = f"Find P {planning_probe.where(lake.player)}, {goal}" if k == 0 else f"Find {goal}"
+    for k, (state, text) in enumerate(draw_turns(puzzle)):
         ends = [lake.player, lake.goal] if k == 0 else [lake.goal]
-        read = [next(tried)] if LINE.match(line) else []
-        turns.append((images[k], f"{head}\n{line}", ends + read, len(read)))
+        read = [next(tried)] if LINE.match(text.splitlines()[-1]) else []
+        turns.append((search_view(puzzle, state), text, ends + read, len(read)))
     return turns
 
 

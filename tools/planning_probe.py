@@ -93,45 +93,14 @@ def target_text(lake: Any, plan: list[str], form: str) -> str:
 
 
 def search(lake: Any) -> tuple[list[str], list[tuple[int, int]], list[str]]:
-    """The greedy depth-first search (see the module docstring): its lines, the cell each line reads (in
-    order: the cell whose symbol it writes), and the plan it ends on, which reaches the goal safely."""
-    from sketchmind.tasks.frozenlake import MOVES
+    """The greedy depth-first search (``sketchmind.tasks.frozenlake_search``) in this probe's cell style: its
+    lines ("D: 3,2 F", "Back to 3,2"), the cell each tried move reads, and the plan it ends on."""
+    from sketchmind.tasks.frozenlake_search import plan_of, search, states
 
-    def order(cell: tuple[int, int]) -> list[str]:
-        dr, dc = lake.goal[0] - cell[0], lake.goal[1] - cell[1]
-        toward = []
-        if dr:
-            toward.append((abs(dr), "D" if dr > 0 else "U"))
-        if dc:
-            toward.append((abs(dc), "R" if dc > 0 else "L"))
-        first = [m for _, m in sorted(toward, key=lambda t: -t[0])]
-        return first + [m for m in "DRUL" if m not in first]
-
-    lines, reads, path, cells, seen = [], [], [], [lake.player], {lake.player}
-    tried: dict[tuple[int, int], list[str]] = {}
-    while cells[-1] != lake.goal:
-        cell = cells[-1]
-        options = tried.setdefault(cell, order(cell))
-        moved = False
-        while options:
-            move = options.pop(0)
-            nxt = (cell[0] + MOVES[move][0], cell[1] + MOVES[move][1])
-            if not lake.inside(nxt) or nxt in seen:
-                continue
-            seen.add(nxt)
-            symbol = lake.symbol(nxt)
-            lines.append(f"{move}: {where(nxt)} {symbol}")
-            reads.append(nxt)
-            if symbol != "H":
-                path.append(move)
-                cells.append(nxt)
-                moved = True
-                break
-        if not moved:  # a dead end: step back along the path
-            cells.pop()
-            path.pop()
-            lines.append(f"Back to {where(cells[-1])}")
-    return lines, reads, path
+    steps = search(lake)
+    lines = [f"Back to {where(s.cell)}" if s.is_back else f"{s.move}: {where(s.cell)} {s.symbol}" for s in steps]
+    reads = [s.cell for s in steps if not s.is_back]
+    return lines, reads, plan_of(states(lake.player, steps)[-1])
 
 
 def search_text(lake: Any) -> str:

@@ -93,7 +93,7 @@ def search_row(
     from sketchmind.tasks.frozenlake import Lake
 
     if STYLE["markov"]:
-        turns = draw_search.markov_turns(puzzle, *search_lines(Lake.from_truth(puzzle.truth)))
+        turns = draw_search.markov_turns(puzzle)
         if turn is None:
             turn = int(np.random.default_rng([puzzle.level, puzzle.index]).integers(len(turns)))
         view, text, cells, reads = turns[turn]

@@ -333,11 +333,26 @@ class Curriculum:
 
 
 def reading_dataset(family: str, curriculum: Curriculum, n: int, seed: int) -> Any:
-    """``n`` reading rows of fresh maps, each generated when the trainer asks for it.
+    """``n`` reading rows of fresh maps (``fresh_map_rows`` of ``perception_row``)."""
+    return fresh_map_rows(family, curriculum, n, seed, perception_row, stream=f"read-{family}")
 
-    The stored rows are only indices: the map, its image and the row are made by a ``datasets``
+
+def fresh_map_rows(
+    family: str,
+    curriculum: Curriculum,
+    n: int,
+    seed: int,
+    make_row: Callable[[Puzzle], dict[str, Any]],
+    *,
+    stream: str,
+    keys: Sequence[str] = ("id", "messages", "images"),
+) -> Any:
+    """``n`` rows of fresh maps, each generated when the trainer asks for it.
+
+    The stored rows are only indices: the map, its image and the row (``make_row``) are made by a ``datasets``
     transform, at the level ``curriculum`` gives that index now. Row ``k`` at level ``L`` is the same map
-    in every run and after a resume, and a run of any length costs no disk and no generation up front.
+    in every run and after a resume (``stream`` and ``seed`` name the random stream), and a run of any length
+    costs no disk and no generation up front.
     """
     from datasets import Dataset  # type: ignore[import-untyped]
 
@@ -351,8 +366,8 @@ def reading_dataset(family: str, curriculum: Curriculum, n: int, seed: int) -> A
         rows = []
         for index in batch["index"]:
             level = curriculum.level_for(index)
-            rows.append(perception_row(task.generate(puzzle_rng(f"read-{family}", seed, level, index), level, index)))
-        return {key: [row[key] for row in rows] for key in ("id", "messages", "images")}
+            rows.append(make_row(task.generate(puzzle_rng(stream, seed, level, index), level, index)))
+        return {key: [row[key] for row in rows] for key in keys}
 
     specs.set_transform(materialise)
     return specs
@@ -418,6 +433,28 @@ def validation_puzzles(spec: Any) -> list[Puzzle]:
     return make_dataset(get_family(spec.family), spec.levels, spec.eval_n, seed=spec.seed + 1)
 
 
+def curriculum_state(curriculum: Curriculum) -> type[Any]:
+    """A ``TrainerCallback`` base whose checkpoints keep ``curriculum``'s open levels, restored on resume.
+
+    An ``ExportableState``: the Trainer writes ``state()`` into the checkpoint's trainer_state.json, the file
+    that marks a checkpoint complete, so a kill can never leave a checkpoint without its curriculum. It is
+    saved under the subclass's name.
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class CurriculumState(TrainerCallback, ExportableState):
+        def state(self) -> dict[str, Any]:
+            return {"args": {}, "attributes": {"unlocked": curriculum.unlocked}}
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            saved = state.stateful_callbacks.get(type(self).__name__)
+            if state.global_step and saved:  # a resumed run: the levels its checkpoint had
+                curriculum.unlocked = int(saved["attributes"]["unlocked"])
+
+    return CurriculumState
+
+
 def gate_callback(
     puzzles: Sequence[Puzzle], gate: Any, widen: Any, curriculum: Curriculum, *, every: int, report: Any = print
 ) -> Any:
@@ -429,26 +466,13 @@ def gate_callback(
     line, kept in ``history``.
     """
 
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import ExportableState
-
     from sketchmind.train.collator import AssistantOnlyCollator
 
-    # An ExportableState: the Trainer writes ``state()`` into the checkpoint's trainer_state.json, the file
-    # that marks a checkpoint complete, so a kill can never leave a checkpoint without its curriculum.
-    class ReadingGateCallback(TrainerCallback, ExportableState):
+    class ReadingGateCallback(curriculum_state(curriculum)):  # type: ignore[misc]
         def __init__(self) -> None:
             self.passed_at: int | None = None
             self.history: list[dict[str, Any]] = []
             self._collator: AssistantOnlyCollator | None = None
-
-        def state(self) -> dict[str, Any]:
-            return {"args": {}, "attributes": {"unlocked": curriculum.unlocked}}
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            saved = state.stateful_callbacks.get(type(self).__name__)
-            if state.global_step and saved:  # a resumed run: the levels its checkpoint had
-                curriculum.unlocked = int(saved["attributes"]["unlocked"])
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step % every:

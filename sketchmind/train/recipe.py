@@ -192,13 +192,12 @@ class ReadingGate(Strict):
     exact: Fraction = 0.95  # maps read right in every cell
 
 
-class PerceiveSpec(TrlSection):
-    """Reading before reasoning (``train/perception.py``): transcribe fresh maps until the gate is passed.
+class FreshMapsSpec(TrlSection):
+    """A stage that trains on fresh frozen-lake maps, small ones first, with the guidance losses.
 
     Every training row is a new map, generated when the trainer asks for it (``seed``, never a data or eval
-    seed); ``max_steps`` bounds the time spent if the gate is never reached. The gate is checked every
-    ``eval_every`` steps on ``eval_n`` validation maps per level (seed ``seed + 1``, never trained on).
-    Trained by ``run_sft``: ``trl`` takes any other ``SFTConfig`` field.
+    seed). Progress is checked every ``eval_every`` steps on ``eval_n`` validation maps per level (seed
+    ``seed + 1``, never trained on). Trained by ``run_sft``: ``trl`` takes any other ``SFTConfig`` field.
     """
 
     TRL_NAMES: ClassVar[dict[str, str]] = {
@@ -215,56 +214,49 @@ class PerceiveSpec(TrlSection):
     learning_rate: PosFloat = 1e-3
     warmup_steps: NonNegInt = 20
     save_steps: PosInt = 100
-    seed: NonNegInt = 4000
     eval_every: PosInt = 50
     eval_n: PosInt = 8
-    gate: ReadingGate = ReadingGate()  # every level open and read this well: reading is done
-    widen: ReadingGate = ReadingGate(cell=0.97, exact=0.75)  # the open levels read this well: the next one joins
     # Training-only help (train/perception.py Guidance): weights of the attention and image-token losses, 0 = off.
     guide_attention: NonNegFloat = 1.0
     guide_tokens: NonNegFloat = 1.0
-    curriculum: bool = True  # levels in order, small maps first: the next joins once the open ones pass ``widen``
+    curriculum: bool = True  # levels in order, small maps first: the next joins once the open ones are learnt
 
     @model_validator(mode="after")
-    def known_family(self) -> PerceiveSpec:
+    def known_family(self) -> FreshMapsSpec:
         _check_families([self.family], {self.family: self.levels})
         return self
 
 
-class SearchSpec(TrlSection):
+class PerceiveSpec(FreshMapsSpec):
+    """Reading before reasoning (``train/perception.py``): transcribe fresh maps until the gate is passed.
+
+    ``max_steps`` bounds the time spent if the gate is never reached.
+    """
+
+    seed: NonNegInt = 4000
+    gate: ReadingGate = ReadingGate()  # every level open and read this well: reading is done
+    widen: ReadingGate = ReadingGate(cell=0.97, exact=0.75)  # the open levels read this well: the next one joins
+
+
+class SearchSpec(FreshMapsSpec):
     """Planning by search (``train/search_stage.py``): the frozen-lake search on fresh maps, then a closed loop.
 
     ``arm`` is how the search is written: ``draw``, one line a turn, each turn seeing only the view with the
     search so far drawn; or ``text``, the whole search in words after one image (``train/search_rows.py``).
-    Sizes open from the smallest once the open ones' validation answer tokens are ``widen`` right (every
-    ``eval_every`` steps, ``eval_n`` maps per level, seed ``seed + 1``). The stage ends after ``max_steps``
-    and solves ``solve_n`` held-out maps per level (the recipe's eval seed) and VSP's own maps in closed
-    loop. Trained by ``run_sft``: ``trl`` takes any other ``SFTConfig`` field.
+    Sizes open from the smallest once the open ones' validation answer tokens are ``widen`` right. The stage
+    ends after ``max_steps`` and solves ``solve_n`` held-out maps per level (the recipe's eval seed) and
+    VSP's own maps in closed loop.
     """
 
-    TRL_NAMES: ClassVar[dict[str, str]] = PerceiveSpec.TRL_NAMES
-    family: str = "frozenlake-classic"
     arm: Literal["draw", "text"] = "draw"
-    levels: list[PosInt] = Field(default_factory=lambda: [3, 4, 5, 6, 7, 8])
-    max_steps: PosInt = 1000
-    batch_size: PosInt = 16
-    learning_rate: PosFloat = 1e-3
-    warmup_steps: NonNegInt = 20
-    save_steps: PosInt = 100
     seed: NonNegInt = 5000
-    eval_every: PosInt = 50
-    eval_n: PosInt = 8
     widen: Fraction = 0.9
     solve_n: PosInt = 16
-    guide_attention: NonNegFloat = 1.0
-    guide_tokens: NonNegFloat = 1.0
-    curriculum: bool = True
 
     @model_validator(mode="after")
-    def known_family(self) -> SearchSpec:
+    def frozen_lake(self) -> SearchSpec:
         if self.family not in ("frozenlake-classic", "frozenlake"):
             raise ValueError(f"stages.search plans on frozen-lake maps, not {self.family!r}")
-        _check_families([self.family], {self.family: self.levels})
         return self
 
 

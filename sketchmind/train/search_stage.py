@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sketchmind.tasks.base import Puzzle
 from sketchmind.tasks.frozenlake_search import SearchState, parse_step
 from sketchmind.train.cell_guidance import cell_targets
-from sketchmind.train.perception import Curriculum, ReadingTargets
+from sketchmind.train.perception import Curriculum, ReadingTargets, curriculum_state, fresh_map_rows
 from sketchmind.train.search_rows import Arm, draw_row, draw_turns, search_question, search_row, text_row
 
 if TYPE_CHECKING:
@@ -34,25 +34,16 @@ MAX_TURNS = 80  # an 8x8 search takes at most about 50 lines
 
 
 def search_dataset(family: str, arm: Arm, curriculum: Curriculum, n: int, seed: int) -> Any:
-    """``n`` planning rows of fresh maps, each made when the trainer asks for it (see ``reading_dataset``)."""
-    from datasets import Dataset  # type: ignore[import-untyped]
-
-    from sketchmind.tasks import get_family
-    from sketchmind.tasks.base import puzzle_rng
-
-    task = get_family(family)
-    specs = Dataset.from_dict({"index": list(range(n))})
-
-    def materialise(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        rows = []
-        for index in batch["index"]:
-            level = curriculum.level_for(index)
-            puzzle = task.generate(puzzle_rng(f"search-{family}", seed, level, index), level, index)
-            rows.append(search_row(puzzle, arm))
-        return {key: [row[key] for row in rows] for key in ("id", "messages", "images", "map")}
-
-    specs.set_transform(materialise)
-    return specs
+    """``n`` planning rows of fresh maps (``perception.fresh_map_rows``), each with its map for the guidance."""
+    return fresh_map_rows(
+        family,
+        curriculum,
+        n,
+        seed,
+        lambda puzzle: search_row(puzzle, arm),
+        stream=f"search-{family}",
+        keys=("id", "messages", "images", "map"),
+    )
 
 
 def batch_search_targets(inputs: dict[str, Any], processor: Any, map: Sequence[Sequence[str]]) -> ReadingTargets:
@@ -96,28 +87,17 @@ def widen_callback(
 ) -> Any:
     """A ``TrainerCallback`` that opens the next size once the open ones' answer tokens pass ``widen``.
 
-    Its curriculum is saved in each checkpoint (an ``ExportableState``, as the perceive stage's gate), so a
-    resumed run goes on with the sizes it had.
+    Its curriculum is saved in each checkpoint (``curriculum_state``), so a resumed run goes on with the sizes
+    it had.
     """
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import ExportableState
-
     from sketchmind.train.collator import AssistantOnlyCollator
 
     rows = validation_rows(puzzles, arm)
 
-    class SearchCurriculumCallback(TrainerCallback, ExportableState):
+    class SearchCurriculumCallback(curriculum_state(curriculum)):  # type: ignore[misc]
         def __init__(self) -> None:
             self.history: list[dict[str, Any]] = []
             self._collator: AssistantOnlyCollator | None = None
-
-        def state(self) -> dict[str, Any]:
-            return {"args": {}, "attributes": {"unlocked": curriculum.unlocked}}
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            saved = state.stateful_callbacks.get(type(self).__name__)
-            if state.global_step and saved:
-                curriculum.unlocked = int(saved["attributes"]["unlocked"])
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step % every:
