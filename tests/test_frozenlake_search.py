@@ -63,6 +63,14 @@ def test_lines_that_do_not_follow_from_the_state_are_refused() -> None:
         start.after(SearchStep((2, 2), (2, 1), "L", "F"))
     hole = start.after(SearchStep((0, 0), (0, 1), "R", "H"))
     assert hole == SearchState(((0, 0),), ((0, 1),))  # a hole is ruled out and the search stays
+    # Given the map, a model's line must also reach a cell on it that the search has not tried.
+    off_map = parse_step("1,1 U: 0,1 F", (0, 0))
+    assert off_map is not None and start.after(off_map).current == (-1, 0)  # without the map: only the form
+    with pytest.raises(ValueError, match="0,1 is not on the map"):
+        start.after(off_map, LAKE)
+    with pytest.raises(ValueError, match="1,2 was tried already"):
+        hole.after(SearchStep((0, 0), (0, 1), "R", "F"), LAKE)
+    assert hole.after(SearchStep((0, 0), (1, 0), "D", "H"), LAKE).ruled_out == ((0, 1), (1, 0))  # its own reading
 
 
 def test_the_view_draws_the_branch_the_dot_and_the_crosses_and_nothing_else() -> None:

@@ -13,6 +13,7 @@ from sketchmind.tasks.base import make_dataset
 from sketchmind.tasks.frozenlake import Lake
 from sketchmind.tasks.frozenlake_search import search, search_view, states
 from sketchmind.train.cell_guidance import cell_characters, cell_targets
+from sketchmind.train.perception import token_cells
 from sketchmind.train.search_rows import draw_row, draw_turns, search_corpus, search_question, text_row
 
 FAMILY = get_family("frozenlake-classic")
@@ -77,7 +78,6 @@ def planner(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_guidance_points_each_written_cell_at_its_own_image_tokens(planner: Path) -> None:
-    import torch
     from transformers import AutoProcessor
 
     from sketchmind.train.collator import AssistantOnlyCollator
@@ -95,8 +95,27 @@ def test_guidance_points_each_written_cell_at_its_own_image_tokens(planner: Path
         assert batch["labels"][row, position + 1] != -100  # it predicts a token the model writes
         looked = mask.nonzero().flatten()
         assert bool((batch["input_ids"][row, looked] == image_id).all())
-    # the draw row names the cell it stands on, the cell it reaches, and the goal: each looked up
-    queried_rows = torch.bincount(targets.queries[:, 0], minlength=2)
-    assert int(queried_rows[1]) >= 3 * 2 + 1
+    # The draw row: the token before the symbol it reads (" F", " H" or " G") looks at the cell it reaches,
+    # and the token before the goal's name looks at the goal: exactly those cells' image tokens.
+    lake = Lake.from_truth(puzzles[1].truth)
+    reached = search(lake)[1].cell
+    labelled = (batch["labels"][1] != -100).nonzero().flatten().tolist()
+    pieces = {p: tokenizer.decode([int(batch["input_ids"][1, p])]) for p in labelled}
+    symbol_at = max(p for p in labelled if pieces[p].strip() in ("F", "H", "G"))
+    goal_digit_at = next(p for p in labelled if pieces[p].strip().isdigit())  # "Find G 3,4.": the first digit
+    first_image = int((batch["input_ids"][1] == image_id).nonzero()[0])
+    rows, cols = token_cells(batch["image_grid_thw"][1], lake.rows)
+
+    def looked_at(position: int) -> tuple[int, int]:
+        k = [tuple(q) for q in targets.queries.tolist()].index((1, position - 1))
+        tokens = targets.mask[k].nonzero().flatten() - first_image
+        cells = {(int(rows[t // len(cols)]), int(cols[t % len(cols)])) for t in tokens.tolist()}
+        assert len(cells) == 1
+        (r, c) = cell = cells.pop()
+        assert len(tokens) == int((rows == r).sum() * (cols == c).sum())  # all of that cell's tokens
+        return cell
+
+    assert looked_at(symbol_at) == reached and looked_at(goal_digit_at) == lake.goal
+    assert not any(pieces[q + 1].strip() in ("U", "D", "L", "R") for b, q in targets.queries.tolist() if b == 1)
     merged = [(int(h) // 2) * (int(w) // 2) for _, h, w in batch["image_grid_thw"]]
     assert targets.classes.shape == (sum(merged),) and set(targets.classes.tolist()) <= {0, 1, 2, 3}

@@ -6,10 +6,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from sketchmind.models.base import Conversation, Generation, Policy, Sampling
 from sketchmind.tasks import get_family
 from sketchmind.tasks.base import Puzzle, make_dataset
-from sketchmind.tasks.frozenlake import Lake
+from sketchmind.tasks.frozenlake import MOVES, Lake
+from sketchmind.tasks.frozenlake_search import cell_name, search, search_view, states
 from sketchmind.train.pipeline import Pipeline
 from sketchmind.train.recipe import SearchSpec, load_recipe
 from sketchmind.train.search_rows import draw_turns, search_text
@@ -20,12 +23,17 @@ FAMILY = get_family("frozenlake-classic")
 
 
 class ScriptedPlanner(Policy):
-    """Writes the expert's turn for the puzzle and turn its conversation id names; ``slip`` garbles one turn."""
+    """Writes the expert's turn for the puzzle and turn its conversation id names, or ``says[(id, turn)]``.
 
-    def __init__(self, puzzles: list[Puzzle], slip: tuple[str, int] | None = None) -> None:
+    It also checks what it is shown: each draw turn's only image must be the view of the state the lines so
+    far lead to (``seen_wrong`` counts the turns whose view was not).
+    """
+
+    def __init__(self, puzzles: list[Puzzle], says: dict[tuple[str, int], str] | None = None) -> None:
         self.by_id = {p.id: p for p in puzzles}
-        self.slip = slip
+        self.says = says or {}
         self.seen: list[Conversation] = []
+        self.seen_wrong = 0
 
     def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
         self.seen.append(conversation)
@@ -33,30 +41,58 @@ class ScriptedPlanner(Policy):
         if arm == "text":
             return Generation(search_text(Lake.from_truth(self.by_id[rest].truth)))
         puzzle_id, turn = re.fullmatch(r"(.+)-(\d+)", rest).groups()  # type: ignore[union-attr]
-        text = draw_turns(self.by_id[puzzle_id])[int(turn)][1]
-        if self.slip == (puzzle_id, int(turn)):
-            text = text.replace(text.splitlines()[-1], "1,1 U: 9,9 F")  # a move that does not reach that cell
-        return Generation(text)
+        puzzle = self.by_id[puzzle_id]
+        state, text = draw_turns(puzzle)[int(turn)]
+        self.seen_wrong += not np.array_equal(conversation.images[0], search_view(puzzle, state))
+        return Generation(self.says.get((puzzle_id, int(turn)), text))
 
 
 def test_the_closed_loop_draws_the_models_own_lines_and_the_verifier_judges_the_plan() -> None:
     puzzles = make_dataset(FAMILY, [3, 5, 8], 2, seed=11)
     planner = ScriptedPlanner(puzzles)
     assert all(FAMILY.verify(p, a) for p, a in zip(puzzles, solve(planner, puzzles, "draw"), strict=True))
-    # Each turn is a one-message conversation with one view: no history reaches the model.
-    assert all(len(c.messages) == 1 and list(c.images) == [0] for c in planner.seen)
+    # Each turn is a one-message conversation with one view, the state its lines lead to: no history.
+    assert all(len(c.messages) == 1 and list(c.images) == [0] for c in planner.seen) and planner.seen_wrong == 0
     assert len(planner.seen) == sum(len(draw_turns(p)) for p in puzzles)
-    first = [c for c in planner.seen if c.id.endswith("-0")]
-    assert all(c.images[0] is p.image for c, p in zip(first, puzzles, strict=True))  # the bare map first
-
-    slipped = ScriptedPlanner(puzzles, slip=(puzzles[2].id, 1))
-    answers = solve(slipped, puzzles, "draw")
-    assert [FAMILY.verify(p, a) for p, a in zip(puzzles, answers, strict=True)] == [True, True, False, True, True, True]
-    assert answers[2].endswith("1,1 U: 9,9 F")  # what ended it is kept as the answer
 
     table = measure_solving(ScriptedPlanner(puzzles), {"generated": puzzles}, "text", FAMILY)
     assert table.rows[-1] == {"set": "generated", "level": "all", "solved": 6, "n": 6}
     assert "| generated | all | 6 | 6 | 1.00 (0.61-1.00) |" in table.markdown()
+
+
+def _try_line(cell: tuple[int, int], move: str) -> str:
+    """A tried move written as the search writes it, whatever cell it reaches."""
+    dr, dc = MOVES[move]
+    return f"{cell_name(cell)} {move}: {cell_name((cell[0] + dr, cell[1] + dc))} F"
+
+
+def test_a_line_that_does_not_follow_ends_that_run_and_is_its_answer() -> None:
+    pool = make_dataset(FAMILY, [4], 40, seed=12)
+    lakes = {p.id: Lake.from_truth(p.truth) for p in pool}
+    on_edge = next(p for p in pool if lakes[p.id].player[0] == 0)  # up from the player leaves the map
+    walked = next(p for p in pool if len(states(lakes[p.id].player, search(lakes[p.id]))[1].branch) == 2)
+    plain = [p for p in pool if p not in (on_edge, walked)][:5]
+    puzzles = [*plain, on_edge, walked]
+    head = "Find P 1,1, G 4,4.\n"
+    branch = states(lakes[walked.id].player, search(lakes[walked.id]))[1].branch
+    towards_player = next(m for m, d in MOVES.items() if (branch[1][0] + d[0], branch[1][1] + d[1]) == branch[0])
+    says = {
+        (plain[0].id, 0): "",  # nothing
+        (plain[1].id, 0): "Find the goal.",  # no player found
+        (plain[2].id, 1): "Action plan:",  # a plan with no moves
+        (plain[3].id, 0): "Find P 9,9, G 1,1.\n9,9 U: 8,9 F",  # a player off the map
+        (plain[4].id, 1): "Find G 4,4.\nthen left",  # not a line of the search
+        (on_edge.id, 0): head.replace("1,1", cell_name(lakes[on_edge.id].player), 1)
+        + _try_line(lakes[on_edge.id].player, "U"),  # a move off the map
+        (walked.id, 1): "Find G 4,4.\n" + _try_line(branch[1], towards_player),  # a cell tried already
+    }
+    planner = ScriptedPlanner(puzzles, says)
+    answers = solve(planner, puzzles, "draw")
+    assert not any(FAMILY.verify(p, a) for p, a in zip(puzzles, answers, strict=True))
+    assert answers[1] == "Find the goal." and answers[2] == "Action plan:" and answers[4].endswith("then left")
+    # Each run ended at the turn that did not follow: no turn after it was asked for.
+    asked = {c.id.rsplit("-", 1)[0].removeprefix("draw-") for c in planner.seen if c.id.endswith("-2")}
+    assert asked == set()
 
 
 def test_the_search_stage_opens_sizes_trains_with_guidance_and_solves_in_closed_loop(tmp_path: Path) -> None:

@@ -23,11 +23,12 @@ LINE = re.compile(r"^(?:\d+,\d+ )?([UDLR]): (\d+),(\d+) ([FHG])$")  # "4,4 L: 4,
 BACK = re.compile(r"^Back to (\d+),(\d+)$")
 
 
-def search_states(start: tuple[int, int], lines: list[str]) -> list[Any]:
+def search_states(start: tuple[int, int], lines: list[str], lake: Any = None) -> list[Any]:
     """The search's state (``SearchState``) after each line, from the player at ``start``.
 
     The probe's lines may leave out the cell a move leaves (without ``--from-cell``); it is where the
-    search stands. Raises ValueError for a line that is not a step of the search from there.
+    search stands. Raises ValueError for a line that is not a step of the search from there (given ``lake``,
+    also for a cell off the map or tried already).
     """
     from sketchmind.tasks.frozenlake_search import SearchState, SearchStep
 
@@ -40,7 +41,7 @@ def search_states(start: tuple[int, int], lines: list[str]) -> list[Any]:
             step = SearchStep(state.current, (int(back[1]) - 1, int(back[2]) - 1))
         else:
             raise ValueError(f"not a search line: {line!r}")
-        state = state.after(step)
+        state = state.after(step, lake)  # with the map: a cell on it, not tried yet
         out.append(state)
     return out
 

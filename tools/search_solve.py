@@ -26,6 +26,7 @@ import planning_probe
 import search_probe
 
 from sketchmind.bench.report import wilson
+from sketchmind.train.search_stage import SearchLimits
 
 FIND = re.compile(r"Find P (\d+),(\d+), G (\d+),(\d+)\.")
 FIND_P = re.compile(r"Find P (\d+),(\d+),")
@@ -65,18 +66,21 @@ class Solver:
     def solve_text(self, puzzle: Any) -> str:
         """The one-image search: everything in one turn."""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": search_probe.QUESTION}]}]
-        return self.turn(messages, [self.image(puzzle.image, self.side)], 600)
+        return self.turn(messages, [self.image(puzzle.image, self.side)], SearchLimits.of(puzzle.level).text_tokens)
 
-    def solve_draw(self, puzzle: Any, max_turns: int = 60) -> str:
+    def solve_draw(self, puzzle: Any) -> str:
         """One line a turn; the model's own lines drawn into each next view. Returns the last turn's text."""
+        from sketchmind.tasks.frozenlake import Lake
         from sketchmind.tasks.frozenlake_search import search_view
 
+        truth = Lake.from_truth(puzzle.truth)
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": search_probe.QUESTION}]}]
         images = [self.image(puzzle.image, self.side)]
         lines: list[str] = []
         start = None
-        for _ in range(max_turns):
-            said = self.turn(messages, images, 40).strip()
+        limits = SearchLimits.of(puzzle.level)
+        for _ in range(limits.turns):
+            said = self.turn(messages, images, limits.turn_tokens).strip()
             messages.append({"role": "assistant", "content": [{"type": "text", "text": said}]})
             if said.startswith("Action plan:"):
                 return said
@@ -85,9 +89,11 @@ class Solver:
                 if not found:
                     return said
                 start = (int(found[1]) - 1, int(found[2]) - 1)
+                if not truth.inside(start):
+                    return said
             lines.append(said.split("\n")[-1])
             try:  # the environment draws what the model wrote, from the player it found
-                state = draw_search.search_states(start, lines)[-1]
+                state = draw_search.search_states(start, lines, truth)[-1]
             except ValueError:
                 return said
             view = search_view(puzzle, state)
@@ -95,14 +101,17 @@ class Solver:
             messages.append({"role": "user", "content": [{"type": "image"}]})
         return ""
 
-    def solve_markov(self, puzzle: Any, max_turns: int = 80) -> str:
+    def solve_markov(self, puzzle: Any) -> str:
         """One line a turn from the latest view alone: no history, the model's own lines drawn into each view."""
+        from sketchmind.tasks.frozenlake import Lake
         from sketchmind.tasks.frozenlake_search import search_view
 
+        truth = Lake.from_truth(puzzle.truth)
         view, lines, start = puzzle.image, [], None
-        for _ in range(max_turns):
+        limits = SearchLimits.of(puzzle.level)
+        for _ in range(limits.turns):
             row = search_probe.markov_row(self.image(view, self.side), None)
-            said = self.turn(row["messages"], row["images"], 40).strip()
+            said = self.turn(row["messages"], row["images"], limits.turn_tokens).strip()
             line = said.split("\n")[-1]
             if line.startswith("Action plan:"):
                 return line
@@ -111,9 +120,11 @@ class Solver:
                 if not found:
                     return said
                 start = (int(found[1]) - 1, int(found[2]) - 1)
+                if not truth.inside(start):
+                    return said
             lines.append(line)
             try:
-                state = draw_search.search_states(start, lines)[-1]
+                state = draw_search.search_states(start, lines, truth)[-1]
             except ValueError:
                 return said
             view = search_view(puzzle, state)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from sketchmind.tasks.base import Puzzle
@@ -50,6 +51,7 @@ class SearchStep:
 
     @property
     def is_back(self) -> bool:
+        """Whether this line steps back out of a dead end (no move tried)."""
         return self.move is None
 
     def text(self) -> str:
@@ -68,12 +70,22 @@ class SearchState:
 
     @property
     def current(self) -> Cell:
+        """The cell the search stands on: the end of the branch (the dot in a view)."""
         return self.branch[-1]
 
-    def after(self, step: SearchStep) -> SearchState:
-        """The state once ``step`` is taken. Raises ValueError for a step that does not follow from here."""
+    def after(self, step: SearchStep, lake: Lake | None = None) -> SearchState:
+        """The state once ``step`` is taken. Raises ValueError for a step that does not follow from here.
+
+        With ``lake`` a tried move must also reach a cell inside the map that the search has not tried yet
+        (a model's line can name any cell); the symbol it says it found is its own reading and is kept.
+        """
         if step.origin != self.current:
             raise ValueError(f"the search stands on {cell_name(self.current)}, not {cell_name(step.origin)}")
+        if lake is not None and not step.is_back:
+            if not lake.inside(step.cell):
+                raise ValueError(f"{cell_name(step.cell)} is not on the map")
+            if step.cell in self.branch or step.cell in self.ruled_out:
+                raise ValueError(f"{cell_name(step.cell)} was tried already")
         if step.is_back:
             if len(self.branch) < 2 or self.branch[-2] != step.cell:
                 raise ValueError(f"the search does not stand next to {cell_name(step.cell)}")
@@ -123,25 +135,26 @@ def search(lake: Lake) -> list[SearchStep]:
     return steps
 
 
-def states(start: Cell, steps: Sequence[SearchStep]) -> list[SearchState]:
+def states(start: Cell, steps: Sequence[SearchStep], lake: Lake | None = None) -> list[SearchState]:
     """The state before the first line and after each one. Raises ValueError if a line does not follow."""
     out = [SearchState((start,))]
     for step in steps:
-        out.append(out[-1].after(step))
+        out.append(out[-1].after(step, lake))
     return out
 
 
 def plan_of(state: SearchState) -> list[str]:
     """The moves along the branch."""
     by_delta = {delta: move for move, delta in MOVES.items()}
-    return [by_delta[(b[0] - a[0], b[1] - a[1])] for a, b in zip(state.branch, state.branch[1:], strict=False)]
+    return [by_delta[(b[0] - a[0], b[1] - a[1])] for a, b in pairwise(state.branch)]
 
 
 def parse_step(line: str, origin: Cell) -> SearchStep | None:
     """A written line as a step taken from ``origin`` (where the search stands), or None if it is not one.
 
     A tried move names the cell it leaves; it must be ``origin`` and the move must reach the cell it names,
-    or the line is not a step of this search (``SearchState.after`` then refuses it).
+    or the line is not a step of this search. Whether the step then follows from the drawn state (a step back
+    to the cell before, a cell on the map not tried yet) is ``SearchState.after``'s to say.
     """
     line = line.strip()
     if found := _BACK.match(line):

@@ -76,13 +76,15 @@ def cell_targets(
     """
     import torch
 
-    labels, ids, grids = batch["labels"], batch["input_ids"], batch["image_grid_thw"]
+    labels, ids, grids = (batch[key].cpu() for key in ("labels", "input_ids", "image_grid_thw"))
     queries: list[tuple[int, int]] = []
     masks: list[torch.Tensor] = []
     classes: list[torch.Tensor] = []
     image = 0
     for b in range(len(ids)):
         n = len(maps[b])
+        if any(len(row) != n for row in maps[b]):
+            raise ValueError(f"row {b}: the guidance reads square maps, not {len(maps[b])} rows of {len(maps[b][0])}")
         is_image = (ids[b] == image_token_id).long()
         starts = (torch.diff(is_image, prepend=torch.zeros(1, dtype=torch.long)) == 1).nonzero().flatten().tolist()
         row_grids = grids[image : image + len(starts)]
@@ -102,9 +104,12 @@ def cell_targets(
                 mask[starts[latest] : starts[latest] + inside.numel()] = inside
                 queries.append((b, position - 1))
                 masks.append(mask)
+    if image != len(grids):
+        raise ValueError(f"the batch holds {len(grids)} images but its rows show {image}")
     if not queries:
         return ReadingTargets(torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, ids.shape[1]), torch.cat(classes))
-    unique = {q: k for k, q in enumerate(queries)}  # a token may hold several guided characters: one query each
+    # A token may hold several guided characters ("4,3" can be one token): one query each, the first.
+    unique = {q: k for k, q in reversed(list(enumerate(queries)))}
     keep = sorted(unique.values())
     return ReadingTargets(
         torch.tensor([queries[k] for k in keep]), torch.stack([masks[k] for k in keep]), torch.cat(classes)

@@ -176,6 +176,10 @@ class ReadingTargets:
     mask: torch.Tensor  # (m, sequence): 1 on the image tokens inside that cell
     classes: torch.Tensor  # (image tokens,): each merged image token's cell symbol, as an index into ``cells``
 
+    def to(self, device: Any) -> ReadingTargets:
+        """The same targets on ``device`` (they are built on the CPU, from the batch's ids)."""
+        return ReadingTargets(self.queries.to(device), self.mask.to(device), self.classes.to(device))
+
 
 def token_cells(grid_thw: Sequence[int] | torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The map row and column that each merged image token's centre falls in, for an n x n map filling the image.
@@ -196,7 +200,7 @@ def reading_targets(batch: dict[str, torch.Tensor], cells: Sequence[int], image_
 
     import torch
 
-    labels, ids, grids = batch["labels"], batch["input_ids"], batch["image_grid_thw"]
+    labels, ids, grids = (batch[key].cpu() for key in ("labels", "input_ids", "image_grid_thw"))
     if len(grids) != len(ids):
         raise ValueError(f"reading rows hold one image each; this batch has {len(grids)} for {len(ids)} rows")
     cell_ids = torch.tensor(list(cells))
@@ -284,8 +288,9 @@ def guided_trainer(
                     hook.remove()
             loss = result[0] if return_outputs else result
             cells = cell_token_ids(self.processing_class.tokenizer)
-            wanted = targets(inputs, self.processing_class, **extra)
-            symbols = model.get_input_embeddings().weight[torch.tensor(cells)]
+            embeddings = model.get_input_embeddings().weight
+            wanted = targets(inputs, self.processing_class, **extra).to(embeddings.device)
+            symbols = embeddings[torch.tensor(cells, device=embeddings.device)]
             tokens = F.cross_entropy(seen["merged"] @ symbols.T, wanted.classes)
             loss = loss + guidance.tokens * tokens
             self._guidance_logs = {"token_ce": tokens.item()}
@@ -394,10 +399,10 @@ def teacher_forced(
     model.eval()
     with torch.no_grad():
         for k in range(0, len(rows), batch_size):
-            batch = collator(list(rows[k : k + batch_size]))
+            batch = on_device(collator(list(rows[k : k + batch_size])), model.device)
             predicted = model(**batch).logits[:, :-1].argmax(-1)
             target = batch["labels"][:, 1:]
-            is_cell = torch.isin(target, torch.tensor(cells))
+            is_cell = torch.isin(target, torch.tensor(cells, device=target.device))
             right = (predicted == target) & is_cell
             for r in range(target.shape[0]):
                 results.append(
@@ -410,6 +415,11 @@ def teacher_forced(
                 )
     model.train(was_training)
     return results
+
+
+def on_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """A collated batch with its tensors on ``device`` (the model's), for scoring outside the Trainer."""
+    return {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}
 
 
 def summarise_reading(results: Sequence[dict[str, int]]) -> dict[str, float]:

@@ -282,13 +282,9 @@ class Pipeline:
         guidance = Guidance(attention=spec.guide_attention, tokens=spec.guide_tokens)
         guided = guidance.attention > 0 or guidance.tokens > 0
         args = spec.trl_args()
-        # One fresh map per row the trainer can ask for (with the recipe's batch size and max_steps, trl's included),
-        # on every process of the launch.
-        rows = args["max_steps"] * args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
-        rows *= world_size()
         metrics = run_sft(
             self.model_after(self.previous("perceive")),
-            reading_dataset(spec.family, curriculum, rows, spec.seed),
+            reading_dataset(spec.family, curriculum, fresh_rows_needed(args), spec.seed),
             self.folder("perceive"),
             seed=self.recipe.seed,
             trl=args,
@@ -308,30 +304,32 @@ class Pipeline:
 
     def _search(self) -> dict[str, Any]:
         """Teach the frozen-lake search on fresh maps, small ones first; then solve held-out maps in closed loop."""
-        from sketchmind.tasks import get_family
-        from sketchmind.tasks.base import make_dataset
-        from sketchmind.train.perception import Curriculum, Guidance, guided_trainer
+        from sketchmind.train.perception import Curriculum, Guidance, guided_trainer, validation_puzzles
         from sketchmind.train.search_stage import batch_search_targets, search_dataset, widen_callback
         from sketchmind.train.sft import run_sft
 
         spec = self.recipe.stages.search
         assert spec is not None
         curriculum = Curriculum(sorted(spec.levels), 1 if spec.curriculum else len(spec.levels))
-        validation = make_dataset(get_family(spec.family), spec.levels, spec.eval_n, seed=spec.seed + 1)
+        validation = validation_puzzles(spec)
         widen = widen_callback(validation, spec.arm, spec.widen, curriculum, every=spec.eval_every, report=self.report)
         guidance = Guidance(attention=spec.guide_attention, tokens=spec.guide_tokens)
+        guided = guidance.attention > 0 or guidance.tokens > 0
         args = spec.trl_args()
-        rows = args["max_steps"] * args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
         metrics = run_sft(
             self.model_after(self.previous("search")),
-            search_dataset(spec.family, spec.arm, curriculum, rows * world_size(), spec.seed),
+            search_dataset(spec.family, spec.arm, curriculum, fresh_rows_needed(args), spec.seed),
             self.folder("search"),
             seed=self.recipe.seed,
             trl=args,
             dtype=self.recipe.model.dtype,
             callbacks=[widen],
             rich_progress=self.rich_progress,
-            trainer_extension=lambda base: guided_trainer(base, guidance, batch_search_targets, row_keys=("map",)),
+            trainer_extension=(
+                (lambda base: guided_trainer(base, guidance, batch_search_targets, row_keys=("map",)))
+                if guided
+                else None
+            ),
             attn_implementation="eager" if guidance.attention > 0 else None,
         )
         final = str(self.folder("search") / "final")
@@ -622,6 +620,13 @@ def _saved_rows(folder: Path) -> list[dict[str, Any]]:
 
 def _silent(line: str) -> None:
     """The report of the processes other than the main one."""
+
+
+def fresh_rows_needed(trl_args: dict[str, Any]) -> int:
+    """One fresh map per row the trainer can ask for: the recipe's batch size and max_steps (trl's included),
+    on every process of the launch."""
+    per_step = trl_args["per_device_train_batch_size"] * trl_args.get("gradient_accumulation_steps", 1)
+    return int(trl_args["max_steps"] * per_step * world_size())
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

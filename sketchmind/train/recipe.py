@@ -209,6 +209,7 @@ class FreshMapsSpec(TrlSection):
     }
     family: str = "frozenlake-classic"
     levels: list[PosInt] = Field(default_factory=lambda: [3, 4, 5, 6, 7, 8])
+    seed: NonNegInt = 4000  # each stage its own default, so two stages never train on the same maps
     max_steps: PosInt = 1000
     batch_size: PosInt = 16
     learning_rate: PosFloat = 1e-3
@@ -233,7 +234,6 @@ class PerceiveSpec(FreshMapsSpec):
     ``max_steps`` bounds the time spent if the gate is never reached.
     """
 
-    seed: NonNegInt = 4000
     gate: ReadingGate = ReadingGate()  # every level open and read this well: reading is done
     widen: ReadingGate = ReadingGate(cell=0.97, exact=0.75)  # the open levels read this well: the next one joins
 

@@ -100,25 +100,27 @@ def text_row(puzzle: Puzzle, wording: int | None = None) -> dict[str, Any]:
     return _row(puzzle, puzzle.image, search_question(puzzle, wording), answer, "")
 
 
-def draw_row(puzzle: Puzzle, turn: int, wording: int | None = None) -> dict[str, Any]:
-    """The draw arm's row for one turn (negative counts from the end: -1 is the plan)."""
-    turns = draw_turns(puzzle)
+def draw_row(
+    puzzle: Puzzle,
+    turn: int,
+    wording: int | None = None,
+    turns: list[tuple[SearchState | None, str]] | None = None,
+) -> dict[str, Any]:
+    """The draw arm's row for one turn (negative counts from the end: -1 is the plan); ``turns`` are the
+    puzzle's ``draw_turns`` when the caller has them already."""
+    turns = draw_turns(puzzle) if turns is None else turns
     state, answer = turns[turn]
     view = search_view(puzzle, state)
     return _row(puzzle, view, search_question(puzzle, wording), answer, f"-t{turn % len(turns)}")
-
-
-def draw_prompt(puzzle: Puzzle, state: SearchState | None, question: str) -> dict[str, Any]:
-    """What a draw turn sees at inference: the view of ``state`` and the request, no answer."""
-    return _row(puzzle, search_view(puzzle, state), question, None, "")
 
 
 def search_row(puzzle: Puzzle, arm: Arm) -> dict[str, Any]:
     """One training row of ``arm`` for ``puzzle``; the draw arm takes one of its turns, picked by its index."""
     if arm == "text":
         return text_row(puzzle)
-    n = len(draw_turns(puzzle))
-    return draw_row(puzzle, int(np.random.default_rng([puzzle.level, puzzle.index]).integers(n)))
+    turns = draw_turns(puzzle)
+    pick = int(np.random.default_rng([puzzle.level, puzzle.index]).integers(len(turns)))
+    return draw_row(puzzle, pick, turns=turns)
 
 
 def search_corpus(n: int = 400, seed: int = 0) -> Iterator[str]:

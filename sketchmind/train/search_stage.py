@@ -19,18 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sketchmind.tasks.base import Puzzle
+from sketchmind.tasks.frozenlake import Lake
 from sketchmind.tasks.frozenlake_search import SearchState, parse_step
 from sketchmind.train.cell_guidance import cell_targets
-from sketchmind.train.perception import Curriculum, ReadingTargets, curriculum_state, fresh_map_rows
+from sketchmind.train.perception import Curriculum, ReadingTargets, curriculum_state, fresh_map_rows, on_device
 from sketchmind.train.search_rows import Arm, draw_row, draw_turns, search_question, search_row, text_row
 
 if TYPE_CHECKING:
     from sketchmind.models.base import Policy
 
 FIND_PLAYER = re.compile(r"Find P (\d+),(\d+),")
-TEXT_TOKENS = 900  # the longest 8x8 search is about 50 lines of 11 tokens
-TURN_TOKENS = 40
-MAX_TURNS = 80  # an 8x8 search takes at most about 50 lines
 
 
 def search_dataset(family: str, arm: Arm, curriculum: Curriculum, n: int, seed: int) -> Any:
@@ -72,7 +70,7 @@ def answer_accuracy(model: Any, collator: Any, rows: Sequence[dict[str, Any]], b
     model.eval()
     with torch.no_grad():
         for k in range(0, len(rows), batch_size):
-            batch = collator(list(rows[k : k + batch_size]))
+            batch = on_device(collator(list(rows[k : k + batch_size])), model.device)
             predicted = model(**batch).logits[:, :-1].argmax(-1)
             target = batch["labels"][:, 1:]
             real = target != -100
@@ -129,52 +127,98 @@ def _conversation(key: str, image: Any, question: str) -> Any:
     return Conversation(key, [{"role": "user", "content": [image_part(0), text_part(question)]}], {0: image})
 
 
-def solve(policy: Policy, puzzles: Sequence[Puzzle], arm: Arm) -> list[str]:
-    """Each puzzle's final answer, the policy run greedily in closed loop (all puzzles as one batch).
+@dataclass(frozen=True)
+class SearchLimits:
+    """How long a closed-loop run of an n x n map may go. Every cell is tried at most once and stepped back
+    from at most once, so a search has at most 2 n^2 lines; a plan has at most n^2 moves. Decoding stops
+    at the end of a turn, so generous limits cost only on output that never ends."""
+
+    turns: int
+    turn_tokens: int
+    text_tokens: int
+
+    @classmethod
+    def of(cls, level: int) -> SearchLimits:
+        lines, moves = 2 * level * level, level * level
+        return cls(turns=lines + 1, turn_tokens=24 + 2 * moves, text_tokens=14 * lines + 24 + 2 * moves)
+
+
+def solve(policy: Policy, puzzles: Sequence[Puzzle], arm: Arm, chunk: int = 16) -> list[str]:
+    """Each puzzle's final answer, the policy run greedily in closed loop, ``chunk`` puzzles of a size at once.
 
     The text arm answers in one turn. The draw arm takes a turn at a time: each sees only the view of the
     search so far, drawn from the model's own lines (from the player it found), and the run of a puzzle ends
-    with its plan, with a line that does not follow from the drawn state, or after ``MAX_TURNS``.
+    with its plan, with a line that does not follow from the drawn state, or after ``SearchLimits.turns``.
+    What ended a run is its answer, so the verifier judges it and nothing the model wrote can raise here.
     """
+    answers = [""] * len(puzzles)
+    for level in sorted({p.level for p in puzzles}):
+        limits = SearchLimits.of(level)
+        of_level = [k for k, p in enumerate(puzzles) if p.level == level]
+        for start in range(0, len(of_level), chunk):
+            indices = of_level[start : start + chunk]
+            group = [puzzles[k] for k in indices]
+            run = _solve_text(policy, group, limits) if arm == "text" else _solve_draw(policy, group, limits)
+            for k, answer in zip(indices, run, strict=True):
+                answers[k] = answer
+    return answers
+
+
+def _solve_text(policy: Policy, puzzles: Sequence[Puzzle], limits: SearchLimits) -> list[str]:
+    from sketchmind.models.base import Sampling
+
+    batch = [_conversation(f"text-{p.id}", p.image, search_question(p)) for p in puzzles]
+    said = policy.generate_batch(batch, Sampling(max_new_tokens=limits.text_tokens))
+    for conversation in batch:
+        policy.release(conversation.id)
+    return [generation.text for generation in said]
+
+
+def _solve_draw(policy: Policy, puzzles: Sequence[Puzzle], limits: SearchLimits) -> list[str]:
     from sketchmind.models.base import Sampling
     from sketchmind.tasks.frozenlake_search import search_view
 
-    questions = [search_question(p) for p in puzzles]
-    if arm == "text":
-        batch = [_conversation(f"text-{p.id}", p.image, q) for p, q in zip(puzzles, questions, strict=True)]
-        return [g.text for g in policy.generate_batch(batch, Sampling(max_new_tokens=TEXT_TOKENS))]
+    lakes = [Lake.from_truth(p.truth) for p in puzzles]
     answers: dict[int, str] = {}
     drawn: dict[int, SearchState | None] = dict.fromkeys(range(len(puzzles)))
-    for turn in range(MAX_TURNS):
+    for turn in range(limits.turns):
         live = [k for k in range(len(puzzles)) if k not in answers]
         if not live:
             break
         batch = [
-            _conversation(f"draw-{puzzles[k].id}-{turn}", search_view(puzzles[k], drawn[k]), questions[k]) for k in live
+            _conversation(
+                f"draw-{puzzles[k].id}-{turn}", search_view(puzzles[k], drawn[k]), search_question(puzzles[k])
+            )
+            for k in live
         ]
-        said = policy.generate_batch(batch, Sampling(max_new_tokens=TURN_TOKENS))
+        said = policy.generate_batch(batch, Sampling(max_new_tokens=limits.turn_tokens))
         for conversation in batch:
             policy.release(conversation.id)
         for k, generation in zip(live, said, strict=True):
-            line = generation.text.strip().splitlines()[-1] if generation.text.strip() else ""
-            state = drawn[k]
+            text = generation.text.strip()
+            line = text.splitlines()[-1] if text else ""
             if line.startswith("Action plan:"):
                 answers[k] = line
                 continue
-            if state is None:  # the first turn finds the player: the search is drawn from there
-                found = FIND_PLAYER.match(generation.text.strip())
-                if found is None:
-                    answers[k] = generation.text
-                    continue
-                state = SearchState(((int(found[1]) - 1, int(found[2]) - 1),))
-            step = parse_step(line, state.current)
             try:
-                drawn[k] = state.after(step) if step is not None else None
+                drawn[k] = _next_state(drawn[k], text, line, lakes[k])
             except ValueError:
-                drawn[k] = None
-            if drawn[k] is None:
                 answers[k] = generation.text
     return [answers.get(k, "") for k in range(len(puzzles))]
+
+
+def _next_state(state: SearchState | None, text: str, line: str, lake: Lake) -> SearchState:
+    """The drawn state after a turn's line; the first turn also finds the player. ValueError: it does not follow."""
+    if state is None:
+        found = FIND_PLAYER.match(text)
+        player = (int(found[1]) - 1, int(found[2]) - 1) if found else None
+        if player is None or not lake.inside(player):
+            raise ValueError("the first turn does not find the player on the map")
+        state = SearchState((player,))
+    step = parse_step(line, state.current)
+    if step is None:
+        raise ValueError(f"not a step of the search from {state.current}: {line!r}")
+    return state.after(step, lake)
 
 
 SOLVE_FILE = "solve.json"
