@@ -395,26 +395,38 @@ def teacher_forced(
     cells = cell_token_ids(tokenizer)
     player, goal = cells[0], cells[1]
     results = []
+    for predicted, target in predictions(model, collator, rows, batch_size):
+        is_cell = torch.isin(target, torch.tensor(cells, device=target.device))
+        right = (predicted == target) & is_cell
+        for r in range(target.shape[0]):
+            results.append(
+                {
+                    "right": int(right[r].sum()),
+                    "cells": int(is_cell[r].sum()),
+                    "player": int(bool(right[r][target[r] == player].all())),
+                    "goal": int(bool(right[r][target[r] == goal].all())),
+                }
+            )
+    return results
+
+
+def predictions(
+    model: Any, collator: Any, rows: Sequence[dict[str, Any]], batch_size: int = 16
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Teacher-forced, per batch of ``rows``: (the model's top prediction for each next token, that token),
+    both (rows, length - 1); labels of -100 are not the model's to write. The model is in eval mode, without
+    gradients, while the batches are read, and as it was afterwards."""
+    import torch
+
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for k in range(0, len(rows), batch_size):
-            batch = on_device(collator(list(rows[k : k + batch_size])), model.device)
-            predicted = model(**batch).logits[:, :-1].argmax(-1)
-            target = batch["labels"][:, 1:]
-            is_cell = torch.isin(target, torch.tensor(cells, device=target.device))
-            right = (predicted == target) & is_cell
-            for r in range(target.shape[0]):
-                results.append(
-                    {
-                        "right": int(right[r].sum()),
-                        "cells": int(is_cell[r].sum()),
-                        "player": int(bool(right[r][target[r] == player].all())),
-                        "goal": int(bool(right[r][target[r] == goal].all())),
-                    }
-                )
-    model.train(was_training)
-    return results
+    try:
+        with torch.no_grad():
+            for k in range(0, len(rows), batch_size):
+                batch = on_device(collator(list(rows[k : k + batch_size])), model.device)
+                yield model(**batch).logits[:, :-1].argmax(-1), batch["labels"][:, 1:]
+    finally:
+        model.train(was_training)
 
 
 def on_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
@@ -443,17 +455,26 @@ def validation_puzzles(spec: Any) -> list[Puzzle]:
     return make_dataset(get_family(spec.family), spec.levels, spec.eval_n, seed=spec.seed + 1)
 
 
-def curriculum_state(curriculum: Curriculum) -> type[Any]:
-    """A ``TrainerCallback`` base whose checkpoints keep ``curriculum``'s open levels, restored on resume.
+def curriculum_state(curriculum: Curriculum, every: int) -> type[Any]:
+    """A ``TrainerCallback`` base for the fresh-map stages: it checks the model every ``every`` steps and keeps
+    ``curriculum``'s open levels in each checkpoint, restored on resume.
 
-    An ``ExportableState``: the Trainer writes ``state()`` into the checkpoint's trainer_state.json, the file
-    that marks a checkpoint complete, so a kill can never leave a checkpoint without its curriculum. It is
-    saved under the subclass's name.
+    A subclass defines ``check(model, collator, levels, step, control)``, which scores the open ``levels``
+    with a collator for the run's processor, widens the curriculum or stops training, and returns what it
+    measured (kept in ``history``). The base is an ``ExportableState``: the Trainer writes ``state()`` into
+    the checkpoint's trainer_state.json, the file that marks a checkpoint complete, so a kill can never leave
+    a checkpoint without its curriculum. It is saved under the subclass's name.
     """
     from transformers import TrainerCallback
     from transformers.trainer_callback import ExportableState
 
+    from sketchmind.train.collator import AssistantOnlyCollator
+
     class CurriculumState(TrainerCallback, ExportableState):
+        def __init__(self) -> None:
+            self.history: list[dict[str, Any]] = []
+            self._collator: AssistantOnlyCollator | None = None
+
         def state(self) -> dict[str, Any]:
             return {"args": {}, "attributes": {"unlocked": curriculum.unlocked}}
 
@@ -461,6 +482,18 @@ def curriculum_state(curriculum: Curriculum) -> type[Any]:
             saved = state.stateful_callbacks.get(type(self).__name__)
             if state.global_step and saved:  # a resumed run: the levels its checkpoint had
                 curriculum.unlocked = int(saved["attributes"]["unlocked"])
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step % every:
+                return
+            if self._collator is None:
+                self._collator = AssistantOnlyCollator(kwargs["processing_class"])
+            levels = curriculum.current()
+            measured = self.check(kwargs["model"], self._collator, levels, state.global_step, control)
+            self.history.append({"step": state.global_step, "levels": levels, **measured})
+
+        def check(self, model: Any, collator: Any, levels: list[int], step: int, control: Any) -> dict[str, Any]:
+            raise NotImplementedError
 
     return CurriculumState
 
@@ -476,36 +509,26 @@ def gate_callback(
     line, kept in ``history``.
     """
 
-    from sketchmind.train.collator import AssistantOnlyCollator
-
-    class ReadingGateCallback(curriculum_state(curriculum)):  # type: ignore[misc]
+    class ReadingGateCallback(curriculum_state(curriculum, every)):  # type: ignore[misc]
         def __init__(self) -> None:
+            super().__init__()
             self.passed_at: int | None = None
-            self.history: list[dict[str, Any]] = []
-            self._collator: AssistantOnlyCollator | None = None
 
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step % every:
-                return
-            if self._collator is None:
-                self._collator = AssistantOnlyCollator(kwargs["processing_class"])
-            levels = curriculum.current()
+        def check(self, model: Any, collator: Any, levels: list[int], step: int, control: Any) -> dict[str, Any]:
             rows = [perception_row(p) for p in puzzles if p.level in levels]
-            score = summarise_reading(teacher_forced(kwargs["model"], self._collator, rows))
-            self.history.append({"step": state.global_step, "levels": levels, **score})
+            score = summarise_reading(teacher_forced(model, collator, rows))
             report(
-                f"perceive step {state.global_step}, levels {levels[0]}-{levels[-1]}: cells {score['cell']:.3f}, "
+                f"perceive step {step}, levels {levels[0]}-{levels[-1]}: cells {score['cell']:.3f}, "
                 f"maps {score['exact']:.3f}, player {score['player']:.3f}, goal {score['goal']:.3f}"
             )
             if len(levels) < len(curriculum.levels):
                 if score["cell"] >= widen.cell and score["exact"] >= widen.exact and curriculum.widen():
                     report(f"perceive: level {curriculum.current()[-1]} joins")
-                return
-            if score["cell"] < gate.cell or score["exact"] < gate.exact:
-                return
-            self.passed_at = state.global_step
-            control.should_training_stop = True
-            control.should_save = True
+            elif score["cell"] >= gate.cell and score["exact"] >= gate.exact:
+                self.passed_at = step
+                control.should_training_stop = True
+                control.should_save = True
+            return score
 
     return ReadingGateCallback()
 

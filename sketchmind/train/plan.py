@@ -509,20 +509,16 @@ def stage_plans(recipe: Recipe) -> list[StagePlan]:
     """
     stages = recipe.stages
     plans: list[StagePlan] = []
-    if stages.perceive is not None:
-        p = stages.perceive
-        batch = int(p.trl.get("per_device_train_batch_size", p.batch_size))
-        note = f"perceive: {DEFAULT_SFT_LENGTH} tokens assumed (a map transcription is shorter)"
-        plans.append(
-            StagePlan("perceive", batch, DEFAULT_SFT_LENGTH, DEFAULT_SFT_LENGTH, _checkpointing(p.trl), notes=(note,))
-        )
-    if stages.search is not None:
-        q = stages.search
-        batch = int(q.trl.get("per_device_train_batch_size", q.batch_size))
-        note = f"search: {DEFAULT_SFT_LENGTH} tokens assumed (an 8x8 search in words is about 600)"
-        plans.append(
-            StagePlan("search", batch, DEFAULT_SFT_LENGTH, DEFAULT_SFT_LENGTH, _checkpointing(q.trl), notes=(note,))
-        )
+    fresh_maps = (
+        ("perceive", stages.perceive, "a map transcription is shorter"),
+        ("search", stages.search, "an 8x8 search in words is about 600"),
+    )
+    for name, spec, shorter in fresh_maps:
+        if spec is not None:
+            batch = int(spec.trl.get("per_device_train_batch_size", spec.batch_size))
+            note = f"{name}: {DEFAULT_SFT_LENGTH} tokens assumed ({shorter})"
+            tokens = DEFAULT_SFT_LENGTH
+            plans.append(StagePlan(name, batch, tokens, tokens, _checkpointing(spec.trl), notes=(note,)))
     sfts = [("sft", stages.sft)] + ([("sft2", stages.rejection.sft)] if stages.rejection is not None else [])
     for name, sft in sfts:
         batch = int(sft.trl.get("per_device_train_batch_size", sft.batch_size))

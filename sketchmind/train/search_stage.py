@@ -22,7 +22,7 @@ from sketchmind.tasks.base import Puzzle
 from sketchmind.tasks.frozenlake import Lake
 from sketchmind.tasks.frozenlake_search import SearchState, parse_step
 from sketchmind.train.cell_guidance import cell_targets
-from sketchmind.train.perception import Curriculum, ReadingTargets, curriculum_state, fresh_map_rows, on_device
+from sketchmind.train.perception import Curriculum, ReadingTargets, curriculum_state, fresh_map_rows, predictions
 from sketchmind.train.search_rows import Arm, draw_row, draw_turns, search_question, search_row, text_row
 
 if TYPE_CHECKING:
@@ -63,20 +63,11 @@ def validation_rows(puzzles: Sequence[Puzzle], arm: Arm) -> list[tuple[int, dict
 
 def answer_accuracy(model: Any, collator: Any, rows: Sequence[dict[str, Any]], batch_size: int = 16) -> float:
     """Teacher-forced: the share of the rows' answer tokens that are the model's top prediction."""
-    import torch
-
     right = total = 0
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for k in range(0, len(rows), batch_size):
-            batch = on_device(collator(list(rows[k : k + batch_size])), model.device)
-            predicted = model(**batch).logits[:, :-1].argmax(-1)
-            target = batch["labels"][:, 1:]
-            real = target != -100
-            right += int(((predicted == target) & real).sum())
-            total += int(real.sum())
-    model.train(was_training)
+    for predicted, target in predictions(model, collator, rows, batch_size):
+        real = target != -100
+        right += int(((predicted == target) & real).sum())
+        total += int(real.sum())
     return right / max(total, 1)
 
 
@@ -88,30 +79,18 @@ def widen_callback(
     Its curriculum is saved in each checkpoint (``curriculum_state``), so a resumed run goes on with the sizes
     it had.
     """
-    from sketchmind.train.collator import AssistantOnlyCollator
-
     rows = validation_rows(puzzles, arm)
 
-    class SearchCurriculumCallback(curriculum_state(curriculum)):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.history: list[dict[str, Any]] = []
-            self._collator: AssistantOnlyCollator | None = None
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step % every:
-                return
-            if self._collator is None:
-                self._collator = AssistantOnlyCollator(kwargs["processing_class"])
-            levels = curriculum.current()
+    class SearchCurriculumCallback(curriculum_state(curriculum, every)):  # type: ignore[misc]
+        def check(self, model: Any, collator: Any, levels: list[int], step: int, control: Any) -> dict[str, Any]:
             scores = {
-                level: answer_accuracy(kwargs["model"], self._collator, [r for size, r in rows if size == level])
-                for level in levels
+                level: answer_accuracy(model, collator, [r for size, r in rows if size == level]) for level in levels
             }
-            self.history.append({"step": state.global_step, "levels": levels, "tokens": scores})
             shown = ", ".join(f"{level}x{level} {score:.3f}" for level, score in scores.items())
-            report(f"search step {state.global_step}, answer tokens right: {shown}")
+            report(f"search step {step}, answer tokens right: {shown}")
             if min(scores.values()) >= widen and curriculum.widen():
                 report(f"search: level {curriculum.current()[-1]} joins")
+            return {"tokens": scores}
 
     return SearchCurriculumCallback()
 
