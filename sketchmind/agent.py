@@ -106,7 +106,8 @@ class Agent:
 
     Args:
         policy: the model backend.
-        protocol: prompt format name (``sketchmind``, ``vilasr``, ``openai-tools``) or a ``Protocol``. A
+        protocol: prompt format name (``sketchmind``, ``vilasr``, ``openai-tools``, ``search``) or a ``Protocol``;
+            None: the one the policy was trained to speak (``policy.protocol_name``), else ``sketchmind``. A
             name speaks the coordinate convention the policy declares (``policy.coords``), else its default.
         budgets: turn, image, context and timeout limits.
         mode: ``draw`` renders tool calls; ``text`` is the chain-of-thought baseline with no tools;
@@ -121,7 +122,7 @@ class Agent:
     def __init__(
         self,
         policy: Policy,
-        protocol: str | Protocol = "sketchmind",
+        protocol: str | Protocol | None = None,
         budgets: Budgets = Budgets(),
         *,
         mode: Mode = "draw",
@@ -141,6 +142,8 @@ class Agent:
                 )
         self.policy = policy
         # A protocol named by string speaks the convention the policy was trained on, if it says.
+        if protocol is None:
+            protocol = policy.protocol_name or "sketchmind"
         self.protocol = get_protocol(protocol, policy.coords) if isinstance(protocol, str) else protocol
         self.budgets = budgets
         self.mode = mode
@@ -355,14 +358,12 @@ class Agent:
         self._allow_latent(run_id, self.mode == "latent")
         canvas = Canvas(pixels, coords=self.protocol.convention, style=self.protocol.style)
         self._keep_canvas(run_id, canvas)
-        if self.mode == "text":
+        if self.mode == "text" and self.protocol.draws:
             system = TEXT_PROMPT
         else:
             system = self.protocol.system_prompt(specs(), image_size=canvas.source.size)
-        messages: list[Message] = [
-            {"role": "system", "content": [text_part(system)]},
-            self.protocol.first_message(question, has_image=pixels is not None),
-        ]
+        messages: list[Message] = [{"role": "system", "content": [text_part(system)]}] if system else []
+        messages.append(self.protocol.first_message(question, has_image=pixels is not None))
         return {
             "run_id": run_id,
             "question": question,

@@ -30,6 +30,7 @@ from sketchmind.files import SaveError
 from sketchmind.images import ImageInputError, load_image
 from sketchmind.memory import reuse_freed_memory
 from sketchmind.models.default import DEFAULT_POLICY, NOTICE, is_shipped, resolve_model
+from sketchmind.protocols import PROTOCOLS
 from sketchmind.quiet import quiet_progress_bars
 from sketchmind.trace import TraceError
 
@@ -44,6 +45,8 @@ err = Console(stderr=True, highlight=False)
 
 
 MAX_QUESTION_CHARS = 100_000  # a question is a prompt, not a document: longer ones are a mistake
+PROTOCOL_NAMES = list(PROTOCOLS)
+PROTOCOL_HELP = "prompt format (default: the one the model was trained to speak, else sketchmind)"
 MAX_LEVEL = 1000  # no family has more levels; bounds ``--levels 3-999999999``
 
 
@@ -273,7 +276,7 @@ def _expert_for_image(args: argparse.Namespace) -> tuple[ExpertPolicy, Puzzle]:
             "--model expert needs a puzzle's ground truth: give an image inside a VSP maps/levelN/img folder, "
             "or run `sketchmind bench FAMILY --model expert`"
         )
-    return ExpertPolicy(args.protocol, mode="text" if args.mode == "text" else "draw"), puzzle
+    return ExpertPolicy(args.protocol or "sketchmind", mode="text" if args.mode == "text" else "draw"), puzzle
 
 
 def _levels(text: str | None) -> tuple[int, ...] | None:
@@ -519,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"checkpoint path or hub id, openai:NAME, replay:TRACE_DIR or expert (default: {DEFAULT_POLICY})",
     )
     solve.add_argument("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL)")
-    solve.add_argument("--protocol", default="sketchmind", choices=["sketchmind", "vilasr", "openai-tools"])
+    solve.add_argument("--protocol", choices=PROTOCOL_NAMES, help=PROTOCOL_HELP)
     solve.add_argument("--mode", default="draw", choices=["draw", "text", "latent", "auto"])
     solve.add_argument("--max-turns", type=positive_int, default=10)
     solve.add_argument("--max-images", type=positive_int, default=45)
@@ -542,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"expert, a checkpoint path or hub id, openai:NAME, or replay:TRACE_DIR (default: {DEFAULT_POLICY})",
     )
     bench.add_argument("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL)")
-    bench.add_argument("--protocol", default="sketchmind", choices=["sketchmind", "vilasr", "openai-tools"])
+    bench.add_argument("--protocol", choices=PROTOCOL_NAMES, help=PROTOCOL_HELP)
     bench.add_argument("--mode", default="draw", choices=["draw", "text", "latent", "auto"])
     bench.add_argument("--levels", help="e.g. 3,4,5 or 3-5 (default: all)")
     bench.add_argument("--n", type=positive_int, help="puzzles per level (default 20; VSP: all)")

@@ -671,7 +671,7 @@ def test_openai_observation_tool_messages_then_images(image_640x480: np.ndarray)
 
 
 def test_get_protocol() -> None:
-    assert set(PROTOCOLS) == {"sketchmind", "vilasr", "openai-tools"}
+    assert set(PROTOCOLS) == {"sketchmind", "vilasr", "openai-tools", "search"}
     assert isinstance(get_protocol("sketchmind"), SketchMindProtocol)
     assert isinstance(get_protocol("vilasr"), ViLaSRProtocol)
     assert isinstance(get_protocol("openai-tools"), OpenAIToolsProtocol)

@@ -123,3 +123,33 @@ def test_the_search_stage_opens_sizes_trains_with_guidance_and_solves_in_closed_
     ]
     assert 0.0 <= summary["generated_solved"] <= 1.0
     assert pipeline.model_after("search") == str(tmp_path / "run" / "search" / "final")
+
+
+def test_the_text_arms_policy_says_it_speaks_search_and_the_agent_runs_it_as_the_closed_loop_does(
+    tmp_path: Path,
+) -> None:
+    from sketchmind.agent import Agent, Budgets
+    from sketchmind.models.hf import PROTOCOL_KEY, HFPolicy
+    from sketchmind.train.search_rows import search_question
+    from sketchmind.train.search_stage import SearchLimits
+
+    micro = load_recipe(ROOT / "policies" / "micro.yaml")
+    search = SearchSpec(arm="text", levels=[3], max_steps=2, batch_size=2, eval_every=2, eval_n=1, solve_n=1)
+    recipe = micro.model_copy(
+        update={
+            "output": str(tmp_path / "run"),
+            "stages": micro.stages.model_copy(update={"perceive": None, "search": search}),
+        }
+    )
+    Pipeline(recipe, report=lambda line: None).run(only=["synth", "base", "search"])
+    final = tmp_path / "run" / "search" / "final"
+    assert json.loads((final / "config.json").read_text())[PROTOCOL_KEY] == "search"
+    policy = HFPolicy(str(final))
+    assert policy.protocol_name == "search"
+    # `sketchmind solve` on this policy: its own protocol, and the same first turn as the stage's closed loop
+    puzzle = make_dataset(FAMILY, [3], 1, seed=99)[0]
+    limits = SearchLimits.of(3)
+    agent = Agent(policy, budgets=Budgets(max_turns=1), sampling=Sampling(max_new_tokens=limits.text_tokens))
+    trace = agent.solve(puzzle.image, search_question(puzzle))
+    assert agent.protocol.name == "search"
+    assert trace.steps[0].raw and trace.steps[0].raw == solve(policy, [puzzle], "text")[0]

@@ -27,15 +27,19 @@ def search_states(start: tuple[int, int], lines: list[str], lake: Any = None) ->
     """The search's state (``SearchState``) after each line, from the player at ``start``.
 
     The probe's lines may leave out the cell a move leaves (without ``--from-cell``); it is where the
-    search stands. Raises ValueError for a line that is not a step of the search from there (given ``lake``,
-    also for a cell off the map or tried already).
+    search stands. Raises ValueError for a line that is not a step of the search from there or whose move does
+    not reach the cell it names (given ``lake``, also for a cell off the map or tried already).
     """
+    from sketchmind.tasks.frozenlake import MOVES
     from sketchmind.tasks.frozenlake_search import SearchState, SearchStep
 
     state, out = SearchState((start,)), []
     for line in lines:
         if tried := LINE.match(line):
             reached = (int(tried[2]) - 1, int(tried[3]) - 1)
+            dr, dc = MOVES[tried[1]]
+            if reached != (state.current[0] + dr, state.current[1] + dc):  # the move must reach the cell named
+                raise ValueError(f"{tried[1]} from {state.current} does not reach {reached}")
             step = SearchStep(state.current, reached, tried[1], tried[4])
         elif back := BACK.match(line):
             step = SearchStep(state.current, (int(back[1]) - 1, int(back[2]) - 1))

@@ -8,6 +8,10 @@ does not parse, or a ``Back to`` a cell the search does not stand next to, ends 
     python tools/search_solve.py runs/probe/search-draw --draw --view-side 168 --per-size 24
     python tools/search_solve.py runs/probe/search-text-cells --per-size 24
     python tools/search_solve.py runs/probe/markov-3-8 --markov --levels 3-8 --per-size 16
+
+With ``--plan-from-branch`` the answer is not the plan the model writes but the branch its own search ends on
+when a line says it reached G, read off as moves (``frozenlake_search.plan_of``): the text arm's lines parsed,
+the draw arm's as the environment drew them. Both arms then answer with the same reading of their own search.
 """
 
 from __future__ import annotations
@@ -32,10 +36,40 @@ FIND = re.compile(r"Find P (\d+),(\d+), G (\d+),(\d+)\.")
 FIND_P = re.compile(r"Find P (\d+),(\d+),")
 
 
+def branch_plan(state: Any) -> str:
+    """The plan along the branch a search ends on, as the verifier reads it."""
+    from sketchmind.tasks.frozenlake import format_plan
+    from sketchmind.tasks.frozenlake_search import plan_of
+
+    return str(format_plan(plan_of(state)))
+
+
+def text_branch(said: str, lake: Any) -> str:
+    """The one-image search's own lines up to the first that reaches G, as a plan ("" if they do not follow)."""
+    lines = said.strip().splitlines()
+    found = FIND.match(lines[0]) if lines else None
+    if not found:
+        return ""
+    start = (int(found[1]) - 1, int(found[2]) - 1)
+    if not lake.inside(start):
+        return ""
+    search = []
+    for line in lines[1:]:
+        if line.startswith("Action plan:"):
+            return ""
+        search.append(line)
+        if line.endswith(" G"):
+            try:
+                return branch_plan(draw_search.search_states(start, search, lake)[-1])
+            except ValueError:
+                return ""
+    return ""
+
+
 class Solver:
     """Greedy turns of one probe model."""
 
-    def __init__(self, model_dir: Path, side: int, view_side: int) -> None:
+    def __init__(self, model_dir: Path, side: int, view_side: int, from_branch: bool = False) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -44,6 +78,7 @@ class Solver:
         self.model = AutoModelForImageTextToText.from_pretrained(str(model_dir), use_safetensors=True).eval()
         self.end = self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.side, self.view_side = side, view_side
+        self.from_branch = from_branch
         torch.set_grad_enabled(False)
 
     def turn(self, messages: list[dict[str, Any]], images: list[Any], max_new_tokens: int) -> str:
@@ -65,8 +100,11 @@ class Solver:
 
     def solve_text(self, puzzle: Any) -> str:
         """The one-image search: everything in one turn."""
+        from sketchmind.tasks.frozenlake import Lake
+
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": search_probe.QUESTION}]}]
-        return self.turn(messages, [self.image(puzzle.image, self.side)], SearchLimits.of(puzzle.level).text_tokens)
+        said = self.turn(messages, [self.image(puzzle.image, self.side)], SearchLimits.of(puzzle.level).text_tokens)
+        return text_branch(said, Lake.from_truth(puzzle.truth)) if self.from_branch else said
 
     def solve_draw(self, puzzle: Any) -> str:
         """One line a turn; the model's own lines drawn into each next view. Returns the last turn's text."""
@@ -127,6 +165,8 @@ class Solver:
                 state = draw_search.search_states(start, lines, truth)[-1]
             except ValueError:
                 return said
+            if self.from_branch and line.endswith(" G"):
+                return branch_plan(state)
             view = search_view(puzzle, state)
         return ""
 
@@ -136,6 +176,7 @@ def main() -> None:
     parser.add_argument("run", help="a search_probe --out folder (its final/ model is solved with)")
     parser.add_argument("--draw", action="store_true")
     parser.add_argument("--markov", action="store_true", help="draw turns that each see the latest view alone")
+    parser.add_argument("--plan-from-branch", action="store_true", help="answer with the branch the search ends on")
     parser.add_argument("--side", type=int, default=336)
     parser.add_argument("--view-side", type=int, default=168)
     parser.add_argument("--levels", default="3-5")
@@ -154,8 +195,8 @@ def main() -> None:
         "generated": make_dataset(family, list(range(lo, hi + 1)), args.per_size, seed=99),
         "vsp": [p for p in vsp_puzzles(Path(args.vsp)) if lo <= p.level <= hi],
     }
-    solver = Solver(Path(args.run) / "final", args.side, args.view_side)
-    report: dict[str, Any] = {"run": args.run, "draw": args.draw, "markov": args.markov}
+    solver = Solver(Path(args.run) / "final", args.side, args.view_side, args.plan_from_branch)
+    report: dict[str, Any] = {"run": args.run, "draw": args.draw, "markov": args.markov, "branch": args.plan_from_branch}
     for name, puzzles in sets.items():
         solved: dict[int, list[int]] = {}
         for puzzle in puzzles:
@@ -168,7 +209,7 @@ def main() -> None:
         k, n = sum(v[0] for v in rows.values()), sum(v[1] for v in rows.values())
         report[name] = {"by_size": rows, "all": [k, n], "wilson": [round(x, 3) for x in wilson(k, n)]}
         print(name, json.dumps(report[name]), flush=True)
-    arm = "-markov" if args.markov else "-draw" if args.draw else ""
+    arm = ("-markov" if args.markov else "-draw" if args.draw else "") + ("-branch" if args.plan_from_branch else "")
     out = Path(args.run) / f"solve{arm}-{args.levels}.json"
     out.write_text(json.dumps(report, indent=1))
 

@@ -34,7 +34,7 @@ class BenchConfig:
     target: str
     model: str
     mode: str = "draw"
-    protocol: str = "sketchmind"
+    protocol: str | None = None  # None: the one the policy was trained to speak, else sketchmind
     levels: tuple[int, ...] | None = None  # None: every level the family (or the VSP folder) has
     n: int | None = 20  # puzzles per level; None for VSP means every example
     seed: int = 0
@@ -115,7 +115,7 @@ def _make_policy(config: BenchConfig) -> Policy:
 
         if config.samples > 1:
             raise ValueError("the expert is deterministic: --samples needs a sampling model")
-        return ExpertPolicy(config.protocol, mode="text" if config.mode == "text" else "draw")
+        return ExpertPolicy(config.protocol or "sketchmind", mode="text" if config.mode == "text" else "draw")
     from sketchmind.models.loading import load_policy
 
     return load_policy(config.model, base_url=config.base_url, mode=config.mode)

@@ -305,7 +305,7 @@ class DemoSession:
         try:
             agent = Agent(
                 policy,
-                "sketchmind",
+                None,  # the protocol the policy was trained to speak
                 Budgets(max_turns=turns),
                 mode=mode,
                 checkpoint=directory.parent / f"{run_id}.sqlite" if step_by_step else None,

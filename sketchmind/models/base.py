@@ -80,6 +80,9 @@ class Policy(ABC):
     # The coordinate convention the model was trained to write (``pixels``, ``norm1000``, ``unit``), when it
     # says; an agent given a protocol by name then speaks that convention. None: the protocol's default.
     coords: str | None = None
+    # The protocol the model was trained to speak (``search`` for the search stage's policy), when it says; an
+    # agent given no protocol speaks it. None: ``sketchmind``.
+    protocol_name: str | None = None
     # A policy that plays the puzzle's ground truth (the expert) has nothing to say without one: callers
     # refuse such a run up front instead of letting its first turn fail.
     needs_puzzle: bool = False

@@ -108,6 +108,7 @@ PREFIX_CACHE = 4  # shared prefixes (e.g. system prompts) whose KV is kept, leas
 PREFIX_MIN_TOKENS = 16  # shorter shared prefixes are not worth a cache entry
 
 COORDS_KEY = "sketchmind_coords"  # config.json key: the coordinate convention a checkpoint was trained on
+PROTOCOL_KEY = "sketchmind_protocol"  # config.json key: the protocol a checkpoint was trained to speak
 
 
 @dataclass
@@ -222,6 +223,7 @@ class HFPolicy(Policy):
         self._processor = processor
         self._model = model_.to(self.device).eval()
         self.coords = getattr(model_.config, COORDS_KEY, None)
+        self.protocol_name = getattr(model_.config, PROTOCOL_KEY, None)
         self._tok: Any = getattr(self._processor, "tokenizer", self._processor)
         self._tok.padding_side = "left"  # for anyone batching through the processor; we pad ourselves
         self._pad_id = self._tok.pad_token_id if self._tok.pad_token_id is not None else 0

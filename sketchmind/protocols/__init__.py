@@ -5,16 +5,17 @@ from __future__ import annotations
 from sketchmind.coords import Convention
 from sketchmind.protocols.base import Message, ParsedTurn, Protocol, ToolCall, ToolResult
 from sketchmind.protocols.openai_tools import OpenAIToolsProtocol
+from sketchmind.protocols.search import SearchProtocol
 from sketchmind.protocols.sketchmind import SketchMindProtocol
 from sketchmind.protocols.vilasr import ViLaSRProtocol
 
 PROTOCOLS: dict[str, type[Protocol]] = {
-    cls.name: cls for cls in (SketchMindProtocol, ViLaSRProtocol, OpenAIToolsProtocol)
+    cls.name: cls for cls in (SketchMindProtocol, ViLaSRProtocol, OpenAIToolsProtocol, SearchProtocol)
 }
 
 
 def get_protocol(name: str, convention: str | Convention | None = None) -> Protocol:
-    """A protocol by name (``sketchmind``, ``vilasr``, ``openai-tools``)."""
+    """A protocol by name (``sketchmind``, ``vilasr``, ``openai-tools``, ``search``)."""
     try:
         cls = PROTOCOLS[name]
     except KeyError:
@@ -28,6 +29,7 @@ __all__ = [
     "OpenAIToolsProtocol",
     "ParsedTurn",
     "Protocol",
+    "SearchProtocol",
     "SketchMindProtocol",
     "ToolCall",
     "ToolResult",

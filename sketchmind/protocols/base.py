@@ -85,6 +85,8 @@ class Protocol(ABC):
     default_convention: ClassVar[Convention] = Convention.PIXELS
     style: ClassVar[str] = "sketchmind"
     image_max_pixels: ClassVar[int | None] = None  # resize inputs as the model family expects (ViLaSR)
+    # False for a format with no tools (``search``): its own prompt then serves every agent mode.
+    draws: ClassVar[bool] = True
 
     def __init__(self, convention: str | Convention | None = None) -> None:
         self.convention = Convention.parse(convention) if convention else self.default_convention

@@ -186,11 +186,7 @@ class Pipeline:
         """Record the recipe's coordinate convention in a checkpoint's config (HFPolicy reads it back)."""
         from sketchmind.models.hf import COORDS_KEY
 
-        config = Path(model_dir) / "config.json"
-        values = json.loads(config.read_text(encoding="utf-8"))
-        if values.get(COORDS_KEY) != self.recipe.coords:
-            values[COORDS_KEY] = self.recipe.coords
-            write_json_atomic(config, values)
+        stamp_config(model_dir, COORDS_KEY, self.recipe.coords)
 
     def previous(self, stage: str) -> str:
         order = self.enabled()
@@ -333,6 +329,10 @@ class Pipeline:
             attn_implementation="eager" if guidance.attention > 0 else None,
         )
         final = str(self.folder("search") / "final")
+        if spec.arm == "text" and is_main():  # it writes its search as words: the ``search`` protocol reads that
+            from sketchmind.models.hf import PROTOCOL_KEY
+
+            stamp_config(final, PROTOCOL_KEY, "search")
         summary = {"final": final, "arm": spec.arm, "levels_open": curriculum.current()[-1]}
         if not is_main():
             return summary
@@ -631,3 +631,12 @@ def fresh_rows_needed(trl_args: dict[str, Any]) -> int:
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+
+
+def stamp_config(model_dir: str | Path, key: str, value: str) -> None:
+    """Record ``key: value`` in a checkpoint's ``config.json`` (what it was trained on; HFPolicy reads it back)."""
+    config = Path(model_dir) / "config.json"
+    values = json.loads(config.read_text(encoding="utf-8"))
+    if values.get(key) != value:
+        values[key] = value
+        write_json_atomic(config, values)
