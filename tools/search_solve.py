@@ -196,7 +196,12 @@ def main() -> None:
         "vsp": [p for p in vsp_puzzles(Path(args.vsp)) if lo <= p.level <= hi],
     }
     solver = Solver(Path(args.run) / "final", args.side, args.view_side, args.plan_from_branch)
-    report: dict[str, Any] = {"run": args.run, "draw": args.draw, "markov": args.markov, "branch": args.plan_from_branch}
+    report: dict[str, Any] = {
+        "run": args.run,
+        "draw": args.draw,
+        "markov": args.markov,
+        "branch": args.plan_from_branch,
+    }
     for name, puzzles in sets.items():
         solved: dict[int, list[int]] = {}
         for puzzle in puzzles:
