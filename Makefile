@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TYPED_CORE := sketchmind
 
-.PHONY: run test lint typecheck unit docs bench bench-detail fuzz load golden policy results demo clean
+.PHONY: run test lint typecheck unit docs bench bench-detail fuzz load golden policy policy-v1 results demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,13 +75,18 @@ LOAD_WRITE ?= --write docs/reliability.md
 load: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python tools/load_serve.py --clients 4 16 --seconds 60 $(LOAD_WRITE)
 
-# The default policy from scratch (fixed seeds, 2 CPU cores, under 2 hours; resumable), shipped into
-# policies/sketchmind-tiny/, then its results written into the docs (results, perception) and the model card.
+# The default policy from scratch (fixed seeds, 2 CPU cores, about 2 hours; resumable), shipped into
+# policies/sketchmind-tiny/draw, then its results written into the docs (results, perception) and the model card.
+# The latent variant beside it comes from v1's recipe: `make policy-v1` retrains it (draw/ is then v1's too).
 TINY := policies/sketchmind-tiny
 policy: $(STAMP)
 	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/sketchmind train $(TINY).yaml
 	$(BIN)/python -m sketchmind.train.ship $(TINY).yaml $(TINY)
 	$(MAKE) results
+
+policy-v1: $(STAMP)
+	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/sketchmind train $(TINY)-v1.yaml
+	$(BIN)/python -m sketchmind.train.ship $(TINY)-v1.yaml $(TINY)
 
 results: $(STAMP)
 	$(BIN)/python -m sketchmind.train.results $(TINY).yaml --write docs/results.md docs/perception.md $(TINY)/README.md

@@ -148,6 +148,18 @@ def test_recipe_errors_name_the_field(tmp_path: Path) -> None:
     bad.write_text("name: x\noutput: y\nmodel: {base: m}\ndata: {families: [maze, needle], n: {maze: 3}}\n")
     with pytest.raises(RecipeError, match="n has no count for needle"):
         load_recipe(bad)
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null, baselines: [text]}\n")
+    with pytest.raises(RecipeError, match="baselines are SFT'd with stages.sft's settings"):
+        load_recipe(bad)
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null}\n")
+    with pytest.raises(RecipeError, match="stages.search or stages.rejection must train the policy"):
+        load_recipe(bad)
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null, search: {}, latent: {}}\n")
+    with pytest.raises(RecipeError, match="the latent stages start from the cold start's policy"):
+        load_recipe(bad)
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {rejection: {families: [lake]}}\n")
+    with pytest.raises(RecipeError, match="lake"):
+        load_recipe(bad)
     with pytest.raises(RecipeError, match="no such recipe"):
         load_recipe(tmp_path / "missing.yaml")
 
@@ -196,3 +208,12 @@ def test_perceive_with_only_the_image_token_loss_trains_without_eager_attention(
     assert summary["global_step"] == 4
     logged = [m for m in _metrics(tmp_path / "run" / "perceive" / "metrics.jsonl") if "loss" in m]
     assert logged and all("token_ce" in m and "look" not in m for m in logged)
+
+
+def test_the_default_recipe_learns_from_its_search_policys_own_samples() -> None:
+    pipeline = Pipeline(load_recipe(ROOT / "policies" / "sketchmind-tiny.yaml"))
+    assert pipeline.enabled() == ["synth", "base", "search", "rejection", "sft2", "eval"]
+    search = str(pipeline.folder("search") / "final")
+    # no cold start: rejection samples the search policy, and sft2's policy is what the eval benches
+    assert pipeline.model_after("rejection") == search and pipeline.model_after("sft2").endswith("sft2/final")
+    assert pipeline.recipe.stages.rejection is not None and not pipeline.recipe.stages.rejection.mix_cold_start

@@ -69,3 +69,31 @@ def test_the_agent_speaks_the_policys_own_protocol_with_no_system_prompt() -> No
     assert [m["role"] for m in text_policy.seen[0].messages] == ["user"]
     # a protocol named by the caller still wins over the policy's own
     assert Agent(policy, "sketchmind").protocol.name == "sketchmind"
+
+
+def test_rejection_sampling_samples_a_search_policy_in_its_own_protocol() -> None:
+    from sketchmind.train.rejection import rejection_sample
+
+    class HalfRight(WrittenSearch):
+        """The expert's search on even samples; a wrong plan (the expert's first move only) on odd ones."""
+
+        def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
+            lake = Lake.from_truth(conversation.puzzle.truth)  # type: ignore[union-attr]
+            text = search_text(lake)
+            if conversation.id.endswith("#1"):
+                text = text.rsplit("\n", 1)[0] + "\nAction plan: " + text.rsplit(": ", 1)[1].split(",")[0]
+            return Generation(text)
+
+    result = rejection_sample(
+        HalfRight(Lake.from_truth(make_dataset(FAMILY, [4], 1, seed=0)[0].truth)),
+        ["frozenlake-classic"],
+        2,
+        k=2,
+        levels=[4],
+        require_reflective=False,
+    )
+    assert (len(result.kept), len(result.rejected)) == (2, 2)
+    for row in result.kept + result.rejected:
+        user, assistant = row["messages"]  # no system prompt, no tool turns: the search and its plan
+        assert user["role"] == "user" and assistant["role"] == "assistant"
+        assert assistant["content"][0]["text"].startswith("Find P")

@@ -57,3 +57,23 @@ def test_ship_refuses_an_untrained_or_oversized_policy(trained: Pipeline, tmp_pa
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text((ROOT / "policies" / "micro.yaml").read_text().replace("runs/train/micro", str(trained.out)))
     assert main([str(recipe), str(tmp_path / "shipped")]) == 2
+
+
+def test_a_recipe_without_latent_stages_replaces_the_draw_policy_and_keeps_the_latent_one(
+    trained: Pipeline, tmp_path: Path, tiny_checkpoint: Callable[[str], Path]
+) -> None:
+    dest = tmp_path / "shipped"
+    first = ship(trained, dest)
+    stages = trained.recipe.stages.model_copy(update={"latent": None})
+    recipe = trained.recipe.model_copy(update={"name": "micro-v2", "output": str(tmp_path / "v2"), "stages": stages})
+    v2 = Pipeline(recipe, report=lambda _: None)
+    shutil.copytree(tiny_checkpoint("qwen3-vl"), v2.model_after("eval"))
+    second = ship(v2, dest)
+    assert second["policies"]["latent"] == {"recipe": "micro", **first["policies"]["latent"]}
+    assert second["policies"]["draw"]["recipe"] == "micro-v2" and second["recipe"] == "micro-v2"
+    assert second["policies"]["draw"]["source"] == v2.model_after("eval")
+    assert is_latent_checkpoint(dest / "latent") and json.loads((dest / "manifest.json").read_text()) == second
+    # the kept variant counts toward the limit: nothing is copied when the whole folder would be too big
+    with pytest.raises(ValueError, match="over the"):
+        ship(v2, dest, max_megabytes=second["megabytes"] - 0.01)
+    assert json.loads((dest / "manifest.json").read_text()) == second

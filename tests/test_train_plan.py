@@ -222,7 +222,7 @@ def test_fsdp_and_a_tiny_recipe_plan_from_the_cli(capsys: pytest.CaptureFixture[
     fsdp = str(ROOT / "configs" / "accelerate" / "fsdp.yaml")
     assert main(["train", str(TINY), "--plan", "--accelerate-config", fsdp, "--gpu-memory", "24GB"]) == 0
     text = capsys.readouterr().out
-    assert "FSDP full shard, 8 GPUs" in text and "perceive" in text and "fits:" in text
+    assert "FSDP full shard, 8 GPUs" in text and "search" in text and "fits:" in text
 
 
 @pytest.mark.parametrize(

@@ -23,12 +23,13 @@ LINE = re.compile(r"^(?:\d+,\d+ )?([UDLR]): (\d+),(\d+) ([FHG])$")  # "4,4 L: 4,
 BACK = re.compile(r"^Back to (\d+),(\d+)$")
 
 
-def search_states(start: tuple[int, int], lines: list[str], lake: Any = None) -> list[Any]:
+def search_states(start: tuple[int, int], lines: list[str], lake: Any = None, by_cell: bool = False) -> list[Any]:
     """The search's state (``SearchState``) after each line, from the player at ``start``.
 
     The probe's lines may leave out the cell a move leaves (without ``--from-cell``); it is where the
     search stands. Raises ValueError for a line that is not a step of the search from there or whose move does
-    not reach the cell it names (given ``lake``, also for a cell off the map or tried already).
+    not reach the cell it names (given ``lake``, also for a cell off the map or tried already). ``by_cell``:
+    the cell a line names is the step, if it is next to where the search stands, whatever move it wrote.
     """
     from sketchmind.tasks.frozenlake import MOVES
     from sketchmind.tasks.frozenlake_search import SearchState, SearchStep
@@ -37,10 +38,14 @@ def search_states(start: tuple[int, int], lines: list[str], lake: Any = None) ->
     for line in lines:
         if tried := LINE.match(line):
             reached = (int(tried[2]) - 1, int(tried[3]) - 1)
-            dr, dc = MOVES[tried[1]]
+            move = tried[1]
+            if by_cell:  # the move toward the named cell, if it is a neighbour
+                delta = (reached[0] - state.current[0], reached[1] - state.current[1])
+                move = next((m for m, d in MOVES.items() if d == delta), move)
+            dr, dc = MOVES[move]
             if reached != (state.current[0] + dr, state.current[1] + dc):  # the move must reach the cell named
-                raise ValueError(f"{tried[1]} from {state.current} does not reach {reached}")
-            step = SearchStep(state.current, reached, tried[1], tried[4])
+                raise ValueError(f"{move} from {state.current} does not reach {reached}")
+            step = SearchStep(state.current, reached, move, tried[4])
         elif back := BACK.match(line):
             step = SearchStep(state.current, (int(back[1]) - 1, int(back[2]) - 1))
         else:

@@ -12,6 +12,8 @@ does not parse, or a ``Back to`` a cell the search does not stand next to, ends 
 With ``--plan-from-branch`` the answer is not the plan the model writes but the branch its own search ends on
 when a line says it reached G, read off as moves (``frozenlake_search.plan_of``): the text arm's lines parsed,
 the draw arm's as the environment drew them. Both arms then answer with the same reading of their own search.
+A line's step is then the cell it names (if next to where the search stands), whatever move letter it wrote:
+the cell is what a view draws.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def text_branch(said: str, lake: Any) -> str:
         search.append(line)
         if line.endswith(" G"):
             try:
-                return branch_plan(draw_search.search_states(start, search, lake)[-1])
+                return branch_plan(draw_search.search_states(start, search, lake, by_cell=True)[-1])
             except ValueError:
                 return ""
     return ""
@@ -162,7 +164,7 @@ class Solver:
                     return said
             lines.append(line)
             try:
-                state = draw_search.search_states(start, lines, truth)[-1]
+                state = draw_search.search_states(start, lines, truth, by_cell=self.from_branch)[-1]
             except ValueError:
                 return said
             if self.from_branch and line.endswith(" G"):

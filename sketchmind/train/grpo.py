@@ -4,20 +4,22 @@
 In a rollout the model thinks, calls drawing tools as ``<tool_call>{json}</tool_call>`` (TRL parses them
 with our response template), sees each call's ``<observation>`` and new view in a ``tool`` message
 (``DrawingEnvironment``), and ends with ``<answer>``. Rewards are ``accuracy_reward`` plus ``format_reward``,
-the format gated on a right answer by default (ViLaSR). The run leaves, as ``run_sft`` does:
+the format gated on a right answer by default (ViLaSR). A policy that speaks a protocol without tools
+(``protocol="search"``) is trained too: see the last section. The run leaves, as ``run_sft`` does:
 
 - ``output_dir/checkpoint-N/``: checkpoints every ``save_steps``; a rerun resumes from the latest;
 - ``output_dir/metrics.jsonl``: one line per step (``step``, ``loss``, ``reward``, ``reward_std``,
   ``rewards/accuracy_reward/mean``, ``rewards/format_reward/mean``, ``completions/mean_length``,
-  ``tools/call_frequency``, ``tools/failure_frequency``...);
+  ``tools/call_frequency``, ``tools/failure_frequency`` (with tools only)...);
 - ``output_dir/final/``: the model (LoRA merged in) and the processor, whose chat template is tool-capable.
 
-Rollouts speak the ``sketchmind`` protocol, as the SFT data and the agent at inference do. Dataset rows
-(``grpo_dataset``) are TRL's conversational VLM format: a ``prompt`` that is the agent's opening (the
-protocol's system prompt, which lists the tools, then the puzzle image and the question), the image in
-``images``, and the columns the rewards and the environment read (``family``, ``level``, ``index``, ``seed``,
-``truth`` as JSON). With our tiny models' chat template (``models.tiny``) a rollout's tokens are those
-``Agent`` + ``HFPolicy`` would feed for the same turns, except where TRL's loop itself decides:
+Rollouts speak the protocol the policy was trained to speak (``protocol``: ``sketchmind`` by default, as the
+SFT data and the agent do). Dataset rows (``grpo_dataset``) are TRL's conversational VLM format: a ``prompt``
+that is the agent's opening (the protocol's system prompt, which in ``sketchmind`` lists the tools, and none
+where that prompt is empty; then the puzzle image and the question), the image in ``images``, and the
+columns the rewards and the environment read (``family``, ``level``, ``index``, ``seed``, ``truth`` as JSON).
+With our tiny models' chat template (``models.tiny``) a rollout's tokens are those ``Agent`` + ``HFPolicy``
+would feed for the same turns, except where TRL's loop itself decides:
 
 - the agent adds ``FINAL_NOTE`` ("No more tool calls are allowed...") to the observation after turn
   ``max_turns - 1`` or once the image budget is spent; TRL cannot know a turn is the last, so rollouts never
@@ -29,6 +31,15 @@ protocol's system prompt, which lists the tools, then the puzzle image and the q
 
 Other chat templates (stock Qwen2.5/3-VL) render tools and tool results their own way (Hermes
 ``<tool_response>`` blocks), so there GRPO rollouts and SFT text differ in those places.
+
+A protocol without tools (``protocol.draws`` False: ``search``, whose policy writes its search in words and
+ends with an ``Action plan:`` line) gets no ``environment_factory``: TRL then passes no tools to the chat
+template (which would otherwise render a tool list where the policy was trained with no system message at
+all), runs no tool loop, and a rollout is one assistant turn, its prompt tokens those ``Agent`` + ``HFPolicy``
+feed on the first turn. The rewards read that turn with the protocol's ``parse``. One difference from the
+agent: a turn with no plan ends the rollout (scored 0), where the agent would say so and let the policy try
+again. Other drawing protocols (``vilasr``, ``openai-tools``) are refused: ``DrawingEnvironment`` answers in
+``sketchmind``'s words.
 
 TRL, transformers, peft and datasets are imported inside the functions: ``import sketchmind.train`` stays light.
 """
@@ -50,7 +61,7 @@ from sketchmind.tasks import Puzzle, get_family, make_dataset
 from sketchmind.tools import specs
 from sketchmind.train.environment import DrawingEnvironment
 from sketchmind.train.resume import resume_point
-from sketchmind.train.rewards import reward_functions
+from sketchmind.train.rewards import DRAWING_PROTOCOL, grpo_protocol, reward_functions
 from sketchmind.train.sft import (
     FINAL_DIR,
     METRICS_FILE,
@@ -64,27 +75,34 @@ if TYPE_CHECKING:
     from datasets import Dataset  # type: ignore[import-untyped]
     from transformers import TrainerCallback
 
-PROTOCOL = "sketchmind"
-"""The protocol GRPO rollouts speak: the SFT data's and the agent's default."""
+PROTOCOL = DRAWING_PROTOCOL
+"""The protocol GRPO rollouts speak by default: the SFT data's and the agent's default."""
 
 
-def system_prompt(coords: str = "pixels", image_size: tuple[int, int] | None = None) -> str:
-    """The system prompt of a GRPO prompt: the ``sketchmind`` protocol's, tool list included (as ``Agent``)."""
-    return get_protocol(PROTOCOL, coords).system_prompt(specs(), image_size)
+def system_prompt(coords: str = "pixels", image_size: tuple[int, int] | None = None, protocol: str = PROTOCOL) -> str:
+    """The system prompt of a GRPO prompt: ``protocol``'s, tool list included (as ``Agent``); "" for ``search``."""
+    return get_protocol(protocol, coords).system_prompt(specs(), image_size)
 
 
-def puzzle_row(puzzle: Puzzle, *, seed: int, max_pixels: int | None = None, coords: str = "pixels") -> dict[str, Any]:
+def puzzle_row(
+    puzzle: Puzzle,
+    *,
+    seed: int,
+    max_pixels: int | None = None,
+    coords: str = "pixels",
+    protocol: str = PROTOCOL,
+) -> dict[str, Any]:
     """One GRPO dataset row for ``puzzle``; its image is downscaled to ``max_pixels`` (view 1 of the rollout).
 
-    The prompt is the agent's opening conversation for this image and question (``Agent._start``), converted
-    as ``HFPolicy`` converts it (``models.chat.template_messages``): TRL fills the image placeholder from ``images``.
+    The prompt is the agent's opening conversation for this image and question in ``protocol``
+    (``Agent._start``: a system message only where the protocol's prompt is not empty), converted as
+    ``HFPolicy`` converts it (``models.chat.template_messages``): TRL fills the image placeholder from ``images``.
     """
     image = fit_pixels(puzzle.image, max_pixels) if puzzle.image is not None else None
     size = WHITEBOARD_SIZE if image is None else image.size
-    opening = [
-        {"role": "system", "content": [text_part(system_prompt(coords, size))]},
-        get_protocol(PROTOCOL, coords).first_message(puzzle.question, has_image=image is not None),
-    ]
+    system = system_prompt(coords, size, protocol)
+    opening = [{"role": "system", "content": [text_part(system)]}] if system else []
+    opening.append(get_protocol(protocol, coords).first_message(puzzle.question, has_image=image is not None))
     prompt, _ = template_messages(opening)
     return {
         "id": puzzle.id,
@@ -108,15 +126,17 @@ def grpo_dataset(
     *,
     max_pixels: int | None = None,
     coords: str = "pixels",
+    protocol: str = PROTOCOL,
 ) -> Dataset:
-    """``n`` puzzles per family and level (every level of each family if ``levels`` is None) as a Dataset."""
+    """``n`` puzzles per family and level (every level of each family if ``levels`` is None) as a Dataset,
+    each prompt the agent's opening in ``protocol``."""
     from datasets import Dataset
 
     rows = []
     for name in families:
         family = get_family(name)
         for puzzle in make_dataset(family, levels if levels is not None else family.levels, n, seed):
-            rows.append(puzzle_row(puzzle, seed=seed, max_pixels=max_pixels, coords=coords))
+            rows.append(puzzle_row(puzzle, seed=seed, max_pixels=max_pixels, coords=coords, protocol=protocol))
     return Dataset.from_list(rows)
 
 
@@ -148,6 +168,7 @@ def run_grpo(
     extra_args: Mapping[str, Any] | None = None,
     trl: Mapping[str, Any] | None = None,
     dtype: str | None = None,
+    protocol: str = PROTOCOL,
 ) -> dict[str, Any]:
     """Train ``model_path`` with GRPO on puzzles drawn by a ``DrawingEnvironment``; return the run's metrics.
 
@@ -164,10 +185,14 @@ def run_grpo(
     above (e.g. ``vllm_mode``, ``beta``, ``temperature``; ``trl_config.build_config``). The weights load in
     ``dtype`` (``weights.load_for_training``: float32 by default, ``"bfloat16"`` halves their memory). On
     CUDA the forward runs in bf16 mixed precision with gradient checkpointing; on CPU without either.
+    ``protocol`` is the one the policy was trained to speak (``Policy.protocol_name``): ``sketchmind`` draws
+    as above; ``search`` (no tools) rolls out one turn with no environment, the tool settings unused; any
+    other drawing protocol raises ``ValueError`` before anything loads.
 
     Returns ``global_step``, ``train_loss``, ``resumed_from``, ``history`` (every line of ``metrics.jsonl``),
     ``final`` (the saved model directory), ``world_size`` and the Trainer's runtime metrics.
     """
+    spoken = grpo_protocol(protocol)  # a protocol GRPO cannot train fails before an import, a directory or a weight
     from transformers import AutoConfig, AutoProcessor
     from trl.trainer.grpo_trainer import GRPOTrainer
 
@@ -195,6 +220,13 @@ def run_grpo(
     family = family_of(AutoConfig.from_pretrained(str(model_path)).model_type)
     processor = prepare_processor(AutoProcessor.from_pretrained(str(model_path)), family)  # type: ignore[no-untyped-call]
     model = load_for_training(point.weights, dtype)
+    environment: dict[str, Any] = {}
+    if spoken.draws:
+        environment["environment_factory"] = functools.partial(
+            DrawingEnvironment, max_images=max_images, max_pixels=max_pixels, coords=coords
+        )
+    # else no environment, so no tools: TRL renders the prompt with tools=None (as HFPolicy does; a tool list
+    # would add a system message the policy never saw), skips its tool loop and reports no tools/* metrics.
     return train_stage(
         GRPOTrainer,
         point,
@@ -204,12 +236,10 @@ def run_grpo(
         callbacks=callbacks,
         rich_progress=rich_progress,
         model=model,
-        reward_funcs=reward_functions(gated),
+        reward_funcs=reward_functions(gated, protocol),
         args=config,
-        train_dataset=grpo_dataset(families, n, levels, seed, max_pixels=max_pixels, coords=coords),
-        environment_factory=functools.partial(
-            DrawingEnvironment, max_images=max_images, max_pixels=max_pixels, coords=coords
-        ),
+        train_dataset=grpo_dataset(families, n, levels, seed, max_pixels=max_pixels, coords=coords, protocol=protocol),
+        **environment,
     )
 
 

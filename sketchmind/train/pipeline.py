@@ -86,6 +86,7 @@ class Pipeline:
             "base": self.recipe.model.tiny is None,
             "perceive": stages.perceive is None,
             "search": stages.search is None,
+            "sft": stages.sft is None,
             "rejection": stages.rejection is None,
             "sft2": stages.rejection is None,
             "dpo": stages.dpo is None,
@@ -363,6 +364,7 @@ class Pipeline:
     def _sft(self) -> dict[str, Any]:
         from sketchmind.train.synth_storage import load_dataset
 
+        assert self.recipe.stages.sft is not None
         return self._fine_tune("sft", load_dataset(self.folder("synth")), self.recipe.stages.sft)
 
     def _rejection(self) -> dict[str, Any]:
@@ -381,7 +383,7 @@ class Pipeline:
         torch.manual_seed(spec.seed)
         sampling = Sampling(temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens)
         result = None
-        for family in self.recipe.data.families:
+        for family in spec.families or self.recipe.data.families:
             got = rejection_sample(
                 policy,
                 [family],
@@ -413,9 +415,12 @@ class Pipeline:
         assert spec is not None
         parts = []
         kept = self.folder("rejection") / "kept"
-        if is_saved(kept):
-            parts.append(load_dataset(kept))
-        if spec.mix_cold_start or not parts:
+        if is_saved(kept) and len(rows := load_dataset(kept)) > 0:
+            parts.append(rows)
+        if self.recipe.stages.sft is None:  # the synth rows are another policy's format: only the kept samples
+            if not parts:
+                raise StageError("rejection sampling kept no sample, so sft2 has nothing to train on")
+        elif spec.mix_cold_start or not parts:
             parts.append(load_dataset(self.folder("synth")))
         return self._fine_tune("sft2", concatenate_datasets(parts), spec.sft)
 
@@ -532,6 +537,7 @@ class Pipeline:
         # The same start as the draw policy's cold start (the reading model when perceive runs), so draw, text
         # and direct differ only in how the trajectories are written.
         start = self._cold_start()
+        assert self.recipe.stages.sft is not None  # the recipe checks that baselines have their settings
         return self._fine_tune(stage, load_dataset(data), self.recipe.stages.sft, start=start)
 
     def _cold_start(self) -> str:

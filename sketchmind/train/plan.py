@@ -520,7 +520,7 @@ def stage_plans(recipe: Recipe) -> list[StagePlan]:
             tokens = DEFAULT_SFT_LENGTH
             plans.append(StagePlan(name, batch, tokens, tokens, _checkpointing(spec.trl), notes=(note,)))
     sfts = [("sft", stages.sft)] + ([("sft2", stages.rejection.sft)] if stages.rejection is not None else [])
-    for name, sft in sfts:
+    for name, sft in ((name, sft) for name, sft in sfts if sft is not None):
         batch = int(sft.trl.get("per_device_train_batch_size", sft.batch_size))
         tokens = sft.max_length or DEFAULT_SFT_LENGTH
         assumed = () if sft.max_length else (f"{name}: no max_length, {DEFAULT_SFT_LENGTH} tokens assumed",)

@@ -261,6 +261,7 @@ class SearchSpec(FreshMapsSpec):
 
 
 class RejectionSpec(Strict):
+    families: list[str] | None = None  # the families sampled (default: data.families)
     n: PosInt = 4  # puzzles per level and family
     k: PosInt = 4  # samples per puzzle
     seed: NonNegInt = 1000  # fresh puzzles: never the cold-start seed
@@ -270,6 +271,11 @@ class RejectionSpec(Strict):
     require_reflective: bool = True
     mix_cold_start: bool = True  # the second SFT round sees the cold-start rows too
     sft: SFTSpec = SFTSpec()
+
+    @model_validator(mode="after")
+    def known_families(self) -> RejectionSpec:
+        _check_families(self.families or [], {})
+        return self
 
 
 class DPOSpec(TrlSection):
@@ -412,7 +418,8 @@ class LatentTrainSpec(Strict):
 class Stages(Strict):
     perceive: PerceiveSpec | None = None  # reading first: the draw policy's SFT starts from its model
     search: SearchSpec | None = None  # planning by search on frozen-lake maps, from the reading model
-    sft: SFTSpec = SFTSpec()
+    # The cold start on the synth trajectories; null skips it (a search policy is then the start of what follows).
+    sft: SFTSpec | None = SFTSpec()
     rejection: RejectionSpec | None = None
     dpo: DPOSpec | None = None  # preferences on rejection sampling's pairs, from the policy GRPO starts from
     grpo: GRPOSpec | None = None
@@ -429,8 +436,20 @@ class Stages(Strict):
         return self
 
     @model_validator(mode="after")
+    def sft_settings_for_the_stages_that_use_them(self) -> Stages:
+        if self.sft is None and self.baselines:
+            raise ValueError("stages.baselines are SFT'd with stages.sft's settings: keep a stages.sft section")
+        if self.sft is None and self.rejection is None and self.search is None:
+            raise ValueError("stages.sft is null, so stages.search or stages.rejection must train the policy")
+        return self
+
+    @model_validator(mode="after")
     def latent_source_runs(self) -> Stages:
-        if self.latent is None or self.latent.source in (None, "sft"):
+        if self.latent is None:
+            return self
+        if self.latent.source in (None, "sft"):
+            if self.sft is None and (self.latent.source == "sft" or self.rejection is None):
+                raise ValueError("the latent stages start from the cold start's policy: keep a stages.sft section")
             return self
         needs = {"sft2": ("rejection", self.rejection), "grpo": ("grpo", self.grpo)}[self.latent.source]
         if needs[1] is None:

@@ -87,7 +87,7 @@ def rejection_sample(
     levels: Sequence[int] | None = None,
     seed: int = 1000,
     sampling: Sampling = Sampling(temperature=0.9, top_p=0.95, max_new_tokens=256),
-    protocol: str = "sketchmind",
+    protocol: str | None = None,
     max_turns: int = 10,
     batch_size: int = 16,
     require_reflective: bool = True,

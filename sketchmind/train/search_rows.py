@@ -39,7 +39,7 @@ Arm = Literal["text", "draw"]
 ARMS: tuple[Arm, ...] = ("text", "draw")
 
 # The same request in several wordings, one of them with the map size: users will not phrase it our way.
-_ASKS = (
+ASKS = (
     "Plan a path from P to G that steps on no H.",
     "Find a safe route for the player to the goal, avoiding the holes.",
     "How does the player reach the goal on this {rows}x{cols} lake without falling into a hole?",
@@ -49,8 +49,8 @@ _ASKS = (
 def search_question(puzzle: Puzzle, wording: int | None = None) -> str:
     """The planning request for ``puzzle``: by default a wording picked by a hash of its level and index (never
     by ``index % k``, which the curriculum also uses to pick the level: docs/perception.md)."""
-    k = zlib.crc32(f"{puzzle.level}:{puzzle.index}".encode()) % len(_ASKS) if wording is None else wording
-    return _ASKS[k].format(rows=puzzle.truth["rows"], cols=puzzle.truth["cols"])
+    k = zlib.crc32(f"{puzzle.level}:{puzzle.index}".encode()) % len(ASKS) if wording is None else wording
+    return ASKS[k].format(rows=puzzle.truth["rows"], cols=puzzle.truth["cols"])
 
 
 def ends_line(lake: Lake, player: bool = True) -> str:
@@ -131,4 +131,4 @@ def search_corpus(n: int = 400, seed: int = 0) -> Iterator[str]:
     for k in range(n):
         lake = random_lake(rng, 3 + k % 6)
         yield search_text(lake)
-        yield _ASKS[k % len(_ASKS)].format(rows=lake.rows, cols=lake.cols)
+        yield ASKS[k % len(ASKS)].format(rows=lake.rows, cols=lake.cols)

@@ -13,7 +13,7 @@ checks the plan. A line that does not follow from the drawn state ends that map 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,13 +122,20 @@ class SearchLimits:
         return cls(turns=lines + 1, turn_tokens=24 + 2 * moves, text_tokens=14 * lines + 24 + 2 * moves)
 
 
-def solve(policy: Policy, puzzles: Sequence[Puzzle], arm: Arm, chunk: int = 16) -> list[str]:
+def solve(
+    policy: Policy,
+    puzzles: Sequence[Puzzle],
+    arm: Arm,
+    chunk: int = 16,
+    question: Callable[[Puzzle], str] = search_question,
+) -> list[str]:
     """Each puzzle's final answer, the policy run greedily in closed loop, ``chunk`` puzzles of a size at once.
 
     The text arm answers in one turn. The draw arm takes a turn at a time: each sees only the view of the
     search so far, drawn from the model's own lines (from the player it found), and the run of a puzzle ends
     with its plan, with a line that does not follow from the drawn state, or after ``SearchLimits.turns``.
     What ended a run is its answer, so the verifier judges it and nothing the model wrote can raise here.
+    ``question`` words the request for a puzzle (by default one of the training wordings).
     """
     answers = [""] * len(puzzles)
     for level in sorted({p.level for p in puzzles}):
@@ -137,23 +144,30 @@ def solve(policy: Policy, puzzles: Sequence[Puzzle], arm: Arm, chunk: int = 16) 
         for start in range(0, len(of_level), chunk):
             indices = of_level[start : start + chunk]
             group = [puzzles[k] for k in indices]
-            run = _solve_text(policy, group, limits) if arm == "text" else _solve_draw(policy, group, limits)
+            if arm == "text":
+                run = _solve_text(policy, group, limits, question)
+            else:
+                run = _solve_draw(policy, group, limits, question)
             for k, answer in zip(indices, run, strict=True):
                 answers[k] = answer
     return answers
 
 
-def _solve_text(policy: Policy, puzzles: Sequence[Puzzle], limits: SearchLimits) -> list[str]:
+def _solve_text(
+    policy: Policy, puzzles: Sequence[Puzzle], limits: SearchLimits, question: Callable[[Puzzle], str]
+) -> list[str]:
     from sketchmind.models.base import Sampling
 
-    batch = [_conversation(f"text-{p.id}", p.image, search_question(p)) for p in puzzles]
+    batch = [_conversation(f"text-{p.id}", p.image, question(p)) for p in puzzles]
     said = policy.generate_batch(batch, Sampling(max_new_tokens=limits.text_tokens))
     for conversation in batch:
         policy.release(conversation.id)
     return [generation.text for generation in said]
 
 
-def _solve_draw(policy: Policy, puzzles: Sequence[Puzzle], limits: SearchLimits) -> list[str]:
+def _solve_draw(
+    policy: Policy, puzzles: Sequence[Puzzle], limits: SearchLimits, question: Callable[[Puzzle], str]
+) -> list[str]:
     from sketchmind.models.base import Sampling
     from sketchmind.tasks.frozenlake_search import search_view
 
@@ -165,9 +179,7 @@ def _solve_draw(policy: Policy, puzzles: Sequence[Puzzle], limits: SearchLimits)
         if not live:
             break
         batch = [
-            _conversation(
-                f"draw-{puzzles[k].id}-{turn}", search_view(puzzles[k], drawn[k]), search_question(puzzles[k])
-            )
+            _conversation(f"draw-{puzzles[k].id}-{turn}", search_view(puzzles[k], drawn[k]), question(puzzles[k]))
             for k in live
         ]
         said = policy.generate_batch(batch, Sampling(max_new_tokens=limits.turn_tokens))
@@ -231,11 +243,17 @@ class SolveTable:
         write_json_atomic(path, {"arm": self.arm, "rows": self.rows})
 
 
-def measure_solving(policy: Policy, sets: Mapping[str, Sequence[Puzzle]], arm: Arm, family: Any) -> SolveTable:
+def measure_solving(
+    policy: Policy,
+    sets: Mapping[str, Sequence[Puzzle]],
+    arm: Arm,
+    family: Any,
+    question: Callable[[Puzzle], str] = search_question,
+) -> SolveTable:
     """``solve`` every map set (name -> puzzles) and count the verified plans per level and overall."""
     rows = []
     for name, puzzles in sets.items():
-        answers = solve(policy, puzzles, arm)
+        answers = solve(policy, puzzles, arm, question=question)
         ok = [bool(family.verify(p, a)) for p, a in zip(puzzles, answers, strict=True)]
         for level in sorted({p.level for p in puzzles}):
             picked = [o for p, o in zip(puzzles, ok, strict=True) if p.level == level]

@@ -63,6 +63,7 @@ class ConversationRecorder(Policy):
         self.inner = inner
         self.name = inner.name
         self.coords = inner.coords
+        self.protocol_name = inner.protocol_name
         self.seen: dict[str, Conversation] = {}
 
     def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
