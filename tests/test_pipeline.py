@@ -149,10 +149,10 @@ def test_recipe_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="n has no count for needle"):
         load_recipe(bad)
     bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null, baselines: [text]}\n")
-    with pytest.raises(RecipeError, match="baselines are SFT'd with stages.sft's settings"):
+    with pytest.raises(RecipeError, match=r"baselines are SFT'd with stages\.sft's settings"):
         load_recipe(bad)
     bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null}\n")
-    with pytest.raises(RecipeError, match="stages.search or stages.rejection must train the policy"):
+    with pytest.raises(RecipeError, match=r"stages\.search or stages\.rejection must train the policy"):
         load_recipe(bad)
     bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null, search: {}, latent: {}}\n")
     with pytest.raises(RecipeError, match="the latent stages start from the cold start's policy"):

@@ -170,7 +170,7 @@ def run_grpo(
     dtype: str | None = None,
     protocol: str = PROTOCOL,
 ) -> dict[str, Any]:
-    """Train ``model_path`` with GRPO on puzzles drawn by a ``DrawingEnvironment``; return the run's metrics.
+    """Train ``model_path`` with GRPO on puzzles (drawn on in a ``DrawingEnvironment``); return the run's metrics.
 
     Each step samples ``num_generations`` rollouts for each of ``prompts_per_step`` puzzles (``n`` per
     family and level of ``grpo_dataset``). A rollout may call tools for ``max_tool_calling_iterations``

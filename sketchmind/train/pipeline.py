@@ -433,7 +433,8 @@ class Pipeline:
         metrics = run_grpo(
             start,
             self.folder("grpo"),
-            families=self.recipe.data.families,
+            families=spec.families or self.recipe.data.families,
+            protocol=_speaks(start),
             n=spec.n,
             seed=spec.seed,
             gated=spec.gated,
@@ -646,3 +647,12 @@ def stamp_config(model_dir: str | Path, key: str, value: str) -> None:
     if values.get(key) != value:
         values[key] = value
         write_json_atomic(config, values)
+
+
+def _speaks(model_dir: str | Path) -> str:
+    """The protocol a checkpoint was trained to speak (its config's ``sketchmind_protocol``), else sketchmind."""
+    from sketchmind.models.hf import PROTOCOL_KEY
+
+    config = Path(model_dir) / "config.json"
+    values = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    return str(values.get(PROTOCOL_KEY) or "sketchmind")

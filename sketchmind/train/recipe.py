@@ -330,6 +330,7 @@ class GRPOSpec(TrlSection):
         "max_tool_calling_iterations": "max_tool_calling_iterations",
         "use_vllm": "use_vllm",
     }
+    families: list[str] | None = None  # the families of its puzzles (default: data.families)
     n: PosInt = 20
     seed: NonNegInt = 2000
     max_steps: PosInt = 100
@@ -343,6 +344,11 @@ class GRPOSpec(TrlSection):
     from_dpo: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)  # the older name of ``trl``: any other GRPOConfig field
     TRL_MAPPINGS: ClassVar[tuple[str, ...]] = ("extra", "trl")
+
+    @model_validator(mode="after")
+    def known_families(self) -> GRPOSpec:
+        _check_families(self.families or [], {})
+        return self
 
 
 EvalMode = Literal["draw", "dpo", "text", "direct", "latent", "auto", "latent-mean", "latent-noise"]
