@@ -212,8 +212,9 @@ def test_perceive_with_only_the_image_token_loss_trains_without_eager_attention(
 
 def test_the_default_recipe_learns_from_its_search_policys_own_samples() -> None:
     pipeline = Pipeline(load_recipe(ROOT / "policies" / "sketchmind-tiny.yaml"))
-    assert pipeline.enabled() == ["synth", "base", "search", "rejection", "sft2", "eval"]
+    assert pipeline.enabled() == ["synth", "base", "search", "rejection", "sft2", "grpo", "eval"]
     search = str(pipeline.folder("search") / "final")
-    # no cold start: rejection samples the search policy, and sft2's policy is what the eval benches
-    assert pipeline.model_after("rejection") == search and pipeline.model_after("sft2").endswith("sft2/final")
+    # no cold start: rejection samples the search policy, GRPO starts from sft2's, and the eval benches GRPO's
+    assert pipeline.model_after("rejection") == search and pipeline.grpo_start().endswith("sft2/final")
+    assert pipeline.model_after("eval").endswith("grpo/final")
     assert pipeline.recipe.stages.rejection is not None and not pipeline.recipe.stages.rejection.mix_cold_start
