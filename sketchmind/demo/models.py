@@ -30,8 +30,8 @@ CUSTOM_HINT = "or type a checkpoint path / hub id, or openai:NAME (server from $
 NOTE_TITLE = "ⓘ About this model"
 SPECIALIST_NOTE = (
     f"**{DEFAULT_POLICY} is a grid-puzzle specialist.** It is a 5 M-parameter model trained only on generated "
-    "grid puzzles (frozen lakes, mazes, line tracing, small targets), so on your own image its drawings and "
-    "answer mean little. For a general image, point the demo at a general vision-language model: type a local "
+    "frozen-lake maps, which it solves by a search written in words (its latent variant: on frozen lakes, mazes, "
+    "line tracing and small targets), so on your own image its answer means little. For a general image, point the demo at a general vision-language model: type a local "
     "checkpoint folder or hub id (a Qwen2.5-VL or Qwen3-VL) in **Model**, or start the demo with "
     "`sketchmind demo --model /path/to/checkpoint`; or, for a model behind an OpenAI-compatible server, type "
     "`openai:NAME` and start the demo with `OPENAI_BASE_URL=http://HOST:PORT/v1` "

@@ -1,10 +1,11 @@
 """The policy that ships inside the package: what ``sketchmind solve`` runs when no ``--model`` is given.
 
 ``sketchmind-tiny`` is trained from scratch by ``make policy`` (``policies/sketchmind-tiny.yaml``) and
-copied into ``policies/sketchmind-tiny/`` by ``python -m sketchmind.train.ship``: ``draw/`` is the draw policy,
-``latent/`` its latent variant (a latent checkpoint: ``latent.json`` beside the weights). The
-``policies/`` folder installs as the package ``sketchmind.policies`` (see ``setup.py``), so a wheel
-install finds it as well as an editable one.
+copied into ``policies/sketchmind-tiny/`` by ``python -m sketchmind.train.ship``: ``draw/`` is the policy the
+draw and text modes run (v2 speaks the ``search`` protocol, recorded in its config), ``latent/`` the latent
+variant (v1's, from ``policies/sketchmind-tiny-v1.yaml``; a latent checkpoint: ``latent.json`` beside the
+weights). The ``policies/`` folder installs as the package ``sketchmind.policies`` (see ``setup.py``), so a
+wheel install finds it as well as an editable one.
 
 ``--model sketchmind-tiny`` names it in ``solve``, ``bench``, ``serve`` and the demo: ``resolve_model`` turns the
 name into the folder for the agent's mode, and ``load_policy`` names a policy loaded from that folder
@@ -18,8 +19,8 @@ from pathlib import Path
 
 DEFAULT_POLICY = "sketchmind-tiny"
 NOTICE = (
-    f"{DEFAULT_POLICY}: a 5 M-parameter policy trained on grid puzzles only (frozen lake, maze, line tracing, "
-    "small targets); for other images pass --model (a Qwen2.5-VL / Qwen3-VL checkpoint, or openai:NAME)"
+    f"{DEFAULT_POLICY}: a 5 M-parameter policy trained on frozen-lake maps only (VSP's style), which it solves by a "
+    "search written in words; for other images pass --model (a Qwen2.5-VL / Qwen3-VL checkpoint, or openai:NAME)"
 )
 
 
