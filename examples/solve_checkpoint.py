@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from sketchmind.images import ImageInputError, load_image
+from sketchmind.protocols import PROTOCOLS
 
 
 def main() -> int:
@@ -22,7 +23,9 @@ def main() -> int:
     parser.add_argument("image")
     parser.add_argument("question")
     parser.add_argument("--model", required=True, help="checkpoint folder or hub id")
-    parser.add_argument("--protocol", default="sketchmind", choices=["sketchmind", "vilasr", "openai-tools"])
+    parser.add_argument(
+        "--protocol", choices=list(PROTOCOLS), help="default: the one the checkpoint was trained on, else sketchmind"
+    )
     parser.add_argument("--max-turns", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--save", metavar="DIR", default="runs/solve_checkpoint", help="trace folder")

@@ -61,7 +61,8 @@ def main() -> int:
 
     print(NOTICE)
     try:
-        agent = Agent(load_policy(str(folder)), "sketchmind", Budgets(max_turns=args.max_turns), mode="draw")
+        # no protocol named: the agent speaks the one the shipped policy was trained on (its config says)
+        agent = Agent(load_policy(str(folder)), None, Budgets(max_turns=args.max_turns), mode="draw")
         for event in agent.stream(image, args.question, save=args.save):
             show(event)
     except BackendError as error:  # the checkpoint could not be loaded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,22 @@ def test_a_run_directory_refuses_another_model(tmp_path: Path) -> None:
     run_bench(BenchConfig(target="maze", model="expert", levels=(1,), n=1), tmp_path)
     with pytest.raises(ValueError, match="holds another run"):
         run_bench(BenchConfig(target="maze", model="replay:x", levels=(1,), n=1), tmp_path)
+
+
+def test_a_run_folder_records_the_protocol_the_policy_speaks_and_resumes_with_it(tmp_path: Path) -> None:
+    config = BenchConfig(target="maze", model="replayed", levels=(1,), n=1, max_turns=1)
+    searching = ReplayPolicy(["Find P 1,1, G 1,2.\n1,1 R: 1,2 G\nAction plan: R"] * 3)
+    searching.protocol_name = "search"
+    run_bench(config, tmp_path, policy=searching)
+    assert json.loads((tmp_path / "run.json").read_text())["protocol"] == "search"  # resolved, not null
+    run_bench(replace(config, n=2), tmp_path, policy=searching)  # resumes: the same protocol
+    with pytest.raises(ValueError, match="protocol='search'"):  # the same folder for another protocol
+        run_bench(replace(config, n=3, protocol="sketchmind"), tmp_path, policy=searching)
+    # a folder written before runs recorded null (protocol "sketchmind") resumes with a sketchmind policy
+    old = tmp_path / "old"
+    run_bench(replace(config, protocol="sketchmind"), old, policy=ReplayPolicy(["<answer>Moves: L</answer>"] * 2))
+    run_bench(replace(config, n=2), old, policy=ReplayPolicy(["<answer>Moves: L</answer>"] * 2))
+    assert json.loads((old / "run.json").read_text())["protocol"] == "sketchmind"
 
 
 def test_wrong_answers_score_zero_and_backend_errors_are_retried(tmp_path: Path) -> None:

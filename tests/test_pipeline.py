@@ -151,10 +151,13 @@ def test_recipe_errors_name_the_field(tmp_path: Path) -> None:
     bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null, baselines: [text]}\n")
     with pytest.raises(RecipeError, match=r"baselines are SFT'd with stages\.sft's settings"):
         load_recipe(bad)
-    bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null}\n")
-    with pytest.raises(RecipeError, match=r"stages\.search or stages\.rejection must train the policy"):
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null, search: {arm: draw}}\n")
+    with pytest.raises(RecipeError, match=r"must come from stages\.search with arm: text"):
         load_recipe(bad)
-    bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null, search: {}, latent: {}}\n")
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null, search: {arm: text}, rejection: {}}\n")
+    with pytest.raises(RecipeError, match=r"no cold-start rows to mix"):
+        load_recipe(bad)
+    bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {sft: null, search: {arm: text}, latent: {}}\n")
     with pytest.raises(RecipeError, match="the latent stages start from the cold start's policy"):
         load_recipe(bad)
     bad.write_text("name: x\noutput: y\nmodel: {base: m}\nstages: {rejection: {families: [lake]}}\n")
@@ -210,11 +213,30 @@ def test_perceive_with_only_the_image_token_loss_trains_without_eager_attention(
     assert logged and all("token_ce" in m and "look" not in m for m in logged)
 
 
-def test_the_default_recipe_learns_from_its_search_policys_own_samples() -> None:
-    pipeline = Pipeline(load_recipe(ROOT / "policies" / "sketchmind-tiny.yaml"))
+def test_the_default_recipe_learns_from_its_search_policys_own_samples(tmp_path: Path) -> None:
+    recipe = load_recipe(ROOT / "policies" / "sketchmind-tiny.yaml").model_copy(update={"output": str(tmp_path)})
+    pipeline = Pipeline(recipe)
     assert pipeline.enabled() == ["synth", "base", "search", "rejection", "sft2", "grpo", "eval"]
     search = str(pipeline.folder("search") / "final")
     # no cold start: rejection samples the search policy, GRPO starts from sft2's, and the eval benches GRPO's
     assert pipeline.model_after("rejection") == search and pipeline.grpo_start().endswith("sft2/final")
     assert pipeline.model_after("eval").endswith("grpo/final")
     assert pipeline.recipe.stages.rejection is not None and not pipeline.recipe.stages.rejection.mix_cold_start
+
+    # each checkpoint says the protocol its stage trained it to speak: the search's, passed on to what learns
+    # from its samples; a config copied from a start that spoke another is corrected by the stamp
+    for stage in ("search", "sft2"):
+        (tmp_path / stage / "final").mkdir(parents=True)
+        (tmp_path / stage / "final" / "config.json").write_text('{"sketchmind_protocol": "sketchmind"}')
+    pipeline.stamp("search", tmp_path / "search" / "final")
+    assert [pipeline.stage_protocol(s) for s in ("search", "sft2", "grpo")] == ["search", "search", "sketchmind"]
+    pipeline.stamp("sft2", tmp_path / "sft2" / "final")
+    assert pipeline.stage_protocol("grpo") == "search"
+    micro = Pipeline(load_recipe(ROOT / "policies" / "micro.yaml"))
+    assert [micro.stage_protocol(s) for s in ("base", "perceive", "sft", "latent1", "sft_text")] == [
+        None,
+        None,
+        "sketchmind",
+        "sketchmind",
+        "sketchmind",
+    ]

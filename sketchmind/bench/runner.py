@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +71,19 @@ def load_puzzles(config: BenchConfig) -> tuple[TaskFamily, list[Puzzle]]:
 
 
 def _check_directory(directory: Path, config: BenchConfig) -> None:
-    """Refuse to mix two different runs in one directory; remember this run's config."""
+    """Refuse to mix two different runs in one directory; remember this run's config.
+
+    A config with no protocol (the policy's own) is checked again once the agent knows which it is
+    (``run_bench`` calls this a second time with it), so the folder records the protocol actually spoken.
+    """
     path = directory / CONFIG_FILE
     mine = {k: v for k, v in asdict(config).items() if k in _IDENTITY}
     if path.is_file():
         theirs = json.loads(path.read_text(encoding="utf-8"))
-        changed = [k for k in _IDENTITY if theirs.get(k) != mine.get(k)]
+        unknown = mine["protocol"] is None or theirs.get("protocol") is None  # not resolved yet on one side
+        compared = [k for k in _IDENTITY if not (k == "protocol" and unknown)]
+        changed = [k for k in compared if theirs.get(k) != mine.get(k)]
+        mine["protocol"] = mine["protocol"] or theirs.get("protocol")
         if changed:
             detail = ", ".join(f"{k}={theirs.get(k)!r}" for k in changed)
             raise ValueError(f"{directory} holds another run ({detail}): use another --out or delete it")
@@ -144,6 +151,8 @@ def run_bench(
     policy = policy or _make_policy(config)
     budgets, sampling = Budgets(max_turns=config.max_turns), Sampling(max_new_tokens=config.max_new_tokens)
     agent = Agent(policy, config.protocol, budgets, mode=config.mode, sampling=sampling)  # type: ignore[arg-type]
+    if config.protocol is None:  # now known: the folder records (and is checked for) the protocol spoken
+        _check_directory(out, replace(config, protocol=agent.protocol.name))
     run = BenchRun(out, [])
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start : start + config.batch_size]

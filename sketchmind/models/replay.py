@@ -27,7 +27,13 @@ class ReplayPolicy(Policy):
         """Replay the raw model outputs of a saved trace."""
         from sketchmind.trace import Trace
 
-        return cls([step.raw for step in Trace.load(trace_dir).steps])
+        trace = Trace.load(trace_dir)
+        replay = cls([step.raw for step in trace.steps])
+        from sketchmind.protocols import PROTOCOLS
+
+        if trace.protocol in PROTOCOLS:  # replayed in the protocol it was written in (not `sketchmind draw`'s)
+            replay.protocol_name = trace.protocol
+        return replay
 
     def generate(self, conversation: Conversation, sampling: Sampling = Sampling()) -> Generation:
         turn = sum(1 for m in conversation.messages if m.get("role") == "assistant")

@@ -163,9 +163,9 @@ class Pipeline:
                 continue
             with StageClock(self.folder(stage)) as clock:
                 summary = getattr(self, f"_{stage}")()
-                for key in ("model", "final"):  # every checkpoint a stage makes carries the recipe's coordinates
+                for key in ("model", "final"):  # every checkpoint a stage makes says how it writes and speaks
                     if key in summary:
-                        self.stamp_coords(summary[key])
+                        self.stamp(stage, summary[key])
                 # A resumed stage counts the time of its killed runs too.
                 summary["seconds"] = round(clock.seconds(), 1)
                 summary["segments"] = clock.segments
@@ -183,11 +183,29 @@ class Pipeline:
 
         return get_protocol("sketchmind", self.recipe.coords)
 
-    def stamp_coords(self, model_dir: str | Path) -> None:
-        """Record the recipe's coordinate convention in a checkpoint's config (HFPolicy reads it back)."""
-        from sketchmind.models.hf import COORDS_KEY
+    def stamp(self, stage: str, model_dir: str | Path) -> None:
+        """Record in a checkpoint's config the recipe's coordinate convention and the protocol the stage trained
+        it to speak (``stage_protocol``; none: the key is removed); HFPolicy reads both back."""
+        from sketchmind.models.hf import COORDS_KEY, PROTOCOL_KEY
 
         stamp_config(model_dir, COORDS_KEY, self.recipe.coords)
+        stamp_config(model_dir, PROTOCOL_KEY, self.stage_protocol(stage))
+
+    def stage_protocol(self, stage: str) -> str | None:
+        """The protocol ``stage``'s checkpoint speaks, so a config copied from the start model never says wrong.
+
+        The search stage's text arm writes ``search``; the trainers on the synth trajectories (the cold start,
+        the baselines, the latent stages) ``sketchmind``; sft2, DPO and GRPO train on the samples of their start
+        policy, so they speak what it speaks. Base and perceive models speak none (None).
+        """
+        if stage == "search":
+            spec = self.recipe.stages.search
+            return "search" if spec is not None and spec.arm == "text" else None
+        if stage in ("sft", "sft_text", "sft_direct", "latent1", "latent2"):
+            return "sketchmind"
+        starts = {"sft2": lambda: self.model_after("rejection"), "dpo": lambda: self.model_after(self.previous("dpo"))}
+        starts["grpo"] = self.grpo_start
+        return _speaks(starts[stage]()) if stage in starts else None
 
     def previous(self, stage: str) -> str:
         order = self.enabled()
@@ -330,10 +348,6 @@ class Pipeline:
             attn_implementation="eager" if guidance.attention > 0 else None,
         )
         final = str(self.folder("search") / "final")
-        if spec.arm == "text" and is_main():  # it writes its search as words: the ``search`` protocol reads that
-            from sketchmind.models.hf import PROTOCOL_KEY
-
-            stamp_config(final, PROTOCOL_KEY, "search")
         summary = {"final": final, "arm": spec.arm, "levels_open": curriculum.current()[-1]}
         if not is_main():
             return summary
@@ -453,7 +467,9 @@ class Pipeline:
         assert spec is not None and rejection is not None
         experts: list[dict[str, Any]] = []
         if spec.expert_chosen:  # the expert on rejection sampling's own puzzles: the same seed and levels
-            for family in self.recipe.data.families:
+            if _speaks(self.model_after(self.previous("dpo"))) != "sketchmind":
+                raise StageError("dpo.expert_chosen: the expert writes sketchmind trajectories, not the policy's own")
+            for family in rejection.families or self.recipe.data.families:
                 experts.extend(self._synthesize(family, rejection.n, rejection.seed)[0])
         samples = self.folder("rejection")
         pairs, stats = preference_pairs(
@@ -640,12 +656,16 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
 
 
-def stamp_config(model_dir: str | Path, key: str, value: str) -> None:
-    """Record ``key: value`` in a checkpoint's ``config.json`` (what it was trained on; HFPolicy reads it back)."""
+def stamp_config(model_dir: str | Path, key: str, value: str | None) -> None:
+    """Record ``key: value`` in a checkpoint's ``config.json`` (what it was trained on; HFPolicy reads it back);
+    ``None`` removes the key."""
     config = Path(model_dir) / "config.json"
     values = json.loads(config.read_text(encoding="utf-8"))
     if values.get(key) != value:
-        values[key] = value
+        if value is None:
+            values.pop(key)
+        else:
+            values[key] = value
         write_json_atomic(config, values)
 
 

@@ -261,7 +261,7 @@ class SearchSpec(FreshMapsSpec):
 
 
 class RejectionSpec(Strict):
-    families: list[str] | None = None  # the families sampled (default: data.families)
+    families: list[str] | None = Field(None, min_length=1)  # the families sampled (default: data.families)
     n: PosInt = 4  # puzzles per level and family
     k: PosInt = 4  # samples per puzzle
     seed: NonNegInt = 1000  # fresh puzzles: never the cold-start seed
@@ -330,7 +330,7 @@ class GRPOSpec(TrlSection):
         "max_tool_calling_iterations": "max_tool_calling_iterations",
         "use_vllm": "use_vllm",
     }
-    families: list[str] | None = None  # the families of its puzzles (default: data.families)
+    families: list[str] | None = Field(None, min_length=1)  # the families of its puzzles (default: data.families)
     n: PosInt = 20
     seed: NonNegInt = 2000
     max_steps: PosInt = 100
@@ -445,8 +445,10 @@ class Stages(Strict):
     def sft_settings_for_the_stages_that_use_them(self) -> Stages:
         if self.sft is None and self.baselines:
             raise ValueError("stages.baselines are SFT'd with stages.sft's settings: keep a stages.sft section")
-        if self.sft is None and self.rejection is None and self.search is None:
-            raise ValueError("stages.sft is null, so stages.search or stages.rejection must train the policy")
+        if self.sft is None and (self.search is None or self.search.arm != "text"):
+            raise ValueError("stages.sft is null, so the policy must come from stages.search with arm: text")
+        if self.sft is None and self.rejection is not None and self.rejection.mix_cold_start:
+            raise ValueError("stages.sft is null: no cold-start rows to mix (set rejection.mix_cold_start: false)")
         return self
 
     @model_validator(mode="after")

@@ -100,6 +100,8 @@ def rejection_sample(
     result = RejectionResult([], [], stats)
     recorder = ConversationRecorder(policy)
     agent = Agent(recorder, protocol, Budgets(max_turns=max_turns), sampling=sampling)
+    if not agent.protocol.draws:  # a sample is one turn; one without an answer can never be kept: no retries
+        agent = Agent(recorder, agent.protocol, Budgets(max_turns=1), sampling=sampling)
     for name in families:
         family = get_family(name)
         puzzles = make_dataset(family, levels or family.levels, n, seed=seed)
