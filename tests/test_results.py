@@ -47,6 +47,11 @@ def test_tables_give_accuracy_intervals_context_and_levels(tmp_path: Path) -> No
     assert "| maze | 2 | 2 | 50% (9%-91%) | 0% (0%-66%) |" in text  # per level, one column per mode
     assert "| VSP maze examples | 3 | 1 | 100% (21%-100%) | - |" in text  # text mode never ran on VSP
 
+    # a policy with no tools (its bench folder says it spoke `search`) runs text mode as its search in words
+    (tmp_path / "eval" / "maze-text" / "run.json").write_text(json.dumps({"protocol": "search"}))
+    text = render(_recipe(tmp_path))
+    assert "| maze | search in words | 4 | 25% (5%-70%) |" in text and "text CoT" not in text
+
 
 def test_the_block_between_markers_is_replaced_and_a_missing_block_is_an_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     page = tmp_path / "README.md"

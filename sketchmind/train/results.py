@@ -36,17 +36,28 @@ MODE_NAMES = {
 
 
 def collect(recipe: Recipe) -> dict[tuple[str, str], list[LevelSummary]]:
-    """(target, mode) -> per-level summaries then the overall one, for every eval run on disk."""
+    """(target, mode name) -> per-level summaries then the overall one, for every eval run on disk."""
     if recipe.eval is None:
         raise ValueError(f"recipe {recipe.name} has no eval section")
     targets = [*recipe.eval.families, *(["vsp"] if recipe.eval.vsp else [])]
     found: dict[tuple[str, str], list[LevelSummary]] = {}
     for target in targets:
         for mode in recipe.eval.modes:
-            records = read_results(Path(recipe.output) / "eval" / f"{target}-{mode}" / "results.jsonl")
+            folder = Path(recipe.output) / "eval" / f"{target}-{mode}"
+            records = read_results(folder / "results.jsonl")
             if records:
-                found[target, mode] = summarise(records)
+                found[target, mode_name(mode, folder)] = summarise(records)
     return found
+
+
+def mode_name(mode: str, folder: Path) -> str:
+    """How a row names its eval mode; a policy with no tools (the ``search`` protocol, as its bench folder's
+    ``run.json`` records) runs text mode as what it is: its search in words, not a text CoT baseline."""
+    config = folder / "run.json"
+    protocol = json.loads(config.read_text(encoding="utf-8")).get("protocol") if config.is_file() else None
+    if mode == "text" and protocol == "search":
+        return "search in words"
+    return MODE_NAMES.get(mode, mode)
 
 
 def _cell(summary: LevelSummary) -> str:
@@ -67,7 +78,7 @@ def overall_table(found: Mapping[tuple[str, str], Sequence[LevelSummary]]) -> st
         s = summaries[-1]
         context = "-" if s.context is None else f"{s.context:.0f}"
         lines.append(
-            f"| {_target_name(target)} | {MODE_NAMES.get(mode, mode)} | {s.n} | {_cell(s)} | {context} "
+            f"| {_target_name(target)} | {mode} | {s.n} | {_cell(s)} | {context} "
             f"| {s.turns:.1f} | {s.seconds:.2f} |"
         )
     return "\n".join(lines)
@@ -77,7 +88,7 @@ def level_table(found: Mapping[tuple[str, str], Sequence[LevelSummary]]) -> str:
     """Accuracy (95% CI) per target and level, one column per mode."""
     modes = list(dict.fromkeys(mode for _, mode in found))
     lines = [
-        "| Puzzles | Level | n | " + " | ".join(MODE_NAMES.get(m, m) for m in modes) + " |",
+        "| Puzzles | Level | n | " + " | ".join(modes) + " |",
         "|---|---:|---:|" + "---|" * len(modes),
     ]
     for target in dict.fromkeys(t for t, _ in found):
