@@ -14,7 +14,7 @@ from sketchmind.tasks.frozenlake import Lake
 from sketchmind.tasks.frozenlake_search import search, search_view, states
 from sketchmind.train.cell_guidance import cell_characters, cell_targets
 from sketchmind.train.perception import token_cells
-from sketchmind.train.search_rows import draw_row, draw_turns, search_corpus, search_question, text_row
+from sketchmind.train.search_rows import WORDINGS, draw_row, draw_turns, search_corpus, search_question, text_row
 
 FAMILY = get_family("frozenlake-classic")
 
@@ -55,7 +55,7 @@ def test_every_open_size_is_asked_in_every_wording() -> None:
             level = levels[index % len(levels)]  # the curriculum's pick (perception.Curriculum.level_for)
             puzzle = FAMILY.generate(np.random.default_rng(index), level, index)
             asked[level].add(search_question(puzzle).split()[0])
-        assert all(len(words) == 3 for words in asked.values()), asked
+        assert all(len(words) == WORDINGS for words in asked.values()), asked  # the puzzle's own one of them
 
 
 def test_cell_names_and_the_symbols_beside_them_are_the_guided_characters() -> None:

@@ -1,10 +1,10 @@
 """How much a search policy's solve rate depends on the wording of the question.
 
-The search stage trains on three wordings of the request (``search_rows.search_question``), one of them with
-the map size; users will word it their own way. This solves the same held-out maps (the recipe's eval seed,
-16 a size, and VSP's 48) once per wording, greedily in closed loop, and prints the solve rate of each: the
-three training wordings, then each puzzle's own question (VSP's prompt for VSP's maps, the family's VSP-style
-question for generated ones), which the policy never saw in training.
+The search stage trains on four wordings of the request (``search_rows.search_question``): three short ones, one
+of them with the map size, and the puzzle's own (VSP's prompt); users will word it their own way. This solves
+the same held-out maps (the recipe's eval seed, 16 a size, and VSP's 48) once per wording, greedily in closed
+loop, and prints the solve rate of each: the training wordings, then two the policy never saw, one without the
+map size.
 
     python tools/search_wordings.py runs/train/sketchmind-tiny-v2/search/final --out runs/wordings.json
 """
@@ -20,16 +20,24 @@ from sketchmind.bench.report import wilson
 from sketchmind.tasks import get_family
 from sketchmind.tasks.base import Puzzle, make_dataset
 from sketchmind.train.perception import vsp_puzzles
-from sketchmind.train.search_rows import ASKS, search_question
+from sketchmind.train.search_rows import ASKS, OWN_QUESTION, search_question
 from sketchmind.train.search_stage import measure_solving
+
+# Never used in training: how the policy does on a request worded as none of its rows were.
+UNSEEN = (
+    "Which moves take the elf to the present without falling through the ice? Reply as Action plan: <moves>.",
+    "Route the player to the goal square, avoiding every hole.",
+)
 
 
 def wordings() -> dict[str, Callable[[Puzzle], str]]:
-    """Name -> the question for a puzzle: each training wording, then the puzzle's own question."""
+    """Name -> the question for a puzzle: each training wording, the puzzle's own, then the unseen ones."""
     out: dict[str, Callable[[Puzzle], str]] = {
         f'"{ask}"': (lambda puzzle, k=k: search_question(puzzle, k)) for k, ask in enumerate(ASKS)
     }
-    out["the puzzle's own question (never trained on)"] = lambda puzzle: puzzle.question
+    out["the puzzle's own question (VSP's prompt)"] = lambda puzzle: search_question(puzzle, OWN_QUESTION)
+    for ask in UNSEEN:
+        out[f'"{ask}" (never trained on)'] = lambda puzzle, ask=ask: ask
     return out
 
 

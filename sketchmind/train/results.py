@@ -78,8 +78,7 @@ def overall_table(found: Mapping[tuple[str, str], Sequence[LevelSummary]]) -> st
         s = summaries[-1]
         context = "-" if s.context is None else f"{s.context:.0f}"
         lines.append(
-            f"| {_target_name(target)} | {mode} | {s.n} | {_cell(s)} | {context} "
-            f"| {s.turns:.1f} | {s.seconds:.2f} |"
+            f"| {_target_name(target)} | {mode} | {s.n} | {_cell(s)} | {context} | {s.turns:.1f} | {s.seconds:.2f} |"
         )
     return "\n".join(lines)
 

@@ -38,18 +38,25 @@ from sketchmind.tasks.frozenlake_search import SearchState, cell_name, plan_of, 
 Arm = Literal["text", "draw"]
 ARMS: tuple[Arm, ...] = ("text", "draw")
 
-# The same request in several wordings, one of them with the map size: users will not phrase it our way.
+# The same request in several wordings, one of them with the map size: users will not phrase it our way. The
+# puzzle's own question (the family's: VSP's long prompt, with the size, a legend and the answer format) is one
+# more (``OWN_QUESTION``): a model trained on the short ones alone solved none of 18 maps asked that way.
 ASKS = (
     "Plan a path from P to G that steps on no H.",
     "Find a safe route for the player to the goal, avoiding the holes.",
     "How does the player reach the goal on this {rows}x{cols} lake without falling into a hole?",
 )
+OWN_QUESTION = len(ASKS)  # the wording number of the puzzle's own question
+WORDINGS = len(ASKS) + 1
 
 
 def search_question(puzzle: Puzzle, wording: int | None = None) -> str:
-    """The planning request for ``puzzle``: by default a wording picked by a hash of its level and index (never
-    by ``index % k``, which the curriculum also uses to pick the level: docs/perception.md)."""
-    k = zlib.crc32(f"{puzzle.level}:{puzzle.index}".encode()) % len(ASKS) if wording is None else wording
+    """The planning request for ``puzzle``: wording ``0..WORDINGS-1`` (``OWN_QUESTION``: the puzzle's own), by
+    default one picked by a hash of its level and index (never by ``index % k``, which the curriculum also uses
+    to pick the level: docs/perception.md)."""
+    k = zlib.crc32(f"{puzzle.level}:{puzzle.index}".encode()) % WORDINGS if wording is None else wording
+    if k == OWN_QUESTION:
+        return puzzle.question
     return ASKS[k].format(rows=puzzle.truth["rows"], cols=puzzle.truth["cols"])
 
 
