@@ -216,11 +216,10 @@ def test_perceive_with_only_the_image_token_loss_trains_without_eager_attention(
 def test_the_default_recipe_learns_from_its_search_policys_own_samples(tmp_path: Path) -> None:
     recipe = load_recipe(ROOT / "policies" / "sketchmind-tiny.yaml").model_copy(update={"output": str(tmp_path)})
     pipeline = Pipeline(recipe)
-    assert pipeline.enabled() == ["synth", "base", "search", "rejection", "sft2", "grpo", "eval"]
+    assert pipeline.enabled() == ["synth", "base", "search", "rejection", "sft2", "eval"]
     search = str(pipeline.folder("search") / "final")
-    # no cold start: rejection samples the search policy, GRPO starts from sft2's, and the eval benches GRPO's
-    assert pipeline.model_after("rejection") == search and pipeline.grpo_start().endswith("sft2/final")
-    assert pipeline.model_after("eval").endswith("grpo/final")
+    # no cold start: rejection samples the search policy, and the eval benches sft2's
+    assert pipeline.model_after("rejection") == search and pipeline.model_after("eval").endswith("sft2/final")
     assert pipeline.recipe.stages.rejection is not None and not pipeline.recipe.stages.rejection.mix_cold_start
 
     # each checkpoint says the protocol its stage trained it to speak: the search's, passed on to what learns
@@ -229,7 +228,8 @@ def test_the_default_recipe_learns_from_its_search_policys_own_samples(tmp_path:
         (tmp_path / stage / "final").mkdir(parents=True)
         (tmp_path / stage / "final" / "config.json").write_text('{"sketchmind_protocol": "sketchmind"}')
     pipeline.stamp("search", tmp_path / "search" / "final")
-    assert [pipeline.stage_protocol(s) for s in ("search", "sft2", "grpo")] == ["search", "search", "sketchmind"]
+    assert [pipeline.stage_protocol(s) for s in ("search", "sft2")] == ["search", "search"]
+    assert pipeline.stage_protocol("grpo") == "sketchmind"  # GRPO would start from sft2's copied config
     pipeline.stamp("sft2", tmp_path / "sft2" / "final")
     assert pipeline.stage_protocol("grpo") == "search"
     micro = Pipeline(load_recipe(ROOT / "policies" / "micro.yaml"))
