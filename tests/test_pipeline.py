@@ -232,10 +232,11 @@ def test_the_default_recipe_learns_from_its_search_policys_own_samples(tmp_path:
     pipeline.stamp("sft2", tmp_path / "sft2" / "final")  # its copied config said sketchmind: now what it speaks
     assert json.loads((tmp_path / "sft2" / "final" / "config.json").read_text())["sketchmind_protocol"] == "search"
     micro = Pipeline(load_recipe(ROOT / "policies" / "micro.yaml"))
-    assert [micro.stage_protocol(s) for s in ("base", "perceive", "sft", "latent1", "sft_text")] == [
+    assert [micro.stage_protocol(s) for s in ("base", "perceive", "sft", "latent1", "sft_text", "grpo")] == [
         None,
         None,
         "sketchmind",
         "sketchmind",
         "sketchmind",
+        "sketchmind",  # what its start (sft2, from the cold start) speaks
     ]
