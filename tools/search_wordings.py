@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from sketchmind.bench.report import wilson
@@ -30,14 +31,18 @@ UNSEEN = (
 )
 
 
+def _asked(text: str, puzzle: Puzzle) -> str:
+    return text
+
+
 def wordings() -> dict[str, Callable[[Puzzle], str]]:
     """Name -> the question for a puzzle: each training wording, the puzzle's own, then the unseen ones."""
     out: dict[str, Callable[[Puzzle], str]] = {
-        f'"{ask}"': (lambda puzzle, k=k: search_question(puzzle, k)) for k, ask in enumerate(ASKS)
+        f'"{ask}"': partial(search_question, wording=k) for k, ask in enumerate(ASKS)
     }
-    out["the puzzle's own question (VSP's prompt)"] = lambda puzzle: search_question(puzzle, OWN_QUESTION)
+    out["the puzzle's own question (VSP's prompt)"] = partial(search_question, wording=OWN_QUESTION)
     for ask in UNSEEN:
-        out[f'"{ask}" (never trained on)'] = lambda puzzle, ask=ask: ask
+        out[f'"{ask}" (never trained on)'] = partial(_asked, ask)
     return out
 
 
@@ -46,20 +51,19 @@ def main() -> None:
     parser.add_argument("model", help="a search policy's checkpoint (text arm)")
     parser.add_argument("--per-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=99)
-    parser.add_argument("--vsp", default="data/vsp-maze-examples")
+    parser.add_argument("--vsp", default="data/vsp-maze-examples", help="VSP's maps too ('' to leave them out)")
     parser.add_argument("--out", help="write the table as JSON here")
     args = parser.parse_args()
 
     from sketchmind.models.hf import HFPolicy
 
     family = get_family("frozenlake-classic")
-    sets = {
-        "generated": make_dataset(family, list(range(3, 9)), args.per_size, seed=args.seed),
-        "vsp": vsp_puzzles(Path(args.vsp)),
-    }
+    sets = {"generated": make_dataset(family, list(range(3, 9)), args.per_size, seed=args.seed)}
+    if args.vsp:
+        sets["vsp"] = vsp_puzzles(Path(args.vsp))
     policy = HFPolicy(args.model)
     report = {}
-    print("| wording | generated | VSP |\n|---|---|---|")
+    print("| wording | " + " | ".join(sets) + " |\n|---|" + "---|" * len(sets))
     for name, question in wordings().items():
         table = measure_solving(policy, sets, "text", family, question=question)
         totals = {r["set"]: (r["solved"], r["n"]) for r in table.rows if r["level"] == "all"}
