@@ -330,6 +330,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         samples=args.samples,
         data=args.data,
         max_turns=args.max_turns,
+        max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         base_url=args.base_url,
     )
@@ -553,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--samples", type=positive_int, default=1, help="sample N trajectories per puzzle and vote")
     bench.add_argument("--data", help="VSP folder holding maps/ (default: the examples bundled with sketchmind)")
     bench.add_argument("--max-turns", type=positive_int, default=10)
+    bench.add_argument("--max-new-tokens", type=positive_int, default=512, help="per model turn")
     bench.add_argument("--batch-size", type=positive_int, default=8, help="puzzles solved in lockstep per batch")
     bench.add_argument("--out", help="run directory (default runs/bench/TARGET-MODEL-MODE); re-runs resume")
     bench.add_argument("--plot", default="compare.png", help="bench compare: output plot")
