@@ -527,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--mode", default="draw", choices=["draw", "text", "latent", "auto"])
     solve.add_argument("--max-turns", type=positive_int, default=10)
     solve.add_argument("--max-images", type=positive_int, default=45)
-    solve.add_argument("--max-new-tokens", type=positive_int, default=512)
+    # 768: the default policy's search in words on an 8x8 map takes up to about 600
+    solve.add_argument("--max-new-tokens", type=positive_int, default=768, help="per model turn")
     solve.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per model call")
     solve.add_argument("--temperature", type=natural_float, default=0.0)
     solve.add_argument("--samples", type=positive_int, default=1, help="sample N trajectories and select one")
@@ -554,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--samples", type=positive_int, default=1, help="sample N trajectories per puzzle and vote")
     bench.add_argument("--data", help="VSP folder holding maps/ (default: the examples bundled with sketchmind)")
     bench.add_argument("--max-turns", type=positive_int, default=10)
-    bench.add_argument("--max-new-tokens", type=positive_int, default=512, help="per model turn")
+    bench.add_argument("--max-new-tokens", type=positive_int, default=768, help="per model turn")
     bench.add_argument("--batch-size", type=positive_int, default=8, help="puzzles solved in lockstep per batch")
     bench.add_argument("--out", help="run directory (default runs/bench/TARGET-MODEL-MODE); re-runs resume")
     bench.add_argument("--plot", default="compare.png", help="bench compare: output plot")
