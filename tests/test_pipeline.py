@@ -19,7 +19,7 @@ from sketchmind.latent.tokens import is_latent_checkpoint
 from sketchmind.models.base import Conversation, Sampling
 from sketchmind.models.hf import HFPolicy
 from sketchmind.train.pipeline import STAGES, Pipeline
-from sketchmind.train.recipe import RecipeError, load_recipe
+from sketchmind.train.recipe import RecipeError, RejectionSpec, load_recipe
 from sketchmind.train.synth_storage import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,14 +213,17 @@ def test_perceive_with_only_the_image_token_loss_trains_without_eager_attention(
     assert logged and all("token_ce" in m and "look" not in m for m in logged)
 
 
-def test_the_default_recipe_learns_from_its_search_policys_own_samples(tmp_path: Path) -> None:
+def test_the_default_recipe_ships_its_search_policy_and_what_learns_from_it_speaks_search(tmp_path: Path) -> None:
     recipe = load_recipe(ROOT / "policies" / "sketchmind-tiny.yaml").model_copy(update={"output": str(tmp_path)})
     pipeline = Pipeline(recipe)
-    assert pipeline.enabled() == ["synth", "base", "search", "rejection", "sft2", "eval"]
+    assert pipeline.enabled() == ["synth", "base", "search", "eval"]  # no cold start: the search policy ships
     search = str(pipeline.folder("search") / "final")
-    # no cold start: rejection samples the search policy, and the eval benches sft2's
+    assert pipeline.model_after("eval") == search
+    # with rejection sampling added, it samples the search policy, and sft2 learns from those samples
+    stages = recipe.stages.model_copy(update={"rejection": RejectionSpec(mix_cold_start=False)})
+    pipeline = Pipeline(recipe.model_copy(update={"stages": stages}))
+    assert pipeline.enabled() == ["synth", "base", "search", "rejection", "sft2", "eval"]
     assert pipeline.model_after("rejection") == search and pipeline.model_after("eval").endswith("sft2/final")
-    assert pipeline.recipe.stages.rejection is not None and not pipeline.recipe.stages.rejection.mix_cold_start
 
     # each checkpoint says the protocol its stage trained it to speak: the search's, passed on to what learns
     # from its samples; a config copied from a start that spoke another is corrected by the stamp

@@ -163,7 +163,8 @@ def render(recipe: Recipe) -> str:
     assert recipe.eval is not None
     where = f"held-out seed {recipe.eval.seed}, {recipe.eval.n} puzzles per level"
     return (
-        f"Recipe `{recipe.name}`, {where}; greedy decoding, at most {recipe.eval.max_turns} turns. "
+        f"Recipe `{recipe.name}`, {where}; greedy decoding, at most {recipe.eval.max_turns} "
+        f"turn{'' if recipe.eval.max_turns == 1 else 's'}. "
         "Context tokens: the largest context of a solve (prompt, images and output).\n\n"
         f"{overall_table(found)}\n\nAccuracy per level:\n\n{level_table(found)}\n\n"
         f"Compute (2 CPU cores, wall time per stage):\n\n{compute_table(recipe)}"
