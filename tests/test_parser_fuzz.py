@@ -26,6 +26,7 @@ from sketchmind.protocols import (
     OpenAIToolsProtocol,
     ParsedTurn,
     Protocol,
+    SearchProtocol,
     SketchMindProtocol,
     ToolCall,
     ToolResult,
@@ -369,6 +370,7 @@ def corrupted_openai(draw: st.DrawFn) -> Any:
 # ---------------------------------------------------------------------------------------------------
 
 SKETCHMIND, VILASR, OPENAI = SketchMindProtocol(), ViLaSRProtocol(), OpenAIToolsProtocol()
+SEARCH = SearchProtocol()
 
 
 def check_turn(protocol: Protocol, output: Any) -> ParsedTurn:
@@ -477,7 +479,7 @@ def test_openai_survives_corrupted_messages(message: Any) -> None:
 
 
 @fuzz_settings(400)
-@given(st.sampled_from([SKETCHMIND, VILASR, OPENAI]), st.text(st.characters(), max_size=300) | nested_garbage())
+@given(st.sampled_from([SKETCHMIND, VILASR, OPENAI, SEARCH]), st.text(st.characters(), max_size=300) | nested_garbage())
 def test_every_protocol_survives_arbitrary_text(protocol: Protocol, text: str) -> None:
     check_turn(protocol, text)
 
