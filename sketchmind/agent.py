@@ -38,7 +38,7 @@ from langgraph.graph import END, START, StateGraph
 from sketchmind.canvas import Canvas, View
 from sketchmind.images import ImageSource, load_image, smart_resize
 from sketchmind.models.base import BackendError, Conversation, Generation, Policy, Sampling
-from sketchmind.protocols import Protocol, ToolCall, ToolResult, get_protocol
+from sketchmind.protocols import DEFAULT_PROTOCOL, Protocol, ToolCall, ToolResult, get_protocol
 from sketchmind.protocols.base import Message, image_budget_error, text_part
 from sketchmind.selection import Select, select
 from sketchmind.tasks.base import Puzzle
@@ -143,7 +143,7 @@ class Agent:
         self.policy = policy
         # A protocol named by string speaks the convention the policy was trained on, if it says.
         if protocol is None:
-            protocol = policy.protocol_name or "sketchmind"
+            protocol = policy.protocol_name or DEFAULT_PROTOCOL
         self.protocol = get_protocol(protocol, policy.coords) if isinstance(protocol, str) else protocol
         self.budgets = budgets
         self.mode = mode

@@ -30,7 +30,7 @@ from sketchmind.files import SaveError
 from sketchmind.images import ImageInputError, load_image
 from sketchmind.memory import reuse_freed_memory
 from sketchmind.models.default import DEFAULT_POLICY, NOTICE, is_shipped, resolve_model
-from sketchmind.protocols import PROTOCOLS
+from sketchmind.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from sketchmind.quiet import quiet_progress_bars
 from sketchmind.trace import TraceError
 
@@ -276,7 +276,7 @@ def _expert_for_image(args: argparse.Namespace) -> tuple[ExpertPolicy, Puzzle]:
             "--model expert needs a puzzle's ground truth: give an image inside a VSP maps/levelN/img folder, "
             "or run `sketchmind bench FAMILY --model expert`"
         )
-    return ExpertPolicy(args.protocol or "sketchmind", mode="text" if args.mode == "text" else "draw"), puzzle
+    return ExpertPolicy(args.protocol or DEFAULT_PROTOCOL, mode="text" if args.mode == "text" else "draw"), puzzle
 
 
 def _levels(text: str | None) -> tuple[int, ...] | None:

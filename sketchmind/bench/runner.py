@@ -119,10 +119,11 @@ def record(puzzle: Puzzle, trace: Trace, correct: bool, seconds: float) -> dict[
 def _make_policy(config: BenchConfig) -> Policy:
     if config.model == "expert":
         from sketchmind.models.expert import ExpertPolicy
+        from sketchmind.protocols import DEFAULT_PROTOCOL
 
         if config.samples > 1:
             raise ValueError("the expert is deterministic: --samples needs a sampling model")
-        return ExpertPolicy(config.protocol or "sketchmind", mode="text" if config.mode == "text" else "draw")
+        return ExpertPolicy(config.protocol or DEFAULT_PROTOCOL, mode="text" if config.mode == "text" else "draw")
     from sketchmind.models.loading import load_policy
 
     return load_policy(config.model, base_url=config.base_url, mode=config.mode)

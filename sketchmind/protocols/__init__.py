@@ -9,6 +9,8 @@ from sketchmind.protocols.search import SearchProtocol
 from sketchmind.protocols.sketchmind import SketchMindProtocol
 from sketchmind.protocols.vilasr import ViLaSRProtocol
 
+DEFAULT_PROTOCOL = "sketchmind"  # spoken when neither the caller nor the policy names a protocol
+
 PROTOCOLS: dict[str, type[Protocol]] = {
     cls.name: cls for cls in (SketchMindProtocol, ViLaSRProtocol, OpenAIToolsProtocol, SearchProtocol)
 }
@@ -24,6 +26,7 @@ def get_protocol(name: str, convention: str | Convention | None = None) -> Proto
 
 
 __all__ = [
+    "DEFAULT_PROTOCOL",
     "PROTOCOLS",
     "Message",
     "OpenAIToolsProtocol",

@@ -672,7 +672,8 @@ def stamp_config(model_dir: str | Path, key: str, value: str | None) -> None:
 def _speaks(model_dir: str | Path) -> str:
     """The protocol a checkpoint was trained to speak (its config's ``sketchmind_protocol``), else sketchmind."""
     from sketchmind.models.hf import PROTOCOL_KEY
+    from sketchmind.protocols import DEFAULT_PROTOCOL
 
     config = Path(model_dir) / "config.json"
     values = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
-    return str(values.get(PROTOCOL_KEY) or "sketchmind")
+    return str(values.get(PROTOCOL_KEY) or DEFAULT_PROTOCOL)
